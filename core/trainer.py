@@ -1,0 +1,305 @@
+"""Trainer: owns the models, optimisers and RNG streams of one run, and its thread.
+
+`step()` does one training iteration; `start()` runs steps in a background daemon
+thread that never touches any UI. Controls: pause / resume / step_once / stop.
+Readers (UI, CLI) use `status`, `log` (MetricLog) and `snapshots` (SnapshotStore),
+all safe to read while the thread runs.
+"""
+from __future__ import annotations
+
+import threading
+import time
+import traceback
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .config import TrainConfig
+from .data import DataSet, load_dataset
+from .metrics import MetricLog
+from .models import build_models, flatten_parameters
+from .samples import Snapshot, SnapshotStore, d_heatmap, grid_png, toy_extent
+from .updates import UPDATE_RULES, Nets, StepContext, draw_batch, train_step
+
+STATES = ("idle", "running", "paused", "stopped", "finished", "diverged", "failed")
+LIVE_STATES = ("running", "paused", "diverged")
+FIXED_IMAGES = 64     # fixed-noise grid: 8 x 8
+FIXED_POINTS = 1000   # fixed-noise scatter for 2-D data
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device 'cuda' was asked for but no CUDA GPU is available; "
+                           "use 'auto' or 'cpu'")
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(name)
+
+
+def new_run_id(prefix: str = "run") -> str:
+    return f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:4]}"
+
+
+def make_adam(flat: torch.nn.Parameter, opt_cfg) -> torch.optim.Adam:
+    return torch.optim.Adam([flat], lr=opt_cfg.lr, betas=(opt_cfg.beta1, opt_cfg.beta2),
+                            fused=True)
+
+
+def build_nets(cfg: TrainConfig, data: DataSet, device: torch.device) -> Nets:
+    G, D = build_models(cfg, data.dim, data.is_image)
+    G, D = G.to(device), D.to(device)
+    g_flat, d_flat = flatten_parameters(G), flatten_parameters(D)
+    return Nets(G, D, g_flat, d_flat, make_adam(g_flat, cfg.g_opt), make_adam(d_flat, cfg.d_opt))
+
+
+def fixed_noise(cfg: TrainConfig, data: DataSet, device: torch.device) -> torch.Tensor:
+    """The z shown in every snapshot; from its own seed so it never shifts the batches."""
+    n = FIXED_IMAGES if data.is_image else FIXED_POINTS
+    gen = torch.Generator().manual_seed(cfg.seed + 7919)
+    return torch.randn(n, cfg.latent_dim, generator=gen).to(device)
+
+
+def make_snapshot(nets: Nets, data: DataSet, z: torch.Tensor, step: int) -> Snapshot:
+    with torch.no_grad():
+        out = nets.G(z)
+    if data.is_image:
+        return Snapshot(step, png=grid_png(out, data.image_shape))
+    extent = toy_extent(data.modes)
+    return Snapshot(step, points=out.float().cpu().numpy(),
+                    heatmap=d_heatmap(nets.D, extent), extent=extent)
+
+
+@dataclass(frozen=True)
+class Status:
+    state: str
+    step: int
+    steps_per_s: float
+    elapsed_s: float
+    message: str = ""
+
+    @property
+    def live(self) -> bool:
+        return self.state in LIVE_STATES
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig, *, run_id: str | None = None,
+                 run_dir: str | Path | None = None) -> None:
+        self.cfg = cfg
+        self.run_id = run_id or new_run_id()
+        self.run_dir = Path(run_dir) if run_dir else None
+        self.device = resolve_device(cfg.device)
+        self.data = load_dataset(cfg)
+        self.x = self.data.x.to(self.device)
+        self.nets = build_nets(cfg, self.data, self.device)
+        self.data_gen = torch.Generator(self.device).manual_seed(cfg.seed)
+        self.noise_gen = torch.Generator(self.device).manual_seed(cfg.seed + 1)
+        self.fixed_z = fixed_noise(cfg, self.data, self.device)
+        self.log = MetricLog()
+        self.snapshots = SnapshotStore(cfg.max_snapshots)
+        self.step_count = 0
+        self.lock = threading.RLock()     # guards nets, RNGs and step_count
+        self.error: str | None = None
+        self.error_trace: str | None = None
+        self._state = "idle"
+        self._message = ""
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._pause = threading.Event()
+        self._wake = threading.Event()
+        self._run_time = 0.0              # seconds spent running (pauses excluded)
+        self._ema_dt = 0.0
+        self._last_t: float | None = None
+        self.on_step = []                 # callables(trainer) run in the thread after a step
+
+    # -- one iteration --------------------------------------------------------------
+    def step(self) -> dict[str, float]:
+        """One training iteration (thread-safe); returns the logged values."""
+        with self.lock:
+            cfg = self.cfg
+            ctx = StepContext(cfg, self.step_count, self.noise_gen)
+            batches = [draw_batch(self.x, cfg, self.data_gen) for _ in range(cfg.d_steps)]
+            values = train_step(self.nets, batches, ctx)
+            self.step_count += 1
+            step = self.step_count
+            values["steps_per_s"] = self._tick()
+            self.log.append(step, {k: v for k, v in values.items() if not k.endswith("_skipped")})
+            if step % cfg.sample_every == 0:
+                self.take_snapshot()
+        self._check_finite(step, values)
+        return values
+
+    def _tick(self) -> float:
+        now = time.perf_counter()
+        if self._last_t is not None:
+            dt = now - self._last_t
+            self._run_time += dt
+            self._ema_dt = dt if self._ema_dt == 0 else 0.95 * self._ema_dt + 0.05 * dt
+        self._last_t = now
+        return 1.0 / self._ema_dt if self._ema_dt > 0 else float("nan")
+
+    def _check_finite(self, step: int, values: dict) -> None:
+        bad = [k for k in ("d_loss", "g_loss") if not _finite(values[k])]
+        bad += [k.replace("_skipped", "") + " gradient" for k in ("d_skipped", "g_skipped")
+                if values[k] > 0]
+        if bad:
+            self._pause.set()
+            self._state = "diverged"
+            self._message = (f"diverged at step {step}: {', '.join(bad)} not finite. "
+                             "The bad update was skipped, so the weights are intact; save a "
+                             "checkpoint and fine-tune with lower learning rates, or resume.")
+
+    def take_snapshot(self) -> Snapshot:
+        with self.lock:
+            snap = make_snapshot(self.nets, self.data, self.fixed_z, self.step_count)
+            self.snapshots.add(snap)
+        return snap
+
+    def set_rule(self, rule: str) -> None:
+        """Switch the generator update rule on a live run; leaves a marker in the log."""
+        if rule not in UPDATE_RULES:
+            raise ValueError(f"rule {rule!r} is not one of: {', '.join(UPDATE_RULES)}")
+        with self.lock:
+            if rule != self.cfg.rule:
+                self.log.add_event(self.step_count, f"rule: {self.cfg.rule} -> {rule}")
+                self.cfg = self.cfg.replace(rule=rule)
+
+    # -- the background thread ------------------------------------------------------
+    def start(self) -> None:
+        if self._thread is not None and self._thread.is_alive():
+            return
+        if self.step_count == 0 and not self.snapshots.all():
+            self.take_snapshot()
+        self._stop.clear()
+        self._pause.clear()
+        self._state = "running"
+        self._message = ""
+        self._last_t = None
+        self._thread = threading.Thread(target=self._loop, name=f"trainer-{self.run_id}",
+                                        daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        try:
+            while not self._stop.is_set():
+                if self._pause.is_set():
+                    if self._state == "running":
+                        self._state = "paused"
+                    self._last_t = None
+                    self._wake.wait(0.05)
+                    self._wake.clear()
+                    continue
+                if self._state == "paused":
+                    self._state = "running"
+                self.step()
+                for hook in self.on_step:
+                    hook(self)
+                if self.cfg.steps and self.step_count >= self.cfg.steps:
+                    self._finish()
+                    return
+        except Exception as exc:  # surface the crash; the UI shows status and error
+            self.error = f"{type(exc).__name__}: {exc}"
+            self.error_trace = traceback.format_exc()
+            self._state = "failed"
+            self._message = f"training thread crashed at step {self.step_count}: {self.error}"
+
+    def _finish(self) -> None:
+        if self.step_count % self.cfg.sample_every:
+            self.take_snapshot()
+        self._state = "finished"
+        self._message = f"reached the step budget ({self.cfg.steps} steps)"
+
+    def pause(self) -> None:
+        if self._state in ("running", "idle"):
+            self._pause.set()
+            self._state = "paused" if self._thread else self._state
+
+    def resume(self) -> None:
+        if self._state in ("paused", "diverged"):
+            self._message = ""
+            self._state = "running"
+            self._pause.clear()
+            self._wake.set()
+
+    def step_once(self) -> dict[str, float]:
+        """One step while paused (or before starting); refused while running."""
+        if self._state == "running":
+            raise RuntimeError("step_once needs a paused run: pause it first")
+        if self._state in ("failed", "stopped", "finished"):
+            raise RuntimeError(f"the run is {self._state}; resume it from a checkpoint")
+        return self.step()
+
+    def stop(self, timeout: float = 2.0) -> None:
+        self._stop.set()
+        self._pause.clear()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        if self._state in ("running", "paused", "diverged", "idle"):
+            self._state = "stopped"
+            self._message = f"stopped at step {self.step_count}"
+
+    @property
+    def thread_alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    @property
+    def status(self) -> Status:
+        sps = 1.0 / self._ema_dt if self._ema_dt > 0 and self._state == "running" else 0.0
+        return Status(self._state, self.step_count, sps, self._run_time, self._message)
+
+    # -- checkpoints ----------------------------------------------------------------
+    def state_dict(self) -> dict:
+        """Everything a checkpoint needs, as plain tensors / dicts (see checkpoint.py)."""
+        with self.lock:
+            return {
+                "config": self.cfg.to_dict(),
+                "run_id": self.run_id,
+                "step": self.step_count,
+                "rule": self.cfg.rule,
+                "generator": _cpu(self.nets.G.state_dict()),
+                "discriminator": _cpu(self.nets.D.state_dict()),
+                "g_optimizer": _cpu(self.nets.g_opt.state_dict()),
+                "d_optimizer": _cpu(self.nets.d_opt.state_dict()),
+                "rng": {"data": self.data_gen.get_state(), "noise": self.noise_gen.get_state()},
+                "fixed_z": self.fixed_z.cpu(),
+                "metrics": self.log.state(),
+                "snapshots": self.snapshots.state(),
+            }
+
+    def load_state_dict(self, state: dict, *, restore_optimizers: bool = True) -> None:
+        with self.lock:
+            self.nets.G.load_state_dict(state["generator"])
+            self.nets.D.load_state_dict(state["discriminator"])
+            if restore_optimizers:
+                self.nets.g_opt.load_state_dict(state["g_optimizer"])
+                self.nets.d_opt.load_state_dict(state["d_optimizer"])
+                self.data_gen.set_state(state["rng"]["data"])
+                self.noise_gen.set_state(state["rng"]["noise"])
+            self.fixed_z = state["fixed_z"].to(self.device)
+            self.step_count = int(state["step"])
+            self.log = MetricLog.from_state(state["metrics"])
+            self.snapshots = SnapshotStore.from_state(state["snapshots"], self.cfg.max_snapshots)
+
+    def save_checkpoint(self, path: str | Path | None = None) -> Path:
+        from .checkpoint import save_checkpoint  # avoid an import cycle
+        if path is None:
+            base = self.run_dir or Path("checkpoints") / self.run_id
+            path = Path(base) / f"step_{self.step_count}.pt"
+        return save_checkpoint(self.state_dict(), path)
+
+
+def _finite(value: float) -> bool:
+    return value == value and abs(value) != float("inf")
+
+
+def _cpu(obj):
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu().clone()
+    if isinstance(obj, dict):
+        return {k: _cpu(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_cpu(v) for v in obj]
+    return obj
