@@ -1,0 +1,241 @@
+"""Headless CLI: python -m core {train,sample,info,...} --help
+
+Bad arguments exit with status 2 and a one-line message, never a traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import time
+from pathlib import Path
+
+from .checkpoint import CheckpointError, checkpoint_summary, config_of, load_checkpoint
+from .config import DATA_NAMES, PRESETS, RULE_NAMES, ConfigError, TrainConfig, preset
+from .data import DataError
+
+
+class UsageError(Exception):
+    """Bad input from the command line: printed as one line, exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, status 2 (argparse's default prints usage)
+        raise UsageError(message)
+
+
+def build_config(args: argparse.Namespace) -> TrainConfig:
+    """Preset or --config file, then the explicit command-line overrides."""
+    if args.config:
+        try:
+            raw = json.loads(Path(args.config).read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise UsageError(f"--config {args.config}: {exc}") from None
+        cfg = TrainConfig.from_dict(raw)
+    else:
+        cfg = preset(args.preset, data=args.data or "mnist5k")
+    overrides = {k: v for k, v in {
+        "data": args.data, "rule": args.rule, "seed": args.seed, "batch_size": args.batch_size,
+        "device": args.device, "steps": args.steps, "data_root": args.data_root,
+        "sample_every": args.sample_every, "checkpoint_every": args.checkpoint_every,
+        "eval_every": getattr(args, "eval_every", None),
+    }.items() if v is not None}
+    if args.lr is not None:
+        overrides.update({"g_opt.lr": args.lr, "d_opt.lr": args.lr})
+    return cfg.replace(**overrides)
+
+
+class Progress:
+    """A one-line progress bar with steps/s and the latest losses (stderr)."""
+
+    def __init__(self, total: int) -> None:
+        self.total, self.start, self.last = total, time.perf_counter(), 0.0
+        self.tty = sys.stderr.isatty()
+
+    def update(self, step: int, values: dict, force: bool = False) -> None:
+        now = time.perf_counter()
+        if not force and now - self.last < (0.2 if self.tty else 5.0):
+            return
+        self.last = now
+        frac = step / self.total if self.total else 0.0
+        bar = "#" * int(frac * 30)
+        rate = values.get("steps_per_s", float("nan"))
+        line = (f"[{bar:<30}] {step}/{self.total} {rate:7.0f} steps/s  "
+                f"d_loss {values['d_loss']:.3f}  g_loss {values['g_loss']:.3f}")
+        print(("\r" if self.tty else "") + line, end="" if self.tty else "\n",
+              file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self.tty:
+            print(file=sys.stderr)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .trainer import Trainer
+
+    cfg = build_config(args)
+    if not cfg.steps:
+        raise UsageError("--steps must be a positive number of steps")
+    out = Path(args.out)
+    if args.resume:
+        trainer = _trainer_from_checkpoint(args.resume, cfg, args, out)
+    else:
+        trainer = Trainer(cfg, run_id=out.name, run_dir=out)
+        trainer.take_snapshot()
+    interrupted = []
+    previous = signal.signal(signal.SIGINT, lambda *_: interrupted.append(True))
+    progress = Progress(cfg.steps)
+    values: dict = {}
+    try:
+        while trainer.step_count < cfg.steps and not interrupted:
+            values = trainer.step()
+            if trainer.status.state == "diverged":
+                print(f"\n{trainer.status.message}", file=sys.stderr)
+                break
+            if cfg.checkpoint_every and trainer.step_count % cfg.checkpoint_every == 0:
+                trainer.save_checkpoint()
+            progress.update(trainer.step_count, values)
+        if values:
+            progress.update(trainer.step_count, values, force=True)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        progress.close()
+    write_run_outputs(trainer, out)
+    path = trainer.save_checkpoint()
+    print(f"{'interrupted; ' if interrupted else ''}saved {path}")
+    return 130 if interrupted else 0
+
+
+def _trainer_from_checkpoint(path: str, cfg: TrainConfig, args, out: Path):
+    from .trainer import Trainer
+
+    state = load_checkpoint(path)
+    if state.get("kind") == "arena":
+        raise UsageError(f"{path} is an arena checkpoint; extract an arm first")
+    saved = config_of(state)
+    # Resume keeps the saved run's settings; only the budget and the rule may change.
+    changes = {"steps": cfg.steps}
+    if args.rule:
+        changes["rule"] = args.rule
+    trainer = Trainer(saved.replace(**changes), run_id=out.name, run_dir=out)
+    trainer.load_state_dict(state)
+    if args.rule and args.rule != saved.rule:
+        trainer.log.add_event(trainer.step_count, f"rule: {saved.rule} -> {args.rule}")
+    return trainer
+
+
+def write_run_outputs(trainer, out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "metrics.csv").write_bytes(trainer.log.to_csv())
+    (out / "config.json").write_text(json.dumps(trainer.cfg.to_dict(), indent=2))
+    snap = trainer.take_snapshot()
+    if snap.png is not None:
+        (out / "samples.png").write_bytes(snap.png)
+    else:
+        (out / "samples.png").write_bytes(scatter_png(trainer.data, snap.points))
+
+
+def scatter_png(data, points) -> bytes:
+    """Generated points (red) over real samples (grey) and the modes (black x)."""
+    import io
+
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 5), dpi=100)
+    real = data.x[:2000].numpy()
+    ax.scatter(real[:, 0], real[:, 1], s=4, c="0.6", label="real")
+    ax.scatter(points[:, 0], points[:, 1], s=4, c="tab:red", alpha=0.6, label="generated")
+    modes = data.modes.numpy()
+    ax.scatter(modes[:, 0], modes[:, 1], marker="x", c="k", s=40, label="modes")
+    lim = float(abs(modes).max()) + 1.0
+    ax.set_xlim(-lim, lim)
+    ax.set_ylim(-lim, lim)
+    ax.set_aspect("equal")
+    ax.legend(loc="upper right", fontsize=8)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", bbox_inches="tight")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    import torch
+
+    from .samples import grid_png
+    from .trainer import Trainer
+
+    state = load_checkpoint(args.checkpoint)
+    if state.get("kind") == "arena":
+        raise UsageError(f"{args.checkpoint} is an arena checkpoint; extract an arm first")
+    trainer = Trainer(config_of(state).replace(device="cpu"))
+    trainer.load_state_dict(state, restore_optimizers=False)
+    gen = torch.Generator().manual_seed(args.seed)
+    z = torch.randn(args.n, trainer.cfg.latent_dim, generator=gen)
+    with torch.no_grad():
+        out = trainer.nets.G(z)
+    png = (grid_png(out, trainer.data.image_shape) if trainer.data.is_image
+           else scatter_png(trainer.data, out.numpy()))
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_bytes(png)
+    print(f"wrote {args.out} ({args.n} samples from step {trainer.step_count})")
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    print(json.dumps(checkpoint_summary(load_checkpoint(args.checkpoint)), indent=2))
+    return 0
+
+
+def add_run_options(p: argparse.ArgumentParser) -> None:
+    """Options shared by train and compare."""
+    p.add_argument("--data", choices=DATA_NAMES, help="data set (default mnist5k)")
+    p.add_argument("--data-root", help="root folder for mnist / fashion-mnist / folder data")
+    p.add_argument("--preset", choices=list(PRESETS), default="source")
+    p.add_argument("--config", help="JSON file with a full config (TrainConfig.to_dict())")
+    p.add_argument("--steps", type=int, help="number of training steps")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--lr", type=float, help="learning rate of both G and D")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--sample-every", type=int)
+    p.add_argument("--checkpoint-every", type=int)
+    p.add_argument("--out", required=True, help="run folder for metrics, samples, checkpoints")
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="python -m core", description="GAN RL Lab headless engine")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    train = sub.add_parser("train", help="train one run")
+    add_run_options(train)
+    train.add_argument("--rule", choices=RULE_NAMES)
+    train.add_argument("--resume", help="continue from this checkpoint")
+    train.set_defaults(func=cmd_train)
+
+    sample = sub.add_parser("sample", help="write a sample grid (or scatter) from a checkpoint")
+    sample.add_argument("checkpoint")
+    sample.add_argument("--n", type=int, default=64)
+    sample.add_argument("--seed", type=int, default=0)
+    sample.add_argument("--out", required=True)
+    sample.set_defaults(func=cmd_sample)
+
+    info = sub.add_parser("info", help="print what a checkpoint holds, as JSON")
+    info.add_argument("checkpoint")
+    info.set_defaults(func=cmd_info)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = make_parser().parse_args(argv)
+        return args.func(args)
+    except (UsageError, ConfigError, CheckpointError, DataError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
