@@ -84,23 +84,14 @@ class Status:
         return self.state in LIVE_STATES
 
 
-class Trainer:
-    def __init__(self, cfg: TrainConfig, *, run_id: str | None = None,
-                 run_dir: str | Path | None = None) -> None:
-        self.cfg = cfg
-        self.run_id = run_id or new_run_id()
-        self.run_dir = Path(run_dir) if run_dir else None
-        self.device = resolve_device(cfg.device)
-        self.data = load_dataset(cfg)
-        self.x = self.data.x.to(self.device)
-        self.nets = build_nets(cfg, self.data, self.device)
-        self.data_gen = torch.Generator(self.device).manual_seed(cfg.seed)
-        self.noise_gen = torch.Generator(self.device).manual_seed(cfg.seed + 1)
-        self.fixed_z = fixed_noise(cfg, self.data, self.device)
-        self.log = MetricLog()
-        self.snapshots = SnapshotStore(cfg.max_snapshots)
-        self.step_count = 0
-        self.lock = threading.RLock()     # guards nets, RNGs and step_count
+class RunControls:
+    """The background thread and its controls, shared by Trainer and arena.Arena.
+
+    A subclass provides cfg, run_id, step_count, step(), take_snapshot() and
+    _has_snapshots(), and calls _init_controls() in its __init__.
+    """
+
+    def _init_controls(self) -> None:
         self.error: str | None = None
         self.error_trace: str | None = None
         self._state = "idle"
@@ -113,23 +104,6 @@ class Trainer:
         self._ema_dt = 0.0
         self._last_t: float | None = None
         self.on_step = []                 # callables(trainer) run in the thread after a step
-
-    # -- one iteration --------------------------------------------------------------
-    def step(self) -> dict[str, float]:
-        """One training iteration (thread-safe); returns the logged values."""
-        with self.lock:
-            cfg = self.cfg
-            ctx = StepContext(cfg, self.step_count, self.noise_gen)
-            batches = [draw_batch(self.x, cfg, self.data_gen) for _ in range(cfg.d_steps)]
-            values = train_step(self.nets, batches, ctx)
-            self.step_count += 1
-            step = self.step_count
-            values["steps_per_s"] = self._tick()
-            self.log.append(step, {k: v for k, v in values.items() if not k.endswith("_skipped")})
-            if step % cfg.sample_every == 0:
-                self.take_snapshot()
-        self._check_finite(step, values)
-        return values
 
     def _tick(self) -> float:
         now = time.perf_counter()
@@ -151,26 +125,14 @@ class Trainer:
                              "The bad update was skipped, so the weights are intact; save a "
                              "checkpoint and fine-tune with lower learning rates, or resume.")
 
-    def take_snapshot(self) -> Snapshot:
-        with self.lock:
-            snap = make_snapshot(self.nets, self.data, self.fixed_z, self.step_count)
-            self.snapshots.add(snap)
-        return snap
-
-    def set_rule(self, rule: str) -> None:
-        """Switch the generator update rule on a live run; leaves a marker in the log."""
-        if rule not in UPDATE_RULES:
-            raise ValueError(f"rule {rule!r} is not one of: {', '.join(UPDATE_RULES)}")
-        with self.lock:
-            if rule != self.cfg.rule:
-                self.log.add_event(self.step_count, f"rule: {self.cfg.rule} -> {rule}")
-                self.cfg = self.cfg.replace(rule=rule)
+    def _budget_reached(self) -> bool:
+        return bool(self.cfg.steps) and self.step_count >= self.cfg.steps
 
     # -- the background thread ------------------------------------------------------
     def start(self) -> None:
         if self._thread is not None and self._thread.is_alive():
             return
-        if self.step_count == 0 and not self.snapshots.all():
+        if self.step_count == 0 and not self._has_snapshots():
             self.take_snapshot()
         self._stop.clear()
         self._pause.clear()
@@ -196,7 +158,7 @@ class Trainer:
                 self.step()
                 for hook in self.on_step:
                     hook(self)
-                if self.cfg.steps and self.step_count >= self.cfg.steps:
+                if self._budget_reached():
                     self._finish()
                     return
         except Exception as exc:  # surface the crash; the UI shows status and error
@@ -249,6 +211,61 @@ class Trainer:
     def status(self) -> Status:
         sps = 1.0 / self._ema_dt if self._ema_dt > 0 and self._state == "running" else 0.0
         return Status(self._state, self.step_count, sps, self._run_time, self._message)
+
+
+class Trainer(RunControls):
+    def __init__(self, cfg: TrainConfig, *, run_id: str | None = None,
+                 run_dir: str | Path | None = None) -> None:
+        self.cfg = cfg
+        self.run_id = run_id or new_run_id()
+        self.run_dir = Path(run_dir) if run_dir else None
+        self.device = resolve_device(cfg.device)
+        self.data = load_dataset(cfg)
+        self.x = self.data.x.to(self.device)
+        self.nets = build_nets(cfg, self.data, self.device)
+        self.data_gen = torch.Generator(self.device).manual_seed(cfg.seed)
+        self.noise_gen = torch.Generator(self.device).manual_seed(cfg.seed + 1)
+        self.fixed_z = fixed_noise(cfg, self.data, self.device)
+        self.log = MetricLog()
+        self.snapshots = SnapshotStore(cfg.max_snapshots)
+        self.step_count = 0
+        self.lock = threading.RLock()     # guards nets, RNGs and step_count
+        self._init_controls()
+
+    # -- one iteration --------------------------------------------------------------
+    def step(self) -> dict[str, float]:
+        """One training iteration (thread-safe); returns the logged values."""
+        with self.lock:
+            cfg = self.cfg
+            ctx = StepContext(cfg, self.step_count, self.noise_gen)
+            batches = [draw_batch(self.x, cfg, self.data_gen) for _ in range(cfg.d_steps)]
+            values = train_step(self.nets, batches, ctx)
+            self.step_count += 1
+            step = self.step_count
+            values["steps_per_s"] = self._tick()
+            self.log.append(step, {k: v for k, v in values.items() if not k.endswith("_skipped")})
+            if step % cfg.sample_every == 0:
+                self.take_snapshot()
+        self._check_finite(step, values)
+        return values
+
+    def _has_snapshots(self) -> bool:
+        return bool(self.snapshots.all())
+
+    def take_snapshot(self) -> Snapshot:
+        with self.lock:
+            snap = make_snapshot(self.nets, self.data, self.fixed_z, self.step_count)
+            self.snapshots.add(snap)
+        return snap
+
+    def set_rule(self, rule: str) -> None:
+        """Switch the generator update rule on a live run; leaves a marker in the log."""
+        if rule not in UPDATE_RULES:
+            raise ValueError(f"rule {rule!r} is not one of: {', '.join(UPDATE_RULES)}")
+        with self.lock:
+            if rule != self.cfg.rule:
+                self.log.add_event(self.step_count, f"rule: {self.cfg.rule} -> {rule}")
+                self.cfg = self.cfg.replace(rule=rule)
 
     # -- checkpoints ----------------------------------------------------------------
     def state_dict(self) -> dict:
