@@ -1,0 +1,66 @@
+"""Checkpoints: save and download runs, upload a file, resume / fine-tune / sample."""
+import streamlit as st
+
+from ui import checkpoints as ck
+from ui import live, runs
+
+st.title("Checkpoints")
+registry = runs.registry()
+any_live = any(t.status.live for t in registry.runs())
+
+
+@st.fragment(run_every=live.POLL_S if any_live else None)
+def runs_in_memory() -> None:
+    trainers = registry.runs()
+    if not trainers:
+        st.caption("No runs in this server yet: start one on the Train page.")
+    for t in trainers:
+        s = t.status
+        with st.container(border=True, key=f"run_{t.run_id}"):
+            c1, c2, c3 = st.columns([4, 1, 1], vertical_alignment="center")
+            c1.markdown(f"`{t.run_id}` · **{s.state}** · step {s.step:,} · rule {t.cfg.rule} "
+                        f"· data {t.cfg.data}")
+            if c2.button("Save now", key=f"save_{t.run_id}", width="stretch"):
+                path = ck.save_now(t)
+                st.toast(f"Saved {path}")
+                st.rerun()   # the table below lists the new file
+            c3.download_button(
+                "Download", data=ck.live_state_bytes(t), key=f"dl_{t.run_id}",
+                file_name=ck.download_name(t.run_id, s.step), disabled=s.state == "running",
+                on_click="ignore", width="stretch",
+                help="Pause the run first (or use Save now), so the file is the step it names")
+    if any_live and not any(t.status.live for t in trainers):
+        st.rerun()
+
+
+st.subheader("Runs in this server")
+runs_in_memory()
+
+st.subheader("Saved checkpoints")
+files = ck.checkpoint_files()
+if not files:
+    st.caption(f"No checkpoints in `{ck.checkpoint_dir()}` yet: use Save now above.")
+else:
+    st.dataframe(ck.table(files), hide_index=True, key="checkpoint_table")
+    root = ck.checkpoint_dir()
+    path = st.selectbox("Checkpoint", files, key="checkpoint_file",
+                        format_func=lambda p: str(p.relative_to(root)))
+    state, error = ck.load_file(str(path), path.stat().st_mtime_ns)
+    if error:
+        st.error(error, icon=":material/error:")
+    else:
+        st.download_button("Download this checkpoint", data=path.read_bytes, key="dl_file",
+                           file_name=ck.download_name(state.get("run_id") or path.parent.name,
+                                                      int(state["step"])),
+                           on_click="ignore")
+        ck.actions(state, key="file")
+
+st.subheader("Upload a checkpoint")
+upload = st.file_uploader("A .pt file saved by GAN RL Lab", type=["pt"], key="upload")
+if upload is not None:
+    state, error = ck.load_upload(upload)
+    if error:
+        st.error(f"Not loaded: {error}", icon=":material/error:")
+    else:
+        st.success(f"{upload.name} is a valid checkpoint.", icon=":material/check:")
+        ck.actions(state, key="upload")

@@ -1,0 +1,29 @@
+"""Train: configure a run, control it, watch it live."""
+import streamlit as st
+
+from ui import live, runs, widgets
+
+st.title("Train")
+trainer = runs.current_run()
+wanted = runs.requested_run_id()
+if wanted and trainer is None:
+    st.warning(f"Run `{wanted}` is not running in this server (it may have been restarted). "
+               "Start a new run, or resume it from a checkpoint on the Checkpoints page.")
+    runs.detach()
+
+cfg = None
+with st.sidebar:
+    if trainer is None:
+        st.subheader("New run")
+        cfg, _ = widgets.config_form()
+    else:
+        st.subheader("This run")
+        widgets.rule_switch(trainer)
+        widgets.config_summary(trainer.cfg)
+
+live.show_flash()
+live.controls(trainer, cfg)
+if trainer is None:
+    st.info("Choose a data set and settings in the sidebar, then press **Start**.")
+else:
+    live.live_view(trainer)

@@ -1,0 +1,224 @@
+"""Plotly figure builders: pure functions of decimated metric dicts, no Streamlit.
+
+Input shape: `arms` maps an arm name to one `MetricLog.decimated(...)` dict
+({"step:<name>": steps, "<name>": values, ...}, float32). A single run is one arm
+named "" (traces are named by metric, one colour per metric); with several arms
+(pages/compare.py) each arm gets one colour and each metric a dash style.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b",
+           "#e377c2", "#17becf", "#7f7f7f", "#bcbd22")
+DASHES = ("solid", "dash", "dot", "dashdot")
+MAX_POINTS = 2000          # per trace; MetricLog.decimated keeps min and max per bucket
+HEIGHT = 260
+
+
+@dataclass(frozen=True)
+class ChartSpec:
+    title: str
+    metrics: tuple[str, ...]
+    band: str | None = None            # std column drawn as mean +- std around metrics[0]
+    y_range: tuple[float, float] | None = None
+
+
+# What the Train page draws, in order; a chart without data is skipped.
+CHARTS = (
+    ChartSpec("Losses", ("d_loss", "g_loss")),
+    ChartSpec("D(x) and D(G(z))", ("d_real", "d_fake"), y_range=(0.0, 1.0)),
+    ChartSpec("Reward mean ± std", ("reward_mean",), band="reward_std"),
+    ChartSpec("Gradient norms", ("g_grad_norm", "d_grad_norm")),
+    ChartSpec("Gradient cosine (REINFORCE vs BCE)", ("grad_cosine",), y_range=(-1.0, 1.0)),
+)
+QUALITY_PREFIX = "q_"
+
+
+def chart_columns() -> list[str]:
+    """Every column the CHARTS need (pass to MetricLog.decimated)."""
+    names: list[str] = []
+    for spec in CHARTS:
+        names += [*spec.metrics, *([spec.band] if spec.band else [])]
+    return names
+
+
+def quality_columns(columns) -> list[str]:
+    """The quality-metric columns (logged every M steps, NaN elsewhere)."""
+    return sorted(c for c in columns if c.startswith(QUALITY_PREFIX))
+
+
+def has_data(arms: dict[str, dict], metrics) -> bool:
+    return any(len(d.get(m, ())) for d in arms.values() for m in metrics)
+
+
+def ema(steps: np.ndarray, values: np.ndarray, smoothing: float) -> np.ndarray:
+    """Debiased exponential moving average (TensorBoard style), step-aware.
+
+    On decimated data consecutive points can be many steps apart, so the weight of
+    the past decays per step, not per point: weight = smoothing ** (step gap).
+    """
+    values = np.asarray(values, dtype=np.float64)
+    if smoothing <= 0 or len(values) == 0:
+        return values.astype(np.float32)
+    out = np.empty_like(values)
+    gaps = np.diff(np.asarray(steps, dtype=np.float64), prepend=steps[0])
+    decay = smoothing ** np.clip(gaps, 1.0, None)
+    acc, norm = 0.0, 0.0
+    for i, (v, w) in enumerate(zip(values.tolist(), decay.tolist())):
+        acc = w * acc + (1.0 - w) * v
+        norm = w * norm + (1.0 - w)
+        out[i] = acc / norm
+    return out.astype(np.float32)
+
+
+def _style(arm_index: int, metric_index: int, n_arms: int) -> tuple[str, str]:
+    if n_arms <= 1:
+        return PALETTE[metric_index % len(PALETTE)], "solid"
+    return PALETTE[arm_index % len(PALETTE)], DASHES[metric_index % len(DASHES)]
+
+
+def _label(arm: str, metric: str) -> str:
+    return f"{arm} · {metric}" if arm else metric
+
+
+def _base_layout(fig: go.Figure, title: str, height: int) -> go.Figure:
+    fig.update_layout(
+        title={"text": title, "font": {"size": 14}}, height=height,
+        margin={"l": 10, "r": 10, "t": 36, "b": 10},
+        legend={"orientation": "h", "y": -0.2, "x": 0},
+        hovermode="x unified",
+        uirevision="keep",   # keep zoom / legend toggles across updates where possible
+        # Plain colours instead of a template: templates are deep-copied per figure,
+        # which was half the cost of a chart update.
+        paper_bgcolor="white", plot_bgcolor="white")
+    fig.update_xaxes(title_text="step", gridcolor="#eee", zerolinecolor="#ddd")
+    fig.update_yaxes(gridcolor="#eee", zerolinecolor="#ddd")
+    return fig
+
+
+def _add_events(fig: go.Figure, events) -> None:
+    """Vertical dotted lines with labels at rule switches / resumes."""
+    for step, text in events or ():
+        fig.add_vline(x=float(step), line_width=1, line_dash="dot", line_color="#555",
+                      annotation_text=text, annotation_position="top left",
+                      annotation_font_size=10)
+
+
+def metric_figure(arms: dict[str, dict], metrics, *, title: str = "", smoothing: float = 0.0,
+                  events=None, band: str | None = None, y_range=None,
+                  height: int = HEIGHT) -> go.Figure:
+    """Line chart of `metrics` for every arm: raw faint, EMA-smoothed bold.
+
+    With `band`, the first metric also gets a shaded mean +- band region (the band
+    column is interpolated onto the metric's steps: decimation keeps each column's
+    own extremes, so their step axes differ).
+    """
+    fig = go.Figure()
+    n_arms = len(arms)
+    for a, (arm, data) in enumerate(arms.items()):
+        for m, metric in enumerate(metrics):
+            x, y = data.get("step:" + metric), data.get(metric)
+            if y is None or len(y) == 0:
+                continue
+            color, dash = _style(a, m, n_arms)
+            label = _label(arm, metric)
+            if band and m == 0 and len(data.get(band, ())):
+                _add_band(fig, x, y, data["step:" + band], data[band], color, label)
+            smooth = smoothing > 0
+            fig.add_trace(go.Scatter(
+                x=x, y=y, mode="lines", name=label, legendgroup=label,
+                line={"color": color, "width": 1 if smooth else 1.6, "dash": dash},
+                opacity=0.25 if smooth else 1.0, showlegend=not smooth,
+                hoverinfo="skip" if smooth else None))
+            if smooth:
+                fig.add_trace(go.Scatter(
+                    x=x, y=ema(x, y, smoothing), mode="lines", name=label,
+                    legendgroup=label, line={"color": color, "width": 2.2, "dash": dash}))
+    _add_events(fig, events)
+    if y_range:
+        fig.update_yaxes(range=list(y_range))
+    return _base_layout(fig, title, height)
+
+
+def _add_band(fig, x, y, bx, by, color, label) -> None:
+    std = np.interp(x, bx, by).astype(np.float32)
+    upper, lower = (y + std).astype(np.float32), (y - std).astype(np.float32)
+    fill = _rgba(color, 0.15)
+    fig.add_trace(go.Scatter(x=x, y=upper, mode="lines", line={"width": 0},
+                             legendgroup=label, showlegend=False, hoverinfo="skip"))
+    fig.add_trace(go.Scatter(x=x, y=lower, mode="lines", line={"width": 0}, fill="tonexty",
+                             fillcolor=fill, legendgroup=label, name=f"{label} ± std",
+                             hoverinfo="skip"))
+
+
+def _rgba(hex_color: str, alpha: float) -> str:
+    h = hex_color.lstrip("#")
+    r, g, b = (int(h[i:i + 2], 16) for i in (0, 2, 4))
+    return f"rgba({r},{g},{b},{alpha})"
+
+
+def quality_figure(arms: dict[str, dict], metrics, *, events=None,
+                   cols: int = 3) -> go.Figure:
+    """Small multiples, one panel per quality metric (their scales differ)."""
+    metrics = list(metrics)
+    rows = max(1, math.ceil(len(metrics) / cols))
+    fig = make_subplots(rows=rows, cols=min(cols, max(1, len(metrics))),
+                        subplot_titles=metrics, horizontal_spacing=0.08,
+                        vertical_spacing=0.18 if rows > 1 else 0.1)
+    n_arms = len(arms)
+    for m, metric in enumerate(metrics):
+        row, col = m // cols + 1, m % cols + 1
+        for a, (arm, data) in enumerate(arms.items()):
+            x, y = data.get("step:" + metric), data.get(metric)
+            if y is None or len(y) == 0:
+                continue
+            color = PALETTE[a % len(PALETTE)] if n_arms > 1 else PALETTE[m % len(PALETTE)]
+            fig.add_trace(go.Scatter(x=x, y=y, mode="lines+markers", name=_label(arm, metric),
+                                     line={"color": color, "width": 1.6},
+                                     marker={"size": 4}, showlegend=n_arms > 1 and m == 0),
+                          row=row, col=col)
+    for step, text in events or ():
+        fig.add_vline(x=float(step), line_width=1, line_dash="dot", line_color="#555")
+    fig = _base_layout(fig, "Quality", 220 * rows + 40)
+    fig.update_xaxes(title_text=None)
+    return fig
+
+
+def toy_figure(real: np.ndarray, generated: np.ndarray, heatmap: np.ndarray | None,
+               extent, *, title: str = "", height: int = 420) -> go.Figure:
+    """2-D data: real vs generated points over a heatmap of D's output."""
+    fig = go.Figure()
+    if heatmap is not None:
+        xmin, xmax, ymin, ymax = extent
+        res_y, res_x = heatmap.shape
+        fig.add_trace(go.Heatmap(
+            z=np.asarray(heatmap, dtype=np.float32),
+            x=np.linspace(xmin, xmax, res_x, dtype=np.float32),
+            y=np.linspace(ymin, ymax, res_y, dtype=np.float32),
+            zmin=0.0, zmax=1.0, colorscale="RdBu", reversescale=True, opacity=0.6,
+            colorbar={"title": {"text": "D(x)"}, "thickness": 12}, hoverinfo="skip"))
+    fig.add_trace(go.Scatter(x=real[:, 0].astype(np.float32), y=real[:, 1].astype(np.float32),
+                               mode="markers", name="real",
+                               marker={"size": 4, "color": "#222", "opacity": 0.5}))
+    fig.add_trace(go.Scatter(x=generated[:, 0].astype(np.float32),
+                               y=generated[:, 1].astype(np.float32), mode="markers",
+                               name="generated", marker={"size": 4, "color": "#ff7f0e",
+                                                         "opacity": 0.7}))
+    if extent is not None:
+        fig.update_xaxes(range=[extent[0], extent[1]])
+        fig.update_yaxes(range=[extent[2], extent[3]], scaleanchor="x", scaleratio=1)
+    fig = _base_layout(fig, title, height)
+    fig.update_layout(hovermode="closest", legend={"orientation": "h", "y": -0.12})
+    fig.update_xaxes(title_text=None)
+    return fig
+
+
+def figure_bytes(fig: go.Figure) -> int:
+    """Size of the JSON Streamlit sends for a figure (used by the bench note)."""
+    return len(fig.to_json().encode())

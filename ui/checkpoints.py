@@ -1,0 +1,145 @@
+"""Checkpoint files for the Checkpoints page: list, save, download, act on one.
+
+Files live in checkpoints/<run-id>/step_<N>.pt (GANLAB_CHECKPOINT_DIR overrides the
+root, e.g. for tests). Every load goes through core.checkpoint.load_checkpoint, which
+uses weights_only and validates; the table reads only summaries, cached per file
+version.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import os
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+import torch
+
+from core.checkpoint import (CheckpointError, checkpoint_summary, config_of, load_checkpoint,
+                             to_bytes)
+from core.config import RULE_NAMES
+from core.data import load_dataset
+from core.samples import SnapshotStore
+from core.trainer import Trainer, new_run_id
+from ui import charts, runs
+
+
+def checkpoint_dir() -> Path:
+    return Path(os.environ.get("GANLAB_CHECKPOINT_DIR", "checkpoints"))
+
+
+def checkpoint_files() -> list[Path]:
+    files = checkpoint_dir().glob("*/step_*.pt")
+    return sorted(files, key=lambda p: p.stat().st_mtime, reverse=True)
+
+
+@st.cache_data(show_spinner=False, max_entries=500)
+def _summary(path: str, mtime_ns: int, size: int) -> dict:
+    """Run, step, rule and data of one file; mtime and size key the cache."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        info = checkpoint_summary(state)
+        return {k: info.get(k) for k in ("run_id", "step", "rule", "data")}
+    except Exception as exc:   # listed anyway, so the user sees the broken file
+        return {"run_id": None, "step": None, "rule": f"unreadable: {type(exc).__name__}",
+                "data": None}
+
+
+def table(files: list[Path]) -> pd.DataFrame:
+    rows = []
+    for path in files:
+        stat = path.stat()
+        info = _summary(str(path), stat.st_mtime_ns, stat.st_size)
+        rows.append({
+            "run": info["run_id"] or path.parent.name,
+            "step": info["step"], "rule": info["rule"], "data": info["data"],
+            "size (MB)": round(stat.st_size / 1e6, 2),
+            "time": dt.datetime.fromtimestamp(stat.st_mtime).strftime("%Y-%m-%d %H:%M:%S"),
+            "file": str(path.relative_to(checkpoint_dir())),
+        })
+    return pd.DataFrame(rows, columns=["run", "step", "rule", "data", "size (MB)", "time",
+                                       "file"])
+
+
+def save_now(trainer: Trainer) -> Path:
+    path = checkpoint_dir() / trainer.run_id / f"step_{trainer.step_count}.pt"
+    return trainer.save_checkpoint(path)
+
+
+def download_name(run_id: str, step: int) -> str:
+    return f"{run_id}_step_{step}.pt"
+
+
+def live_state_bytes(trainer: Trainer):
+    """A callable for st.download_button: serialised on click, in another thread;
+    state_dict() takes the trainer's lock, so the weights are read consistently."""
+    return lambda: to_bytes(trainer.state_dict())
+
+
+def load(source) -> tuple[dict | None, str | None]:
+    """(state, None) or (None, clear error message)."""
+    try:
+        return load_checkpoint(source), None
+    except CheckpointError as exc:
+        return None, str(exc)
+
+
+@st.cache_resource(show_spinner=False, max_entries=4)
+def load_file(path: str, mtime_ns: int) -> tuple[dict | None, str | None]:
+    """A saved file, loaded once per version (the page reruns often)."""
+    return load(path)
+
+
+def load_upload(upload) -> tuple[dict | None, str | None]:
+    """An uploaded file, validated once per upload and kept in the session."""
+    cached = st.session_state.get("upload_state")
+    if cached is None or cached[0] != upload.file_id:
+        cached = (upload.file_id, *load(upload.getvalue()))
+        st.session_state["upload_state"] = cached
+    return cached[1], cached[2]
+
+
+# -- actions on one checkpoint ---------------------------------------------------------
+def _launch(state: dict, rule: str | None, prefix: str) -> None:
+    try:
+        trainer = Trainer.from_checkpoint(state, rule=rule, run_id=new_run_id(prefix))
+        runs.registry().start(trainer)
+    except runs.CapReached as exc:
+        st.error(str(exc), icon=":material/block:")
+        return
+    except Exception as exc:
+        st.error(f"Could not start from this checkpoint: {exc}", icon=":material/error:")
+        return
+    runs.attach(trainer)
+    st.switch_page("pages/train.py", query_params={runs.QUERY_KEY: trainer.run_id})
+
+
+def actions(state: dict, key: str) -> None:
+    """Resume, fine-tune with another rule, or show the samples of a checkpoint."""
+    info = checkpoint_summary(state)
+    st.caption(f"run `{info['run_id']}` · step {info['step']:,} · rule {info['rule']} · "
+               f"data {info['data']}")
+    c1, c2, c3, c4 = st.columns([1, 1, 1, 1], vertical_alignment="bottom")
+    if c1.button("Resume training", key=f"{key}_resume", type="primary", width="stretch"):
+        _launch(state, None, "resume")
+    others = [r for r in RULE_NAMES if r != info["rule"]] or list(RULE_NAMES)
+    rule = c2.selectbox("Fine-tune with rule", others, key=f"{key}_rule")
+    if c3.button("Fine-tune", key=f"{key}_finetune", width="stretch",
+                 help="Continue from these weights with another update rule (RL fine-tuning: "
+                      "pretrain with bce, continue with reinforce)"):
+        _launch(state, rule, f"finetune-{rule}")
+    if c4.toggle("Show samples", key=f"{key}_samples"):
+        show_samples(state, key)
+
+
+def show_samples(state: dict, key: str) -> None:
+    snap = SnapshotStore.from_state(state.get("snapshots", []), 1000).latest()
+    if snap is None:
+        st.caption("This checkpoint holds no samples.")
+    elif snap.png is not None:
+        st.image(snap.png, caption=f"Fixed-noise samples at step {snap.step:,}", width=360)
+    else:
+        real = load_dataset(config_of(state)).x[:1000].numpy()
+        st.plotly_chart(charts.toy_figure(real, snap.points, snap.heatmap, snap.extent,
+                                          title=f"step {snap.step:,}", height=380),
+                        key=f"{key}_toy", width="content")

@@ -1,0 +1,198 @@
+"""The Train page's run controls and its live view (status, charts, samples).
+
+One polling fragment per page (DESIGN.md 3, 11): it re-runs every POLL_S seconds
+while the run is live, is defined with run_every=None otherwise, and calls
+st.rerun() once when the run ends so the buttons refresh and polling stops.
+Buttons live outside the fragment and act through on_click callbacks, which run
+before the script, so the page draws the new state in the same run.
+"""
+from __future__ import annotations
+
+import numpy as np
+import streamlit as st
+
+from core.config import TrainConfig
+from core.trainer import Trainer, new_run_id
+from ui import charts, runs
+
+POLL_S = 1.0
+FLASH = "flash_message"        # session key: an error to show after a callback
+
+
+# -- controls ------------------------------------------------------------------------
+def _flash(message: str) -> None:
+    st.session_state[FLASH] = message
+
+
+def show_flash() -> None:
+    message = st.session_state.pop(FLASH, None)
+    if message:
+        st.error(message, icon=":material/block:")
+
+
+def _start(cfg: TrainConfig) -> None:
+    try:
+        trainer = Trainer(cfg, run_id=new_run_id(cfg.data))
+        runs.registry().start(trainer)
+    except runs.CapReached as exc:
+        _flash(str(exc))
+        return
+    except Exception as exc:  # data that cannot load, no CUDA, ...: say so, keep the form
+        _flash(f"Could not start: {exc}")
+        return
+    runs.attach(trainer)
+
+
+def _resume(trainer: Trainer) -> None:
+    try:
+        runs.registry().resume(trainer)
+    except runs.CapReached as exc:
+        _flash(str(exc))
+
+
+def _step(trainer: Trainer) -> None:
+    try:
+        trainer.step_once()
+    except RuntimeError as exc:
+        _flash(str(exc))
+
+
+def _reset(trainer: Trainer) -> None:
+    # The run stays in the registry (stopped) so the Checkpoints page can still save it.
+    trainer.stop()
+    runs.detach()
+
+
+def controls(trainer: Trainer | None, cfg: TrainConfig | None) -> None:
+    cols = st.columns(5)
+    if trainer is None:
+        cols[0].button("Start", type="primary", key="btn_start", disabled=cfg is None,
+                       on_click=_start, args=(cfg,), width="stretch")
+        return
+    state = trainer.status.state
+    if state == "running":
+        cols[0].button("Pause", key="btn_pause", on_click=trainer.pause, width="stretch")
+    else:
+        cols[0].button("Resume", key="btn_resume", disabled=state not in ("paused", "diverged"),
+                       on_click=_resume, args=(trainer,), width="stretch")
+    cols[1].button("Step", key="btn_step", disabled=state not in ("paused", "diverged"),
+                   on_click=_step, args=(trainer,), width="stretch",
+                   help="One training step while paused")
+    cols[2].button("Stop", key="btn_stop", disabled=not trainer.status.live,
+                   on_click=trainer.stop, width="stretch")
+    cols[3].button("Reset", key="btn_reset", on_click=_reset, args=(trainer,),
+                   width="stretch", help="Stop this run and configure a new one")
+    cols[4].download_button("Metrics CSV", data=trainer.log.to_csv, key="btn_csv",
+                            file_name=f"{trainer.run_id}_metrics.csv", mime="text/csv",
+                            on_click="ignore", width="stretch")
+
+
+# -- the live view -------------------------------------------------------------------
+def _fmt_time(seconds: float) -> str:
+    m, s = divmod(int(seconds), 60)
+    h, m = divmod(m, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+def status(trainer: Trainer) -> None:
+    s = trainer.status
+    with st.container(key="status_line"):
+        st.markdown(f"**{s.state}** · step **{s.step:,}** · {s.steps_per_s:,.0f} steps/s · "
+                    f"elapsed {_fmt_time(s.elapsed_s)} · rule **{trainer.cfg.rule}** · "
+                    f"run `{trainer.run_id}`")
+        if trainer.cfg.steps:
+            st.progress(min(1.0, s.step / trainer.cfg.steps),
+                        text=f"{s.step:,} / {trainer.cfg.steps:,} steps")
+    if s.state == "failed":
+        st.error(s.message or trainer.error, icon=":material/error:")
+        if trainer.error_trace:
+            with st.expander("Traceback"):
+                st.code(trainer.error_trace)
+    elif s.state == "diverged":
+        st.warning(s.message, icon=":material/warning:")
+    elif s.message:
+        st.caption(s.message)
+
+
+def _figures(trainer: Trainer, smoothing: float) -> list[tuple[str, object]]:
+    """(key, figure) for every chart with data, built from decimated float32 views."""
+    arms = {"": trainer.log.decimated(charts.chart_columns(), charts.MAX_POINTS)}
+    events = list(trainer.log.events)
+    out = []
+    for spec in charts.CHARTS:
+        if charts.has_data(arms, spec.metrics):
+            fig = charts.metric_figure(arms, spec.metrics, title=spec.title,
+                                       smoothing=smoothing, events=events, band=spec.band,
+                                       y_range=spec.y_range)
+            out.append((f"chart_{spec.metrics[0]}", fig))
+    quality = charts.quality_columns(trainer.log.columns)
+    if quality:
+        q_arms = {"": trainer.log.decimated(quality, charts.MAX_POINTS)}
+        if charts.has_data(q_arms, quality):
+            out.append(("chart_quality", charts.quality_figure(q_arms, quality, events=events)))
+    return out
+
+
+def metric_charts(trainer: Trainer, smoothing: float, frozen: bool) -> None:
+    cache_key = f"figures_{trainer.run_id}"
+    figures = st.session_state.get(cache_key) if frozen else None
+    if figures is None:
+        figures = _figures(trainer, smoothing)
+        st.session_state[cache_key] = figures
+    if not figures:
+        st.caption("Charts appear after the first steps.")
+        return
+    for key, fig in figures:
+        st.plotly_chart(fig, key=key, width="stretch", config={"displaylogo": False})
+
+
+def _real_points(trainer: Trainer, n: int = 1000) -> np.ndarray:
+    return trainer.data.x[:n].float().cpu().numpy()
+
+
+def samples(trainer: Trainer) -> None:
+    steps = trainer.snapshots.steps()
+    if not steps:
+        st.caption("No samples yet.")
+        return
+    follow_key, step_key = f"follow_{trainer.run_id}", f"snap_{trainer.run_id}"
+    st.session_state.setdefault(follow_key, True)
+    if st.session_state[follow_key] or st.session_state.get(step_key) not in steps:
+        st.session_state[step_key] = steps[-1]
+    if len(steps) > 1:
+        st.select_slider("Snapshot step", options=steps, key=step_key,
+                         on_change=lambda: st.session_state.update({follow_key: False}))
+    st.checkbox("Follow latest", key=follow_key)
+    snap = trainer.snapshots.at_step(st.session_state[step_key])
+    if snap.png is not None:
+        st.image(snap.png, caption=f"Fixed-noise samples at step {snap.step:,}", width="stretch")
+        st.download_button("Download grid PNG", data=lambda: snap.png, key="btn_grid_png",
+                           file_name=f"{trainer.run_id}_step_{snap.step}.png",
+                           mime="image/png", on_click="ignore")
+    else:
+        fig = charts.toy_figure(_real_points(trainer), snap.points, snap.heatmap, snap.extent,
+                                title=f"Real vs generated at step {snap.step:,} over D(x)")
+        st.plotly_chart(fig, key="chart_toy", width="stretch", config={"displaylogo": False})
+
+
+def live_view(trainer: Trainer) -> None:
+    """Status, charts and samples inside the page's one polling fragment."""
+    was_live = trainer.status.live
+    c1, c2 = st.columns([3, 1])
+    smoothing = c1.slider("EMA smoothing", 0.0, 0.99, 0.6, 0.01, key="smoothing",
+                          help="Raw values faint, smoothed bold")
+    frozen = c2.toggle("Freeze charts", key="freeze",
+                       help="Stop updating the charts (zooming resets on each update)")
+
+    @st.fragment(run_every=POLL_S if was_live else None)
+    def view() -> None:
+        status(trainer)
+        left, right = st.columns([2, 1])
+        with left:
+            metric_charts(trainer, smoothing, frozen)
+        with right:
+            samples(trainer)
+        if was_live and not trainer.status.live:
+            st.rerun()   # the run ended: refresh the buttons, stop polling
+
+    view()

@@ -1,0 +1,143 @@
+"""The process-wide run registry, and the run id in the URL.
+
+Runs must outlive a browser tab: st.session_state is reset by a reload, so trainers
+live in one registry behind st.cache_resource (shared by every session of the
+server process), keyed by run id; the page keeps only the run id, in
+st.query_params, so a refresh or a second tab re-attaches to the same run.
+"""
+from __future__ import annotations
+
+import atexit
+import os
+import threading
+
+import streamlit as st
+import torch
+
+from core.trainer import Trainer
+
+MAX_RUNNING = 2      # concurrent training threads; the default machine has 2 CPU cores
+MAX_KEPT = 12        # finished / stopped runs kept in memory for charts and saving
+QUERY_KEY = "run"
+SESSION_KEY = "attached_run"
+
+
+class CapReached(RuntimeError):
+    """Starting one more run would exceed MAX_RUNNING; the message says what to do."""
+
+
+class RunRegistry:
+    """Trainers by run id. Pure Python: the Streamlit part is `registry()` below."""
+
+    def __init__(self, max_running: int = MAX_RUNNING, max_kept: int = MAX_KEPT) -> None:
+        self.max_running = max_running
+        self.max_kept = max_kept
+        self._runs: dict[str, Trainer] = {}
+        self._lock = threading.Lock()   # sessions run scripts in parallel threads
+
+    def get(self, run_id: str | None) -> Trainer | None:
+        with self._lock:
+            return self._runs.get(run_id) if run_id else None
+
+    def runs(self) -> list[Trainer]:
+        with self._lock:
+            return list(self._runs.values())
+
+    def running(self) -> list[Trainer]:
+        return [t for t in self.runs() if t.status.state == "running"]
+
+    def add(self, trainer: Trainer) -> Trainer:
+        with self._lock:
+            self._runs[trainer.run_id] = trainer
+            self._evict()
+        return trainer
+
+    def _evict(self) -> None:
+        # Oldest first (dicts keep insertion order); live runs are never dropped.
+        done = [rid for rid, t in self._runs.items() if not t.status.live]
+        for rid in done[:max(0, len(self._runs) - self.max_kept)]:
+            self._runs.pop(rid).stop()
+
+    def _check_cap(self, trainer: Trainer) -> None:
+        others = [t for t in self._runs.values()
+                  if t is not trainer and t.status.state == "running"]
+        if len(others) >= self.max_running:
+            names = ", ".join(t.run_id for t in others)
+            raise CapReached(
+                f"{len(others)} runs are already training ({names}); the limit is "
+                f"{self.max_running} at a time on this machine. Pause or stop one first.")
+
+    def start(self, trainer: Trainer) -> None:
+        """Register and start, or raise CapReached (the run is then not registered)."""
+        with self._lock:
+            self._check_cap(trainer)
+            self._runs[trainer.run_id] = trainer
+            trainer.start()
+            self._evict()
+
+    def resume(self, trainer: Trainer) -> None:
+        with self._lock:
+            self._check_cap(trainer)
+            trainer.resume()
+
+    def remove(self, run_id: str) -> None:
+        with self._lock:
+            trainer = self._runs.pop(run_id, None)
+        if trainer is not None:
+            trainer.stop()
+
+    def stop_all(self) -> None:
+        for trainer in self.runs():
+            trainer.stop(timeout=1.0)
+
+    def clear(self) -> None:
+        self.stop_all()
+        with self._lock:
+            self._runs.clear()
+
+
+def configure_torch_threads() -> None:
+    """One intra-op thread per training run, set deliberately (DESIGN.md 3).
+
+    Measured on the 2-core machine: a Trainer built in one thread (a Streamlit
+    script run, which then ends) and stepped in its own thread ran ~40x slower with
+    torch's default 2 OpenMP threads than with 1; headless with 1 thread was also
+    faster (ring8 1,200 vs 740 steps/s) since the server and other runs share the
+    cores. GANLAB_TORCH_THREADS overrides it (e.g. on a bigger machine or a GPU).
+    """
+    torch.set_num_threads(int(os.environ.get("GANLAB_TORCH_THREADS", "1")))
+
+
+@st.cache_resource(show_spinner=False)
+def registry() -> RunRegistry:
+    configure_torch_threads()
+    reg = RunRegistry()
+    # A server shutdown must not leave training threads behind.
+    atexit.register(reg.stop_all)
+    return reg
+
+
+def requested_run_id() -> str | None:
+    """The run id in the URL; else the one this session last showed (a page switch
+    drops the query string, a reload keeps it)."""
+    return st.query_params.get(QUERY_KEY) or st.session_state.get(SESSION_KEY)
+
+
+def current_run() -> Trainer | None:
+    """The requested run, if this process knows it (and put it back in the URL)."""
+    trainer = registry().get(requested_run_id())
+    if trainer is not None:
+        attach(trainer)
+    return trainer
+
+
+def attach(trainer: Trainer) -> None:
+    if st.query_params.get(QUERY_KEY) != trainer.run_id:
+        st.query_params[QUERY_KEY] = trainer.run_id
+    st.session_state[SESSION_KEY] = trainer.run_id
+
+
+def detach() -> None:
+    if QUERY_KEY in st.query_params:
+        del st.query_params[QUERY_KEY]
+    st.session_state.pop(SESSION_KEY, None)
