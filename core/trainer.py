@@ -300,6 +300,29 @@ class Trainer(RunControls):
             self.log = MetricLog.from_state(state["metrics"])
             self.snapshots = SnapshotStore.from_state(state["snapshots"], self.cfg.max_snapshots)
 
+    @classmethod
+    def from_checkpoint(cls, state: dict, *, rule: str | None = None,
+                        run_id: str | None = None, **changes) -> "Trainer":
+        """A new run that continues a checkpoint (a validated load_checkpoint() dict).
+
+        `rule` switches the generator update (RL fine-tuning: pretrain with bce, go on
+        with reinforce) and leaves a marker in the log; `changes` are config overrides
+        such as steps=0. A step budget the checkpoint already reached is lifted.
+        """
+        from .checkpoint import config_of  # avoid an import cycle
+        cfg = config_of(state)
+        if cfg.steps and int(state["step"]) >= cfg.steps and "steps" not in changes:
+            changes["steps"] = 0
+        if changes:
+            cfg = cfg.replace(**changes)
+        trainer = cls(cfg, run_id=run_id)
+        trainer.load_state_dict(state)
+        source = state.get("run_id") or "a checkpoint"
+        trainer.log.add_event(trainer.step_count, f"from {source} @ {trainer.step_count}")
+        if rule:
+            trainer.set_rule(rule)
+        return trainer
+
     def save_checkpoint(self, path: str | Path | None = None) -> Path:
         from .checkpoint import save_checkpoint  # avoid an import cycle
         if path is None:
