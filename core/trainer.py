@@ -7,6 +7,7 @@ all safe to read while the thread runs.
 """
 from __future__ import annotations
 
+import copy
 import threading
 import time
 import traceback
@@ -290,9 +291,10 @@ class Trainer(RunControls):
         with self.lock:
             self.nets.G.load_state_dict(state["generator"])
             self.nets.D.load_state_dict(state["discriminator"])
-            if restore_optimizers:
-                self.nets.g_opt.load_state_dict(state["g_optimizer"])
-                self.nets.d_opt.load_state_dict(state["d_optimizer"])
+            if restore_optimizers:  # copies: torch keeps the given moment tensors and
+                # updates them in place, so two runs loaded from one dict would share them
+                self.nets.g_opt.load_state_dict(copy.deepcopy(state["g_optimizer"]))
+                self.nets.d_opt.load_state_dict(copy.deepcopy(state["d_optimizer"]))
                 self.data_gen.set_state(state["rng"]["data"])
                 self.noise_gen.set_state(state["rng"]["noise"])
             self.fixed_z = state["fixed_z"].to(self.device)
