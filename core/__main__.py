@@ -184,6 +184,50 @@ def cmd_sample(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    from .arena import ArmSpec
+    from .compare import DEFAULT_IMAGE_WARMUP, run_compare
+
+    cfg = build_config(args)
+    if not cfg.steps:
+        raise UsageError("--steps must be a positive number of compared steps")
+    try:
+        arms = [ArmSpec.parse(text) for text in args.rules.split(",") if text.strip()]
+    except ValueError as exc:
+        raise UsageError(f"--rules: {exc}") from None
+    if len(arms) < 2 or any(a.rule not in RULE_NAMES for a in arms):
+        raise UsageError(f"--rules {args.rules!r}: give two or more of {', '.join(RULE_NAMES)}, "
+                         "comma-separated (options as reinforce:sigma_start=0.05)")
+    if not 1 <= args.seeds <= 100:
+        raise UsageError(f"--seeds {args.seeds}: use between 1 and 100")
+    warmup = args.warmup_steps
+    if warmup is None:  # images compare from a bce warm-up unless told otherwise
+        warmup = 0 if cfg.is_2d else DEFAULT_IMAGE_WARMUP
+    if warmup < 0:
+        raise UsageError(f"--warmup-steps {warmup}: use 0 or more")
+    seeds = [cfg.seed + i for i in range(args.seeds)]
+    table = run_compare(cfg, arms, seeds, Path(args.out), warmup_steps=warmup)
+    print((Path(args.out) / "summary.md").read_text())
+    print(f"wrote {args.out}/summary.csv, summary.md, seed_*/<arm>/metrics.csv, "
+          f"seed_*/samples.png, seed_*/arena.pt ({len(table)} arms)")
+    return 0
+
+
+def cmd_extract(args: argparse.Namespace) -> int:
+    from .arena import extract_arm
+    from .checkpoint import save_checkpoint
+
+    state = load_checkpoint(args.checkpoint)
+    if state.get("kind") != "arena":
+        raise UsageError(f"{args.checkpoint} is a single-run checkpoint, not an arena")
+    try:
+        arm = extract_arm(state, args.arm)
+    except KeyError as exc:
+        raise UsageError(exc.args[0]) from None
+    print(f"wrote {save_checkpoint(arm, args.out)} (arm {args.arm}, step {arm['step']})")
+    return 0
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     print(json.dumps(checkpoint_summary(load_checkpoint(args.checkpoint)), indent=2))
     return 0
@@ -221,6 +265,24 @@ def make_parser() -> argparse.ArgumentParser:
     sample.add_argument("--seed", type=int, default=0)
     sample.add_argument("--out", required=True)
     sample.set_defaults(func=cmd_sample)
+
+    compare = sub.add_parser("compare", help="compare update rules in lockstep over seeds")
+    add_run_options(compare)
+    compare.set_defaults(preset="recommended", func=cmd_compare, rule=None)
+    compare.add_argument("--rules", default="bce,reinforce",
+                         help="arms, comma-separated: bce,reinforce or reinforce:reward=d")
+    compare.add_argument("--seeds", type=int, default=1,
+                         help="repeat over this many seeds (from --seed, default 0)")
+    compare.add_argument("--warmup-steps", type=int, help="train bce this many steps, then "
+                         "fork the arms from it (default: 0 on 2-D data, "
+                         "3000 on images)")
+
+    extract = sub.add_parser("extract", help="write one arm of an arena checkpoint as a "
+                             "single-run checkpoint (for train --resume and sample)")
+    extract.add_argument("checkpoint")
+    extract.add_argument("--arm", required=True)
+    extract.add_argument("--out", required=True)
+    extract.set_defaults(func=cmd_extract)
 
     info = sub.add_parser("info", help="print what a checkpoint holds, as JSON")
     info.add_argument("checkpoint")

@@ -27,6 +27,7 @@ import torch
 
 from .config import TrainConfig
 from .data import load_dataset
+from .evaluate import QualityHook
 from .metrics import MetricLog
 from .samples import SnapshotStore
 from .trainer import (RunControls, Status, Trainer, _cpu, build_nets, fixed_noise,
@@ -68,7 +69,8 @@ def _number(text: str):
 class Arm:
     """One arm's own state: config (its rule), networks, policy noise, log, samples."""
 
-    def __init__(self, name: str, cfg: TrainConfig, nets: Nets, noise_gen: torch.Generator):
+    def __init__(self, name: str, cfg: TrainConfig, nets: Nets, noise_gen: torch.Generator,
+                 data, lock) -> None:
         self.name = name
         self.cfg = cfg
         self.nets = nets
@@ -77,6 +79,10 @@ class Arm:
         self.snapshots = SnapshotStore(cfg.max_snapshots)
         self.init_hash = ""
         self._ema_dt = 0.0
+        # QualityHook reads trainer-like fields: cfg, nets, log, lock, step_count
+        self.lock = lock
+        self.step_count = 0
+        self.quality = QualityHook(data)
 
     def timed(self, dt: float) -> float:
         """This arm's own compute rate (its train_step only), steps/s."""
@@ -141,7 +147,7 @@ class Arena(RunControls):
             nets.G.load_state_dict(copy.deepcopy(init["generator"]))
             nets.D.load_state_dict(copy.deepcopy(init["discriminator"]))
             noise = torch.Generator(self.device).manual_seed(cfg.seed + 1)  # as Trainer's
-            self.arms[name] = Arm(name, arm_cfg, nets, noise)
+            self.arms[name] = Arm(name, arm_cfg, nets, noise, self.data, self.lock)
         self.warmup: Trainer | None = None
         self.warmup_steps = int(warmup_steps)
         if self.warmup_steps:
@@ -151,6 +157,7 @@ class Arena(RunControls):
             self._fork(init_state, f"from {init_state.get('run_id') or 'a checkpoint'}")
         self._hash_arms()
         self._init_controls()
+        self.on_step.append(Arena.evaluate_arms)
 
     # -- starting points ----------------------------------------------------------------
     def _hash_arms(self) -> None:
@@ -161,7 +168,9 @@ class Arena(RunControls):
         """Every arm continues from one single-run state (weights, optimisers, RNGs, log)."""
         with self.lock:
             for arm in self.arms.values():
-                own = copy.deepcopy(state)   # no tensor may be shared between arms
+                # torch's optimiser load keeps the given moment tensors and updates them
+                # in place: each arm needs its own copy
+                own = copy.deepcopy(state)
                 arm.nets.G.load_state_dict(own["generator"])
                 arm.nets.D.load_state_dict(own["discriminator"])
                 arm.nets.g_opt.load_state_dict(own["g_optimizer"])
@@ -210,6 +219,15 @@ class Arena(RunControls):
             if self._state == "diverged" and not self._message.startswith("arm "):
                 self._message = f"arm {name}: {self._message}"
         return out
+
+    def evaluate_arms(self) -> None:
+        """Quality metrics (q_*) of every arm, every cfg.eval_every steps."""
+        if self.warmup is not None:
+            self.warmup.quality(self.warmup)
+            return
+        for arm in self.arms.values():
+            arm.step_count = self.step_count
+            arm.quality(arm)
 
     def _warmup_step(self) -> dict[str, float]:
         with self.lock:
@@ -323,8 +341,8 @@ class Arena(RunControls):
                 arm.cfg = TrainConfig.from_dict(s["config"])
                 arm.nets.G.load_state_dict(s["generator"])
                 arm.nets.D.load_state_dict(s["discriminator"])
-                arm.nets.g_opt.load_state_dict(s["g_optimizer"])
-                arm.nets.d_opt.load_state_dict(s["d_optimizer"])
+                arm.nets.g_opt.load_state_dict(copy.deepcopy(s["g_optimizer"]))  # see _fork
+                arm.nets.d_opt.load_state_dict(copy.deepcopy(s["d_optimizer"]))
                 arm.noise_gen.set_state(s["rng"]["noise"])
                 arm.log = MetricLog.from_state(s["metrics"])
                 arm.snapshots = SnapshotStore.from_state(s["snapshots"], self.cfg.max_snapshots)
