@@ -85,11 +85,16 @@ def cmd_train(args: argparse.Namespace) -> int:
         trainer.take_snapshot()
     interrupted = []
     previous = signal.signal(signal.SIGINT, lambda *_: interrupted.append(True))
+    out.mkdir(parents=True, exist_ok=True)  # after the handler: Ctrl-C from here on saves
+    if trainer.cfg.eval_every:  # no UI waits here: build the classifier before the run
+        trainer.quality.prepare(log=lambda msg: print(msg, file=sys.stderr, flush=True))
     progress = Progress(cfg.steps)
     values: dict = {}
     try:
         while trainer.step_count < cfg.steps and not interrupted:
             values = trainer.step()
+            for hook in trainer.on_step:  # quality metrics every eval_every steps
+                hook(trainer)
             if trainer.status.state == "diverged":
                 print(f"\n{trainer.status.message}", file=sys.stderr)
                 break
@@ -184,6 +189,23 @@ def cmd_sample(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_eval(args: argparse.Namespace) -> int:
+    from .evaluate import describe, evaluate_state, json_safe
+
+    if not 2 <= args.n <= 100_000:
+        raise UsageError(f"--n {args.n}: use between 2 and 100000 samples")
+    state = load_checkpoint(args.checkpoint)
+    say = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
+    if state.get("kind") == "arena":
+        result = {name: evaluate_state(arm, args.n, say) for name, arm in state["arms"].items()}
+        text = "\n".join(f"arm {name}: {describe(r)}" for name, r in result.items())
+    else:
+        result = evaluate_state(state, args.n, say)
+        text = describe(result)
+    print(json.dumps(json_safe(result), indent=2) if args.json else text)
+    return 0
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
     from .arena import ArmSpec
     from .compare import DEFAULT_IMAGE_WARMUP, run_compare
@@ -246,6 +268,7 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", choices=["auto", "cpu", "cuda"])
     p.add_argument("--sample-every", type=int)
     p.add_argument("--checkpoint-every", type=int)
+    p.add_argument("--eval-every", type=int, help="quality metrics interval in steps; 0 = off")
     p.add_argument("--out", required=True, help="run folder for metrics, samples, checkpoints")
 
 
@@ -265,6 +288,12 @@ def make_parser() -> argparse.ArgumentParser:
     sample.add_argument("--seed", type=int, default=0)
     sample.add_argument("--out", required=True)
     sample.set_defaults(func=cmd_sample)
+
+    evaluate = sub.add_parser("eval", help="print the quality metrics of a checkpoint")
+    evaluate.add_argument("checkpoint")
+    evaluate.add_argument("--n", type=int, default=2500, help="generated samples (2500)")
+    evaluate.add_argument("--json", action="store_true", help="print JSON")
+    evaluate.set_defaults(func=cmd_eval)
 
     compare = sub.add_parser("compare", help="compare update rules in lockstep over seeds")
     add_run_options(compare)

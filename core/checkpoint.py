@@ -74,14 +74,21 @@ def save_checkpoint(state: dict, path: str | Path, kind: str = "run") -> Path:
 def load_checkpoint(source: str | Path | bytes | BinaryIO) -> dict:
     """Load and validate; raises CheckpointError naming the problem."""
     name = str(source) if isinstance(source, (str, Path)) else "the uploaded file"
-    if isinstance(source, (bytes, bytearray)):
-        source = io.BytesIO(source)
     try:
-        state = torch.load(source, map_location="cpu", weights_only=True)
+        raw = _read_all(source)
     except FileNotFoundError:
         raise CheckpointError(f"{name}: no such file") from None
+    except OSError as exc:
+        raise CheckpointError(f"{name}: cannot read it ({exc.strerror or exc})") from None
+    if not raw.startswith((b"PK\x03\x04", b"\x80")):  # torch.save zip, or a bare pickle
+        raise CheckpointError(f"{name} is not a PyTorch checkpoint file; upload a .pt file "
+                              "saved by GAN RL Lab")
+    try:
+        state = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        # torch's message is long; the useful part follows "WeightsUnpickler error:"
+        text = str(exc).split("WeightsUnpickler error:")[-1]
+        first = next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
         raise CheckpointError(
             f"{name} holds Python objects that a checkpoint never contains, so it was "
             f"refused without running them (weights_only load). Only load checkpoints "
@@ -92,6 +99,14 @@ def load_checkpoint(source: str | Path | bytes | BinaryIO) -> dict:
                               "GAN RL Lab") from None
     validate(state, name)
     return state
+
+
+def _read_all(source) -> bytes:
+    if isinstance(source, (bytes, bytearray)):
+        return bytes(source)
+    if isinstance(source, (str, Path)):
+        return Path(source).read_bytes()
+    return source.read()
 
 
 def validate(state, name: str = "checkpoint") -> None:

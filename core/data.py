@@ -88,8 +88,9 @@ def _load_torchvision(name: str, root: str) -> DataSet:
             folder = os.path.join(root, kind.__name__, "raw")
             raise DataError(
                 f"{name}: the files are not in {folder!r} and could not be downloaded "
-                f"({type(exc).__name__}). Put train-images-idx3-ubyte(.gz) and "
-                f"train-labels-idx1-ubyte(.gz) in {folder!r}, or choose another root."
+                f"({type(exc).__name__}). Put the four files train-images-idx3-ubyte, "
+                f"train-labels-idx1-ubyte, t10k-images-idx3-ubyte and t10k-labels-idx1-ubyte "
+                f"(unzipped) in {folder!r}, or choose another root."
             ) from None
     return DataSet(name, _scale_uint8(ds.data.numpy()), ds.targets.clone().long(), (1, 28, 28))
 

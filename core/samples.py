@@ -7,6 +7,7 @@ first and the newest), which thins the history evenly, never randomly.
 from __future__ import annotations
 
 import io
+import math
 import threading
 from dataclasses import dataclass
 
@@ -59,9 +60,18 @@ def d_heatmap(D, extent: tuple, res: int = HEATMAP_RES) -> np.ndarray:
 
 
 class SnapshotStore:
+    """Bounded history: every `stride`-th snapshot plus the newest one.
+
+    When the aligned ones fill the store the stride doubles and every other one is
+    dropped, so the kept history stays evenly spaced however long the run.
+    """
+
     def __init__(self, max_snapshots: int = 60) -> None:
         self.max = max_snapshots
         self._items: list[Snapshot] = []
+        self._seqs: list[int] = []       # arrival number of each kept snapshot
+        self._next_seq = 0
+        self._stride = 1
         self._lock = threading.Lock()
 
     def add(self, snap: Snapshot) -> None:
@@ -70,10 +80,20 @@ class SnapshotStore:
                 self._items[-1] = snap
                 return
             self._items.append(snap)
+            self._seqs.append(self._next_seq)
+            self._next_seq += 1
+            self._thin()
+
+    def _thin(self) -> None:
+        def keep(i: int) -> bool:
+            return self._seqs[i] % self._stride == 0 or i == len(self._items) - 1
+
+        while len(self._items) > self.max or not all(keep(i) for i in range(len(self._items))):
             if len(self._items) > self.max:
-                newest = self._items[-1]
-                kept = self._items[:-1:2]
-                self._items = kept + [newest]
+                self._stride *= 2
+            kept = [i for i in range(len(self._items)) if keep(i)]
+            self._items = [self._items[i] for i in kept]
+            self._seqs = [self._seqs[i] for i in kept]
 
     def all(self) -> list[Snapshot]:
         with self._lock:
@@ -99,8 +119,10 @@ class SnapshotStore:
     # -- persistence: plain tensors and lists only (weights_only checkpoints) ----------
     def state(self) -> list[dict]:
         out = []
-        for s in self.all():
-            item: dict = {"step": s.step}
+        with self._lock:
+            pairs = list(zip(self._items, self._seqs))
+        for s, seq in pairs:
+            item: dict = {"step": s.step, "seq": seq}
             if s.png is not None:
                 item["png"] = torch.frombuffer(bytearray(s.png), dtype=torch.uint8)
             if s.points is not None:
@@ -119,4 +141,10 @@ class SnapshotStore:
             heatmap = item["heatmap"].numpy() if "heatmap" in item else None
             extent = tuple(item["extent"]) if "extent" in item else None
             store._items.append(Snapshot(int(item["step"]), png, points, heatmap, extent))
+            store._seqs.append(int(item.get("seq", len(store._seqs))))
+        store._next_seq = store._seqs[-1] + 1 if store._seqs else 0
+        # Recover the stride the history was thinned with: the largest power of two
+        # that divides every aligned arrival number.
+        common = math.gcd(*store._seqs[:-1]) if len(store._seqs) > 1 else 0
+        store._stride = common & -common if common else 1
         return store

@@ -1,0 +1,39 @@
+"""Small test-data writers shared by the core tests."""
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+
+import numpy as np
+
+
+def write_idx_mnist(root: Path, folder: str, n: int = 32, seed: int = 0) -> Path:
+    """Write tiny MNIST-format files where torchvision looks for them.
+
+    torchvision reads <root>/<folder>/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte
+    (IDX: big-endian magic and sizes, then uint8 data) and wants all four present.
+    """
+    raw = root / folder / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for split, count in (("train", n), ("t10k", 4)):
+        images = rng.integers(0, 256, size=(count, 28, 28), dtype=np.uint8)
+        labels = (np.arange(count) % 10).astype(np.uint8)
+        (raw / f"{split}-images-idx3-ubyte").write_bytes(
+            struct.pack(">IIII", 0x803, count, 28, 28) + images.tobytes())
+        (raw / f"{split}-labels-idx1-ubyte").write_bytes(
+            struct.pack(">II", 0x801, count) + labels.tobytes())
+    return root
+
+
+def write_image_folder(path: Path, n: int = 6, bad: int = 1) -> Path:
+    from PIL import Image
+
+    path.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        array = rng.integers(0, 256, size=(40, 30, 3), dtype=np.uint8)
+        Image.fromarray(array).save(path / f"img_{i}.png")
+    for i in range(bad):
+        (path / f"broken_{i}.jpg").write_bytes(b"not an image at all")
+    return path
