@@ -1,0 +1,287 @@
+"""AppTest tests of the dashboard pages (in-process, no browser).
+
+AppTest runs the app in this process, so the cache_resource run registry is shared
+between tests: every test stops and clears it (fixture `app_env`). Fragments with
+run_every are not auto-run by AppTest: tests call at.run() again.
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from streamlit.testing.v1 import AppTest
+
+from core.checkpoint import to_bytes
+from core.config import preset
+from core.trainer import Trainer
+
+ROOT = Path(__file__).resolve().parents[1]
+TIMEOUT = 60   # seconds per script run: the CI machine is small and shared
+
+
+@pytest.fixture
+def app_env(tmp_path, monkeypatch):
+    """Checkpoints in a temp folder; a clean registry before and after."""
+    monkeypatch.setenv("GANLAB_CHECKPOINT_DIR", str(tmp_path / "checkpoints"))
+    monkeypatch.chdir(ROOT)
+    from ui.runs import registry
+    registry().clear()
+    yield tmp_path / "checkpoints"
+    registry().clear()
+
+
+def new_app() -> AppTest:
+    return AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT).run()
+
+
+def registry():
+    from ui.runs import registry as reg
+    return reg()
+
+
+def wait_for(predicate, timeout: float = 30.0, what: str = "condition"):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def status_text(at: AppTest) -> str:
+    return next(m.value for m in at.markdown if "· step **" in m.value)
+
+
+def chart_keys(at: AppTest) -> list[str]:
+    return [c.proto.id.split("-")[-1] for c in at.get("plotly_chart")]
+
+
+def tiny_trainer(data: str = "ring8", steps: int = 5, **changes) -> Trainer:
+    trainer = Trainer(preset("recommended", data=data, sample_every=2, **changes))
+    trainer.take_snapshot()   # step 0, as start() does
+    for _ in range(steps):
+        trainer.step()
+    return trainer
+
+
+# -- every page renders ------------------------------------------------------------------
+@pytest.mark.parametrize("page", sorted(p.name for p in (ROOT / "pages").glob("*.py")))
+def test_every_page_renders(app_env, page):
+    at = new_app()
+    assert not at.exception
+    at.switch_page(f"pages/{page}").run()
+    assert not at.exception, at.exception
+    assert at.title, f"{page} has no title"
+
+
+def test_train_page_defaults(app_env):
+    at = new_app()
+    assert at.title[0].value == "Train"
+    assert at.selectbox(key="cfg_data").value == "mnist5k"
+    assert set(at.selectbox(key="cfg_data").options) == {
+        "mnist5k", "ring8", "grid25", "mnist", "fashion-mnist", "folder"}
+    assert not at.button(key="btn_start").disabled
+
+
+# -- validation messages from core, next to the form --------------------------------------
+@pytest.mark.parametrize("key,value,field", [
+    ("cfg_g_lr", 0.0, "g_opt.lr"),
+    ("cfg_batch", 1, "batch_size"),
+    ("cfg_samples", 1, "reinforce.samples_per_z"),
+])
+def test_validation_message_names_the_field(app_env, key, value, field):
+    at = new_app()
+    at.number_input(key=key).set_value(value).run()
+    errors = [e.value for e in at.error]
+    assert any(field in e for e in errors), errors
+    assert at.button(key="btn_start").disabled
+
+
+def test_folder_needs_a_path(app_env):
+    at = new_app()
+    at.selectbox(key="cfg_data").set_value("folder").run()
+    assert any("data_root" in e.value for e in at.error)
+    at.text_input(key="cfg_root").set_value("/no/such/folder").run()
+    assert not at.error
+    at.button(key="btn_start").click().run()   # core's DataError comes back as a message
+    assert any("Could not start" in e.value for e in at.error)
+    assert not registry().runs()
+
+
+def test_preset_fills_learning_rates(app_env):
+    at = new_app()
+    at.selectbox(key="cfg_preset").set_value("source").run()
+    assert at.number_input(key="cfg_g_lr").value == pytest.approx(2e-4)
+    assert at.number_input(key="cfg_g_beta1").value == pytest.approx(0.9)
+
+
+# -- Start / Pause / Step / Resume / Stop / Reset wiring ----------------------------------
+def test_start_pause_step_resume_stop_reset(app_env):
+    at = new_app()
+    at.selectbox(key="cfg_data").set_value("ring8").run()
+    at.number_input(key="cfg_steps").set_value(100000).run()
+    at.button(key="btn_start").click().run()
+    assert not at.exception
+    run_id = at.query_params["run"]
+    trainer = registry().get(run_id)
+    assert trainer is not None and trainer.status.state == "running"
+    wait_for(lambda: trainer.status.step > 20, what="steps")
+    at.run()
+    assert "**running**" in status_text(at)
+    assert at.get("progress"), "a step budget shows a progress bar"
+    assert "chart_d_loss" in chart_keys(at) and "chart_toy" in chart_keys(at)
+    spec = json.loads(at.get("plotly_chart")[0].proto.spec)
+    assert spec["data"][0]["x"]["dtype"] == "f4", "float32 payloads"
+
+    at.button(key="btn_pause").click().run()
+    wait_for(lambda: trainer.status.state == "paused", what="pause")
+    at.run()
+    step = trainer.status.step
+    assert "**paused**" in status_text(at)
+    at.button(key="btn_step").click().run()
+    assert trainer.status.step == step + 1
+
+    at.button(key="btn_resume").click().run()
+    wait_for(lambda: trainer.status.step > step + 5, what="resume")
+    at.button(key="btn_stop").click().run()
+    assert trainer.status.state == "stopped"
+    at.run()
+    assert "**stopped**" in status_text(at)
+    assert at.button(key="btn_stop").disabled
+
+    at.button(key="btn_reset").click().run()
+    assert "run" not in at.query_params
+    assert at.button(key="btn_start")
+
+
+def test_reload_reattaches_by_run_id(app_env):
+    trainer = registry().add(tiny_trainer())
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT)
+    at.query_params["run"] = trainer.run_id
+    at.run()
+    assert trainer.run_id in status_text(at)
+    assert "step **5**" in status_text(at)
+
+
+def test_unknown_run_id_is_explained(app_env):
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT)
+    at.query_params["run"] = "run-that-does-not-exist"
+    at.run()
+    assert any("not running in this server" in w.value for w in at.warning)
+    assert at.button(key="btn_start")
+
+
+def test_rule_switch_on_a_live_run_marks_the_charts(app_env):
+    at = new_app()
+    at.selectbox(key="cfg_data").set_value("ring8").run()
+    at.button(key="btn_start").click().run()
+    trainer = registry().get(at.query_params["run"])
+    wait_for(lambda: trainer.status.step > 5, what="steps")
+    at.selectbox(key=f"live_rule_{trainer.run_id}").set_value("reinforce").run()
+    assert trainer.cfg.rule == "reinforce"
+    assert any("bce -> reinforce" in text for _, text in trainer.log.events)
+    wait_for(lambda: trainer.status.step > trainer.log.events[-1][0] + 60, what="steps")
+    at.run()
+    losses = json.loads(at.get("plotly_chart")[0].proto.spec)
+    assert any("bce -> reinforce" in a.get("text", "") for a in losses["layout"]["annotations"])
+    assert "chart_grad_cosine" in chart_keys(at)
+    trainer.stop()
+
+
+def test_cap_on_running_runs(app_env):
+    for _ in range(2):
+        registry().start(Trainer(preset("recommended", data="ring8")))
+    at = new_app()
+    at.selectbox(key="cfg_data").set_value("ring8").run()
+    at.button(key="btn_start").click().run()
+    assert any("the limit is 2" in e.value for e in at.error)
+    assert len(registry().runs()) == 2
+
+
+def test_samples_grid_and_downloads_for_images(app_env):
+    trainer = registry().add(tiny_trainer("mnist5k", steps=4))
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT)
+    at.query_params["run"] = trainer.run_id
+    at.run()
+    assert at.get("imgs") or at.get("image"), "the PNG grid is shown"
+    assert at.select_slider(key=f"snap_{trainer.run_id}").options == ["0", "2", "4"]
+    labels = {d.label for d in at.get("download_button")}
+    assert {"Metrics CSV", "Download grid PNG"} <= labels
+
+
+def test_quality_chart_group_for_q_columns(app_env):
+    trainer = tiny_trainer(steps=4)
+    trainer.log.set_at_step(4, {"q_modes": 3.0, "q_high_quality": 0.5})
+    registry().add(trainer)
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT)
+    at.query_params["run"] = trainer.run_id
+    at.run()
+    assert "chart_quality" in chart_keys(at)
+    plain = registry().add(tiny_trainer(steps=3))
+    at.query_params["run"] = plain.run_id
+    at.run()
+    assert "chart_quality" not in chart_keys(at)
+
+
+# -- Checkpoints page ---------------------------------------------------------------------
+def checkpoints_page() -> AppTest:
+    at = new_app()
+    at.switch_page("pages/checkpoints.py").run()
+    assert not at.exception, at.exception
+    return at
+
+
+def test_checkpoint_table_and_save_now(app_env):
+    trainer = registry().add(tiny_trainer(steps=7))
+    at = checkpoints_page()
+    assert any("No checkpoints" in c.value for c in at.caption)
+    at.button(key=f"save_{trainer.run_id}").click().run()
+    saved = app_env / trainer.run_id / "step_7.pt"
+    assert saved.exists()
+    table = at.dataframe[0].value
+    row = table.iloc[0]
+    assert (row["run"], row["step"], row["rule"], row["data"]) == (trainer.run_id, 7, "bce",
+                                                                   "ring8")
+    assert row["size (MB)"] > 0 and row["time"]
+    names = {d.proto.id.split("-")[-1]: d for d in at.get("download_button")}
+    assert "dl_file" in names
+
+
+def test_upload_error_path_changes_nothing(app_env):
+    trainer = registry().add(tiny_trainer(steps=3))
+    trainer.save_checkpoint(app_env / trainer.run_id / "step_3.pt")
+    at = checkpoints_page()
+    before = at.dataframe[0].value.copy()
+    at.file_uploader(key="upload").upload("junk.pt", b"this is not a checkpoint").run()
+    assert any("not a PyTorch checkpoint" in e.value for e in at.error), \
+        [e.value for e in at.error]
+    assert not at.exception
+    assert len(registry().runs()) == 1
+    assert at.dataframe[0].value.equals(before)
+    # A PyTorch file that is not ours gets its own clear message.
+    at.file_uploader(key="upload").set_value(None)
+    import io
+    buf = io.BytesIO()
+    torch.save({"weights": torch.zeros(3)}, buf)
+    at.file_uploader(key="upload").upload("foreign.pt", buf.getvalue()).run()
+    assert any("not a GAN RL Lab checkpoint" in e.value for e in at.error)
+
+
+def test_upload_then_fine_tune_with_another_rule(app_env):
+    state = tiny_trainer(steps=6).state_dict()
+    at = checkpoints_page()
+    at.file_uploader(key="upload").upload("good.pt", to_bytes(state)).run()
+    assert any("valid checkpoint" in s.value for s in at.success)
+    at.toggle(key="upload_samples").set_value(True).run()
+    assert "upload_toy" in chart_keys(at)
+    at.selectbox(key="upload_rule").set_value("reinforce").run()
+    at.button(key="upload_finetune").click().run()
+    assert not at.exception, at.exception
+    (trainer,) = registry().runs()
+    assert trainer.cfg.rule == "reinforce" and trainer.step_count >= 6
+    assert any("bce -> reinforce" in text for _, text in trainer.log.events)
+    assert at.query_params["run"] == trainer.run_id   # switched to the Train page
+    assert at.title[0].value == "Train"
