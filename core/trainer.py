@@ -19,6 +19,7 @@ import torch
 
 from .config import TrainConfig
 from .data import DataSet, load_dataset
+from .evaluate import QualityHook
 from .metrics import MetricLog
 from .models import build_models, flatten_parameters
 from .samples import Snapshot, SnapshotStore, d_heatmap, grid_png, toy_extent
@@ -232,6 +233,8 @@ class Trainer(RunControls):
         self.step_count = 0
         self.lock = threading.RLock()     # guards nets, RNGs and step_count
         self._init_controls()
+        self.quality = QualityHook(self.data)  # q_* metrics every cfg.eval_every steps
+        self.on_step.append(self.quality)
 
     # -- one iteration --------------------------------------------------------------
     def step(self) -> dict[str, float]:
