@@ -179,7 +179,7 @@ class Arena(RunControls):
                 arm.log = MetricLog.from_state(own["metrics"])
                 arm.snapshots = SnapshotStore.from_state(own.get("snapshots", []),
                                                          self.cfg.max_snapshots)
-                arm.log.add_event(int(state["step"]), f"{label}; arm {arm.name}: {arm.cfg.rule}")
+                arm.log.add_event(int(state["step"]), label)   # same text in every arm
             self.data_gen.set_state(state["rng"]["data"])
             self.fixed_z = state["fixed_z"].to(self.device)
             self.step_count = self.fork_step = int(state["step"])

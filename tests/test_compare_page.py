@@ -1,0 +1,91 @@
+"""AppTest of the Compare page (in-process, no browser).
+
+The arena registry is process-wide (cache_resource) and shared by tests: every test
+stops and clears it. Fragments with run_every are not auto-run: tests call run().
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+ROOT = Path(__file__).resolve().parents[1]
+TIMEOUT = 60
+
+
+@pytest.fixture
+def arenas(tmp_path, monkeypatch):
+    monkeypatch.setenv("GANLAB_CHECKPOINT_DIR", str(tmp_path / "checkpoints"))
+    monkeypatch.chdir(ROOT)
+    from ui.compare import registry
+    registry().clear()
+    yield registry()
+    registry().clear()
+
+
+def page() -> AppTest:
+    return AppTest.from_file(str(ROOT / "pages" / "compare.py"), default_timeout=TIMEOUT).run()
+
+
+def wait_for(predicate, timeout: float = 30.0):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError("timed out")
+
+
+def test_renders_with_bce_vs_reinforce_by_default(arenas):
+    at = page()
+    assert not at.exception
+    assert at.sidebar.selectbox(key="cmp_arm1").value == "bce"
+    assert at.sidebar.selectbox(key="cmp_arm2").value == "reinforce"
+    assert at.button(key="cmp_start").disabled is False
+    assert at.button(key="cmp_warm")
+
+
+def test_start_shows_both_arms_then_stop(arenas):
+    at = page()
+    at.sidebar.number_input(key="cmp_steps").set_value(400)
+    at.sidebar.number_input(key="cmp_sample_every").set_value(20)
+    at.button(key="cmp_start").click().run()
+    assert not at.exception
+    (arena,) = arenas.runs()
+    assert list(arena.arms) == ["bce", "reinforce"]
+    wait_for(lambda: arena.step_count >= 40)
+    at.run()
+    assert not at.exception
+    text = " ".join(c.value for c in at.caption)
+    assert "identical" in text and "DIFFERENT" not in text
+    keys = [c.proto.id for c in at.get("plotly_chart")]
+    assert any("cmp_chart_d_loss" in k for k in keys)
+    assert any("cmp_toy_bce" in k for k in keys) and any("cmp_toy_reinforce" in k for k in keys)
+    table = at.dataframe[0].value
+    assert list(table.index) == ["bce", "reinforce"]
+    at.button(key="cmp_stop").click().run()
+    assert arena.status.state in ("stopped", "finished")
+    assert not arena.thread_alive
+
+
+def test_rule_switch_and_save(arenas, tmp_path):
+    at = page()
+    at.sidebar.number_input(key="cmp_steps").set_value(0)
+    at.button(key="cmp_start").click().run()
+    (arena,) = arenas.runs()
+    wait_for(lambda: arena.step_count >= 5)
+    at.button(key="cmp_pause").click().run()
+    wait_for(lambda: arena.status.state == "paused")
+    at.run()
+    at.sidebar.selectbox(key=f"cmp_rule_{arena.run_id}_bce").set_value("reinforce").run()
+    assert arena.arms["bce"].cfg.rule == "reinforce"
+    assert any("rule: bce -> reinforce" in t for _, t in arena.arms["bce"].log.events)
+    at.button(key="cmp_save").click().run()
+    assert not at.exception
+    saved = list((tmp_path / "checkpoints").rglob("*.pt"))
+    assert len(saved) == 1
+    at.button(key="cmp_reset").click().run()
+    assert not arena.thread_alive
+    assert at.button(key="cmp_start")

@@ -1,0 +1,348 @@
+"""The Compare page's pieces: arena registry, form, controls and live view.
+
+Arenas live in their own process-wide registry (same RunRegistry class as single
+runs, behind st.cache_resource), keyed by arena id, with the id in the URL under
+"arena", so a reload re-attaches. An arena is one training thread whatever its arm
+count; it counts against the same thread limit as the Train page's runs.
+"""
+from __future__ import annotations
+
+import atexit
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from core.arena import Arena, ArmSpec
+from core.compare import DEFAULT_IMAGE_WARMUP
+from core.config import PRESETS, REWARD_NAMES, RULE_NAMES, ConfigError, TrainConfig, preset
+from core.trainer import new_run_id
+from ui import charts, live, runs
+
+QUERY_KEY = "arena"
+SESSION_KEY = "attached_arena"
+DATA_CHOICES = ("ring8", "grid25", "mnist5k")
+NO_ARM = "(none)"
+K = "cmp_"      # session-state prefix of the form's widgets
+TABLE_COLUMNS = ("d_loss", "g_loss", "d_real", "d_fake", "reward_mean", "g_grad_norm",
+                 "grad_cosine", "steps_per_s")
+
+
+@st.cache_resource(show_spinner=False)
+def registry() -> runs.RunRegistry:
+    runs.configure_torch_threads()
+    reg = runs.RunRegistry(max_running=1)
+    atexit.register(reg.stop_all)
+    return reg
+
+
+def current() -> Arena | None:
+    wanted = st.query_params.get(QUERY_KEY) or st.session_state.get(SESSION_KEY)
+    arena = registry().get(wanted)
+    if arena is not None:
+        attach(arena)
+    return arena
+
+
+def attach(arena: Arena) -> None:
+    if st.query_params.get(QUERY_KEY) != arena.run_id:
+        st.query_params[QUERY_KEY] = arena.run_id
+    st.session_state[SESSION_KEY] = arena.run_id
+
+
+def detach() -> None:
+    if QUERY_KEY in st.query_params:
+        del st.query_params[QUERY_KEY]
+    st.session_state.pop(SESSION_KEY, None)
+
+
+# -- the form ----------------------------------------------------------------------------
+def form() -> tuple[TrainConfig | None, list[ArmSpec], int]:
+    """Sidebar form: data, arms, shared settings. Returns (cfg or None, arms, warm-up)."""
+    data = st.selectbox("Data set", DATA_CHOICES, key=K + "data",
+                        help="ring8 / grid25: 2-D mixtures (fast, show mode collapse); "
+                             "mnist5k: digits, compared after a bce warm-up by default")
+    c1, c2 = st.columns(2)
+    rules = [c1.selectbox("Arm 1", RULE_NAMES, index=0, key=K + "arm1"),
+             c2.selectbox("Arm 2", RULE_NAMES, index=1, key=K + "arm2")]
+    third = st.selectbox("Arm 3 (optional)", (NO_ARM, *RULE_NAMES), key=K + "arm3")
+    if third != NO_ARM:
+        rules.append(third)
+    name = st.selectbox("Preset", list(PRESETS), key=K + "preset",
+                        index=list(PRESETS).index("recommended"),
+                        help="recommended: settings found to train well on this data set "
+                             "(shared by every arm); source: the source document's")
+    with st.expander("REINFORCE options (reinforce arms)"):
+        reward = st.selectbox("Reward", REWARD_NAMES, key=K + "reward")
+        s1, s2 = st.columns(2)
+        sigma_start = s1.number_input("sigma start (0 = preset)", value=0.0, step=0.05,
+                                      format="%.3f", key=K + "sigma_start")
+        sigma_end = s2.number_input("sigma floor (0 = preset)", value=0.0, step=0.01,
+                                    format="%.3f", key=K + "sigma_end")
+    c1, c2 = st.columns(2)
+    steps = c1.number_input("Compared steps (0 = until stopped)", value=3000, step=500,
+                            key=K + "steps")
+    seed = c2.number_input("Seed", value=0, step=1, key=K + "seed")
+    warmup = c1.number_input("bce warm-up steps", step=500, key=K + "warmup",
+                             value=DEFAULT_IMAGE_WARMUP if data == "mnist5k" else 0,
+                             help="Train one bce run this long, then fork every arm from "
+                                  "it (RL fine-tuning of a pretrained GAN)")
+    sample_every = c2.number_input("Sample every", value=100, step=50, key=K + "sample_every")
+    batch = c1.number_input("Batch size (0 = preset)", value=0, step=64, key=K + "batch")
+    changes = {"data": data, "steps": int(steps), "seed": int(seed),
+               "sample_every": int(sample_every), "reinforce.reward": reward}
+    if batch:
+        changes["batch_size"] = int(batch)
+    if sigma_start:
+        changes["reinforce.sigma_start"] = float(sigma_start)
+    if sigma_end:
+        changes["reinforce.sigma_end"] = float(sigma_end)
+    try:
+        cfg = preset(name, **changes)
+    except ConfigError as exc:
+        st.error(f"Invalid setting: {exc}", icon=":material/error:")
+        return None, [], 0
+    return cfg, [ArmSpec(r) for r in rules], int(warmup)
+
+
+# -- controls ----------------------------------------------------------------------------
+def _start(cfg: TrainConfig, arms: list[ArmSpec], warmup: int) -> None:
+    busy = len(runs.registry().running()) + len(registry().running())
+    if busy >= runs.MAX_RUNNING:
+        live._flash(f"{busy} trainings are already running; the limit is {runs.MAX_RUNNING} "
+                    "on this machine. Pause or stop one first.")
+        return
+    try:
+        arena = Arena(cfg, arms, warmup_steps=max(0, warmup),
+                      run_id=new_run_id(f"arena-{cfg.data}"))
+        registry().start(arena)
+    except runs.CapReached as exc:
+        live._flash(str(exc))
+        return
+    except Exception as exc:
+        live._flash(f"Could not start: {exc}")
+        return
+    attach(arena)
+
+
+def start_buttons(cfg: TrainConfig | None, arms: list[ArmSpec], warmup: int) -> None:
+    c1, c2, _ = st.columns([1, 1.4, 2])
+    c1.button("Start comparison", type="primary", key="cmp_start", disabled=cfg is None,
+              on_click=_start, args=(cfg, arms, warmup), width="stretch")
+    c2.button("Warm up with bce, then compare", key="cmp_warm", disabled=cfg is None,
+              on_click=_start, args=(cfg, arms, warmup or DEFAULT_IMAGE_WARMUP),
+              width="stretch", help="One bce run first (the warm-up steps above, or "
+                                    f"{DEFAULT_IMAGE_WARMUP}), then every arm forks from it")
+
+
+def _resume(arena: Arena) -> None:
+    try:
+        registry().resume(arena)
+    except runs.CapReached as exc:
+        live._flash(str(exc))
+
+
+def _step(arena: Arena) -> None:
+    try:
+        arena.step_once()
+    except RuntimeError as exc:
+        live._flash(str(exc))
+
+
+def _reset(arena: Arena) -> None:
+    arena.stop()
+    detach()
+
+
+def _save(arena: Arena) -> None:
+    from ui.checkpoints import checkpoint_dir
+    try:
+        path = arena.save_checkpoint(checkpoint_dir() / arena.run_id /
+                                     f"step_{arena.step_count}.pt")
+        st.session_state["cmp_saved"] = str(path)
+    except RuntimeError as exc:
+        live._flash(str(exc))
+
+
+def controls(arena: Arena) -> None:
+    state = arena.status.state
+    cols = st.columns(5)
+    if state == "running":
+        cols[0].button("Pause", key="cmp_pause", on_click=arena.pause, width="stretch")
+    else:
+        cols[0].button("Resume", key="cmp_resume", disabled=state not in ("paused", "diverged"),
+                       on_click=_resume, args=(arena,), width="stretch")
+    cols[1].button("Step", key="cmp_step", disabled=state not in ("paused", "diverged"),
+                   on_click=_step, args=(arena,), width="stretch",
+                   help="One lockstep step of every arm while paused")
+    cols[2].button("Stop", key="cmp_stop", disabled=not arena.status.live,
+                   on_click=arena.stop, width="stretch")
+    cols[3].button("New comparison", key="cmp_reset", on_click=_reset, args=(arena,),
+                   width="stretch", help="Stop these arms and configure new ones")
+    cols[4].button("Save checkpoint", key="cmp_save", on_click=_save, args=(arena,),
+                   disabled=arena.warming_up, width="stretch",
+                   help="One file with every arm (extract an arm with python -m core extract)")
+    saved = st.session_state.pop("cmp_saved", None)
+    if saved:
+        st.toast(f"Saved {saved}")
+
+
+def rule_switches(arena: Arena) -> None:
+    """Sidebar: switch an arm's rule mid-run (leaves a marker on that arm's traces)."""
+    for name, arm in arena.arms.items():
+        key = f"cmp_rule_{arena.run_id}_{name}"
+        st.session_state.setdefault(key, arm.cfg.rule)
+        st.selectbox(f"Arm **{name}** rule", RULE_NAMES, key=key,
+                     disabled=not arena.status.live or arena.warming_up,
+                     on_change=lambda n=name, k=key: arena.set_rule(n, st.session_state[k]))
+
+
+# -- the live view -------------------------------------------------------------------------
+def status(arena: Arena) -> None:
+    s = arena.status
+    arms = " vs ".join(f"**{n}**" for n in arena.arms)
+    with st.container(key="cmp_status_line"):
+        st.markdown(f"**{s.state}** · step **{s.step:,}** · {s.steps_per_s:,.0f} lockstep "
+                    f"steps/s · {arms} on {arena.cfg.data} · arena `{arena.run_id}`",
+                    help="Each step trains every arm once on the same batch and z")
+    if arena.cfg.steps and not arena.warming_up:
+        done = max(0, s.step - arena.fork_step)
+        st.progress(min(1.0, done / arena.cfg.steps),
+                    text=f"{done:,} / {arena.cfg.steps:,} compared steps")
+    if s.state == "failed":
+        st.error(s.message or arena.error, icon=":material/error:")
+    elif s.state == "diverged":
+        st.warning(s.message, icon=":material/warning:")
+    elif s.message:
+        st.caption(s.message)
+    hashes = arena.hashes()
+    same = len(set(hashes["init"].values())) == 1
+    init = " · ".join(f"{n} `{h}`" for n, h in hashes["init"].items())
+    start = "the warm-up" if arena.fork_step else "step 0"
+    st.caption(f"Initial weights ({start}): {init} "
+               f"{'— identical' if same else '— DIFFERENT'} · one batch stream "
+               f"`{hashes['batches'] or '-'}` feeds every arm")
+
+
+def _events(arena: Arena) -> list[tuple[int, str]]:
+    out = set()
+    for name, arm in arena.arms.items():
+        for step, text in list(arm.log.events):
+            out.add((step, text if "fork" in text or "from " in text else f"{name}: {text}"))
+    return sorted(out)
+
+
+def _arm_data(arena: Arena, columns: list[str]) -> dict[str, dict]:
+    if arena.warming_up:   # one trace until the fork: the warm-up run
+        return {"bce warm-up": arena.warmup.log.decimated(columns, charts.MAX_POINTS)}
+    return {n: a.log.decimated(columns, charts.MAX_POINTS) for n, a in arena.arms.items()}
+
+
+def metric_charts(arena: Arena, smoothing: float) -> None:
+    arms = _arm_data(arena, charts.chart_columns())
+    events = _events(arena)
+    drawn = 0
+    for spec in charts.CHARTS:
+        if charts.has_data(arms, spec.metrics):
+            fig = charts.metric_figure(arms, spec.metrics, title=spec.title,
+                                       smoothing=smoothing, events=events, band=spec.band,
+                                       y_range=spec.y_range)
+            st.plotly_chart(fig, key=f"cmp_chart_{spec.metrics[0]}", width="stretch",
+                            config={"displaylogo": False})
+            drawn += 1
+    logs = [a.log for a in arena.arms.values()]
+    quality = charts.quality_columns({c for log in logs for c in log.columns})
+    if quality:
+        q_arms = _arm_data(arena, quality)
+        if charts.has_data(q_arms, quality):
+            st.plotly_chart(charts.quality_figure(q_arms, quality, events=events),
+                            key="cmp_chart_quality", width="stretch",
+                            config={"displaylogo": False})
+    if not drawn:
+        st.caption("Charts appear after the first steps.")
+
+
+def latest_table(arena: Arena) -> pd.DataFrame:
+    rows = {}
+    for name, arm in arena.arms.items():
+        latest = arm.log.latest()
+        row = {"rule": arm.cfg.rule, "step": latest.get("step", 0)}
+        for col in (*TABLE_COLUMNS, *charts.quality_columns(latest)):
+            if col in latest:
+                row[col] = latest[col]
+        rows[name] = row
+    return pd.DataFrame.from_dict(rows, orient="index")
+
+
+def samples(arena: Arena) -> None:
+    arms = arena.arms
+    steps = sorted(set().union(*(a.snapshots.steps() for a in arms.values())))
+    if not steps:
+        st.caption("No samples yet.")
+        return
+    follow_key, step_key = f"cmp_follow_{arena.run_id}", f"cmp_snap_{arena.run_id}"
+    st.session_state.setdefault(follow_key, True)
+    if st.session_state[follow_key] or st.session_state.get(step_key) not in steps:
+        st.session_state[step_key] = steps[-1]
+    c1, c2 = st.columns([4, 1], vertical_alignment="bottom")
+    if len(steps) > 1:
+        c1.select_slider("Snapshot step (all arms)", options=steps, key=step_key,
+                         on_change=lambda: st.session_state.update({follow_key: False}))
+    c2.checkbox("Follow latest", key=follow_key)
+    real = arena.data.x[:1000].float().cpu().numpy() if not arena.data.is_image else None
+    for col, (name, arm) in zip(st.columns(len(arms)), arms.items()):
+        snap = arm.snapshots.at_step(st.session_state[step_key])
+        with col.container(key=f"cmp_grid_{name}"):
+            if snap is None:
+                st.caption(f"{name}: no samples yet")
+            elif snap.png is not None:
+                st.image(snap.png, caption=f"{name} ({arm.cfg.rule}) at step {snap.step:,}",
+                         width="stretch")
+            else:
+                fig = charts.toy_figure(real, snap.points, snap.heatmap, snap.extent,
+                                        title=f"{name} at step {snap.step:,} over its D(x)",
+                                        height=380)
+                st.plotly_chart(fig, key=f"cmp_toy_{name}", width="stretch",
+                                config={"displaylogo": False})
+
+
+def downloads(arena: Arena) -> None:
+    from core.checkpoint import to_bytes
+    cols = st.columns(len(arena.arms) + 1)
+    for col, name in zip(cols, arena.arms):
+        col.download_button(f"{name} as a single run", key=f"cmp_dl_{name}",
+                            data=lambda n=name: to_bytes(arena.arm_state(n)),
+                            file_name=f"{arena.run_id}_{name}_step_{arena.step_count}.pt",
+                            on_click="ignore", width="stretch",
+                            disabled=arena.status.state == "running" or arena.warming_up,
+                            help="Pause first. Resume or sample it on the Checkpoints page "
+                                 "or with python -m core train --resume")
+    frames = {n: a.log.to_frame() for n, a in arena.arms.items()}
+    cols[-1].download_button(
+        "Metrics CSV (all arms)", key="cmp_csv", mime="text/csv", on_click="ignore",
+        width="stretch", file_name=f"{arena.run_id}_metrics.csv",
+        data=lambda: pd.concat([f.assign(arm=n) for n, f in frames.items()]).to_csv(
+            index=False).encode())
+
+
+def live_view(arena: Arena) -> None:
+    was_live = arena.status.live
+    c1, _ = st.columns([3, 1])
+    smoothing = c1.slider("EMA smoothing", 0.0, 0.99, 0.6, 0.01, key="cmp_smoothing",
+                          help="Raw values faint, smoothed bold; one colour per arm")
+
+    @st.fragment(run_every=live.POLL_S if was_live else None)
+    def view() -> None:
+        status(arena)
+        left, right = st.columns([3, 2])
+        with left:
+            metric_charts(arena, smoothing)
+        with right:
+            st.markdown("**Latest metrics per arm**")
+            st.dataframe(latest_table(arena), key="cmp_table", width="stretch")
+            samples(arena)
+        if was_live and not arena.status.live:
+            st.rerun()
+
+    view()
+    downloads(arena)
