@@ -102,6 +102,7 @@ class RunControls:
         self._stop = threading.Event()
         self._pause = threading.Event()
         self._wake = threading.Event()
+        self._parked = threading.Event()  # set while the thread idles in a pause
         self._run_time = 0.0              # seconds spent running (pauses excluded)
         self._ema_dt = 0.0
         self._last_t: float | None = None
@@ -152,9 +153,11 @@ class RunControls:
                     if self._state == "running":
                         self._state = "paused"
                     self._last_t = None
+                    self._parked.set()
                     self._wake.wait(0.05)
                     self._wake.clear()
                     continue
+                self._parked.clear()
                 if self._state == "paused":
                     self._state = "running"
                 self.step()
@@ -175,15 +178,20 @@ class RunControls:
         self._state = "finished"
         self._message = f"reached the step budget ({self.cfg.steps} steps)"
 
-    def pause(self) -> None:
+    def pause(self, wait: float = 2.0) -> None:
         if self._state in ("running", "idle"):
             self._pause.set()
             self._state = "paused" if self._thread else self._state
+            # Return once the in-flight step (and its hooks) is done, so the step count
+            # shown next to "paused" is the one the run holds at.
+            if self.thread_alive and threading.current_thread() is not self._thread:
+                self._parked.wait(wait)
 
     def resume(self) -> None:
         if self._state in ("paused", "diverged"):
             self._message = ""
             self._state = "running"
+            self._parked.clear()
             self._pause.clear()
             self._wake.set()
 
