@@ -245,7 +245,7 @@ DATA_PRESETS: dict[str, dict] = {
     "ring8": {"latent_dim": 2, "batch_size": 256,
               "g_opt": {"lr": 3e-4, "beta1": 0.5}, "d_opt": {"lr": 3e-4, "beta1": 0.5}},
     "grid25": {"latent_dim": 2, "batch_size": 256,
-               "g_opt": {"lr": 3e-4, "beta1": 0.5}, "d_opt": {"lr": 3e-4, "beta1": 0.5}},
+               "g_opt": {"lr": 1e-3, "beta1": 0.5}, "d_opt": {"lr": 1e-3, "beta1": 0.5}},
     "mnist5k": {},   # the "recommended" settings as they are
 }
 

@@ -64,7 +64,7 @@ def test_start_shows_both_arms_then_stop(arenas):
     assert any("cmp_chart_d_loss" in k for k in keys)
     assert any("cmp_toy_bce" in k for k in keys) and any("cmp_toy_reinforce" in k for k in keys)
     table = at.dataframe[0].value
-    assert list(table.index) == ["bce", "reinforce"]
+    assert list(table.columns) == ["bce", "reinforce"]
     at.button(key="cmp_stop").click().run()
     assert arena.status.state in ("stopped", "finished")
     assert not arena.thread_alive

@@ -266,12 +266,12 @@ def latest_table(arena: Arena) -> pd.DataFrame:
     rows = {}
     for name, arm in arena.arms.items():
         latest = arm.log.latest()
-        row = {"rule": arm.cfg.rule, "step": latest.get("step", 0)}
+        row = {"rule": arm.cfg.rule, "step": f"{int(latest.get('step', 0)):,}"}
         for col in (*TABLE_COLUMNS, *charts.quality_columns(latest)):
             if col in latest:
-                row[col] = latest[col]
+                row[col] = f"{latest[col]:.4g}"   # strings: one column mixes kinds
         rows[name] = row
-    return pd.DataFrame.from_dict(rows, orient="index")
+    return pd.DataFrame(rows)   # metrics down, arms across: fits a narrow column
 
 
 def samples(arena: Arena) -> None:
@@ -286,10 +286,14 @@ def samples(arena: Arena) -> None:
         st.session_state[step_key] = steps[-1]
     c1, c2 = st.columns([4, 1], vertical_alignment="bottom")
     if len(steps) > 1:
+        # no on_change here: the slider's options change on every new snapshot, and the
+        # frontend then reports a change by itself, which would switch following off
         c1.select_slider("Snapshot step (all arms)", options=steps, key=step_key,
-                         on_change=lambda: st.session_state.update({follow_key: False}))
+                         disabled=st.session_state[follow_key],
+                         help="Untick Follow latest to browse the history")
     c2.checkbox("Follow latest", key=follow_key)
     real = arena.data.x[:1000].float().cpu().numpy() if not arena.data.is_image else None
+    last = list(arms)[-1]
     for col, (name, arm) in zip(st.columns(len(arms)), arms.items()):
         snap = arm.snapshots.at_step(st.session_state[step_key])
         with col.container(key=f"cmp_grid_{name}"):
@@ -301,7 +305,9 @@ def samples(arena: Arena) -> None:
             else:
                 fig = charts.toy_figure(real, snap.points, snap.heatmap, snap.extent,
                                         title=f"{name} at step {snap.step:,} over its D(x)",
-                                        height=380)
+                                        height=330)
+                # one colour bar for the row (same 0-1 scale), so the panels stay wide
+                fig.update_traces(showscale=name == last, selector={"type": "heatmap"})
                 st.plotly_chart(fig, key=f"cmp_toy_{name}", width="stretch",
                                 config={"displaylogo": False})
 

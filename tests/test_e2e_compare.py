@@ -1,0 +1,82 @@
+"""End-to-end: the Compare page in a real browser (streamlit run + Playwright + chromium).
+
+Starts bce vs reinforce on ring8, waits until both arms' loss traces grow on the same
+chart and both arms' sample panels appear, then stops. Set GANLAB_SCREENSHOT=path to
+save a screenshot of the live comparison (docs/compare.png is made this way).
+"""
+from __future__ import annotations
+
+import os
+import re
+
+import pytest
+
+import browser as b
+from test_e2e import LIVE_MS, browser, chromium, server  # noqa: F401  (shared fixtures)
+
+ARM_POINTS_JS = """arm => {
+  for (const gd of document.querySelectorAll('.js-plotly-plot')) {
+    const t = (gd.layout && gd.layout.title && gd.layout.title.text) || '';
+    if (t.replace(/<[^>]*>/g, '') !== 'Losses' || !gd._fullData) continue;
+    let n = 0;   // _fullData: x decoded from Streamlit's typed-array payload
+    for (const tr of gd._fullData)
+      if (tr.name === arm + ' · d_loss' && tr.x) n = Math.max(n, tr.x.length);
+    return n;
+  }
+  return -1;
+}"""
+
+
+def arm_points(page, arm: str) -> int:
+    return page.evaluate(ARM_POINTS_JS, arm)
+
+
+def wait_grows(page, arm: str, than: int) -> int:
+    page.wait_for_function(f"({ARM_POINTS_JS})('{arm}') > {than}")
+    return arm_points(page, arm)
+
+
+@pytest.fixture
+def page(browser):  # noqa: F811
+    context = browser.new_context(viewport={"width": 1400, "height": 1250})
+    pg = context.new_page()
+    pg.set_default_timeout(LIVE_MS)
+    yield pg
+    context.close()
+
+
+def test_compare_bce_vs_reinforce_on_ring8(server, page):  # noqa: F811
+    url, _ = server
+    page.goto(url)   # through the router first, as a user would
+    page.get_by_role("heading", name="Train").wait_for()
+    page.goto(f"{url}/compare")
+    page.get_by_role("heading", name="Compare update rules").wait_for()
+    b.select_option(page, "cmp_data", "ring8")
+    b.set_number(page, "cmp_steps", 0)          # until stopped
+    b.set_number(page, "cmp_batch", 2048)       # slow enough that the point count grows
+    b.click(page, "cmp_start")
+    page.wait_for_url(re.compile(r"[?&]arena="))
+    page.wait_for_function("() => { const e = document.querySelector('.st-key-cmp_status_line');"
+                           " return e && e.innerText.includes('running'); }")
+
+    # both arms' traces on the same chart, each growing over refreshes
+    counts = {arm: wait_grows(page, arm, 0) for arm in ("bce", "reinforce")}
+    for arm in counts:
+        counts[arm] = wait_grows(page, arm, counts[arm])
+    assert all(0 < n <= 2001 for n in counts.values())
+
+    # both arms' sample panels (2-D: points over that arm's own D heatmap)
+    for arm in ("bce", "reinforce"):
+        page.locator(f".st-key-cmp_grid_{arm} .js-plotly-plot").first.wait_for()
+    caption = page.get_by_text("Initial weights").inner_text()
+    assert "identical" in caption and "DIFFERENT" not in caption
+
+    shot = os.environ.get("GANLAB_SCREENSHOT")
+    if shot:
+        page.wait_for_timeout(6000)   # a few refreshes: the traces and samples move on
+        page.screenshot(path=shot)
+
+    b.click(page, "cmp_stop")
+    page.wait_for_function("() => { const e = document.querySelector('.st-key-cmp_status_line');"
+                           " return e && e.innerText.includes('stopped'); }")
+    assert arm_points(page, "bce") > 0 and arm_points(page, "reinforce") > 0
