@@ -41,8 +41,10 @@ files = ck.checkpoint_files()
 if not files:
     st.caption(f"No checkpoints in `{ck.checkpoint_dir()}` yet: use Save now above.")
 else:
-    st.dataframe(ck.table(files), hide_index=True, key="checkpoint_table")
     root = ck.checkpoint_dir()
+    with st.container(key="checkpoint_table"):
+        st.dataframe(ck.table(files), hide_index=True)
+        st.caption(f"{len(files)} checkpoint file(s) in `{root}`")
     path = st.selectbox("Checkpoint", files, key="checkpoint_file",
                         format_func=lambda p: str(p.relative_to(root)))
     state, error = ck.load_file(str(path), path.stat().st_mtime_ns)

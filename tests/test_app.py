@@ -206,8 +206,14 @@ def test_samples_grid_and_downloads_for_images(app_env):
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT)
     at.query_params["run"] = trainer.run_id
     at.run()
-    assert at.get("imgs") or at.get("image"), "the PNG grid is shown"
-    assert at.select_slider(key=f"snap_{trainer.run_id}").options == ["0", "2", "4"]
+    assert at.get("image")[0].proto.imgs[0].caption.endswith("at step 4"), "the grid is shown"
+    assert not at.select_slider, "no slider while following the latest snapshot"
+    at.checkbox(key=f"follow_{trainer.run_id}").uncheck().run()
+    slider = at.select_slider(key=f"snap_{trainer.run_id}")
+    assert slider.options == ["0", "2", "4"] and slider.value == 4
+    slider.set_value(2).run()
+    assert at.get("image")[0].proto.imgs[0].caption.endswith("at step 2"), \
+        "the slider picks an older snapshot"
     labels = {d.label for d in at.get("download_button")}
     assert {"Metrics CSV", "Download grid PNG"} <= labels
 

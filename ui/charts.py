@@ -211,7 +211,7 @@ def toy_figure(real: np.ndarray, generated: np.ndarray, heatmap: np.ndarray | No
                                name="generated", marker={"size": 4, "color": "#ff7f0e",
                                                          "opacity": 0.7}))
     if extent is not None:
-        fig.update_xaxes(range=[extent[0], extent[1]])
+        fig.update_xaxes(range=[extent[0], extent[1]], constrain="domain")
         fig.update_yaxes(range=[extent[2], extent[3]], scaleanchor="x", scaleratio=1)
     fig = _base_layout(fig, title, height)
     fig.update_layout(hovermode="closest", legend={"orientation": "h", "y": -0.12})

@@ -8,6 +8,8 @@ before the script, so the page draws the new state in the same run.
 """
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import streamlit as st
 
@@ -94,10 +96,23 @@ def _fmt_time(seconds: float) -> str:
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
 
 
+def _steps_per_s(trainer: Trainer) -> float:
+    """Throughput since this session's previous poll: steps done / wall time. The
+    engine's per-step EMA swings when one step stalls (e.g. a snapshot)."""
+    s = trainer.status
+    key = f"rate_{trainer.run_id}"
+    now = time.monotonic()
+    last = st.session_state.get(key)
+    st.session_state[key] = (now, s.step)
+    if s.state != "running" or last is None or now - last[0] < 0.2 or s.step < last[1]:
+        return s.steps_per_s
+    return (s.step - last[1]) / (now - last[0])
+
+
 def status(trainer: Trainer) -> None:
     s = trainer.status
     with st.container(key="status_line"):
-        st.markdown(f"**{s.state}** · step **{s.step:,}** · {s.steps_per_s:,.0f} steps/s · "
+        st.markdown(f"**{s.state}** · step **{s.step:,}** · {_steps_per_s(trainer):,.0f} steps/s · "
                     f"elapsed {_fmt_time(s.elapsed_s)} · rule **{trainer.cfg.rule}** · "
                     f"run `{trainer.run_id}`")
         if trainer.cfg.steps:
@@ -155,15 +170,18 @@ def samples(trainer: Trainer) -> None:
     if not steps:
         st.caption("No samples yet.")
         return
-    follow_key, step_key = f"follow_{trainer.run_id}", f"snap_{trainer.run_id}"
-    st.session_state.setdefault(follow_key, True)
-    if st.session_state[follow_key] or st.session_state.get(step_key) not in steps:
-        st.session_state[step_key] = steps[-1]
-    if len(steps) > 1:
-        st.select_slider("Snapshot step", options=steps, key=step_key,
-                         on_change=lambda: st.session_state.update({follow_key: False}))
-    st.checkbox("Follow latest", key=follow_key)
-    snap = trainer.snapshots.at_step(st.session_state[step_key])
+    # While following, no slider is drawn: a select_slider whose options change every
+    # tick re-sends its old index and jumps. Unchecking freezes the history's steps.
+    follow_key, frozen_key = f"follow_{trainer.run_id}", f"steps_{trainer.run_id}"
+    if st.checkbox("Follow latest (uncheck to browse the history)", value=True,
+                   key=follow_key) or len(steps) < 2:
+        st.session_state.pop(frozen_key, None)
+        snap = trainer.snapshots.latest()
+    else:
+        frozen = st.session_state.setdefault(frozen_key, steps)
+        chosen = st.select_slider("Snapshot step", options=frozen, value=frozen[-1],
+                                  key=f"snap_{trainer.run_id}")
+        snap = trainer.snapshots.at_step(chosen)
     if snap.png is not None:
         st.image(snap.png, caption=f"Fixed-noise samples at step {snap.step:,}", width="stretch")
         st.download_button("Download grid PNG", data=lambda: snap.png, key="btn_grid_png",

@@ -1,0 +1,144 @@
+"""Real-browser helpers: a `streamlit run app.py` server and Debian's chromium.
+
+Used by tests/test_e2e.py and bench/dashboard.py. Playwright's own browser download
+is never used: chromium comes from apt (/usr/bin/chromium).
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync"]
+
+
+def find_chromium() -> str | None:
+    for candidate in (os.environ.get("CHROMIUM"), "/usr/bin/chromium",
+                      shutil.which("chromium"), shutil.which("chromium-browser")):
+        if candidate and Path(candidate).exists():
+            return candidate
+    return None
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 90.0) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if proc.poll() is not None:
+            raise RuntimeError(f"streamlit exited with code {proc.returncode}")
+        with contextlib.suppress(OSError):
+            with urllib.request.urlopen(url + "/_stcore/health", timeout=2) as resp:
+                if resp.status == 200:
+                    return
+        time.sleep(0.2)
+    raise TimeoutError(f"{url}/_stcore/health did not answer 200 in {timeout:.0f} s")
+
+
+@contextlib.contextmanager
+def streamlit_server(checkpoint_dir: Path, log_path: Path | None = None):
+    """Yield the base URL of `streamlit run app.py` on a free port; stop it after."""
+    port = free_port()
+    env = {**os.environ, "GANLAB_CHECKPOINT_DIR": str(checkpoint_dir),
+           "PYTHONUNBUFFERED": "1"}
+    log = open(log_path, "wb") if log_path else subprocess.DEVNULL
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
+         "--server.address", "127.0.0.1", "--server.headless", "true"],
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_healthy(url, proc)
+        yield url
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(5)
+        if log_path:
+            log.close()
+
+
+@contextlib.contextmanager
+def chromium_browser(executable: str):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS,
+                                     headless=True)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+# -- page helpers (Streamlit puts a widget's key in the class "st-key-<key>") --------------
+def status_text(page) -> str:
+    return page.locator(".st-key-status_line").first.inner_text()
+
+
+def status_step(page) -> int:
+    text = status_text(page)
+    return int(text.split("step", 1)[1].split("·", 1)[0].strip().replace(",", ""))
+
+
+def wait_status(page, word: str, timeout_ms: int = 30_000) -> None:
+    page.wait_for_function(
+        "w => { const e = document.querySelector('.st-key-status_line');"
+        " return e && e.innerText.includes(w); }", arg=word, timeout=timeout_ms)
+
+
+CHART_POINTS_JS = """title => {
+  for (const gd of document.querySelectorAll('.js-plotly-plot')) {
+    const t = (gd.layout && gd.layout.title && gd.layout.title.text) || '';
+    if (t.replace(/<[^>]*>/g, '') === title && gd.data && gd.data.length) {
+      // plotly.js keeps the base64 payload in gd.data; the decoded arrays are in _fullData
+      const full = gd._fullData && gd._fullData[0];
+      return full && full.x ? full.x.length : 0;
+    }
+  }
+  return -1;
+}"""
+
+
+def chart_points(page, title: str = "Losses") -> int:
+    """Points in the first trace of the chart with this title (-1: no such chart)."""
+    return page.evaluate(CHART_POINTS_JS, title)
+
+
+def select_option(page, key: str, option: str) -> None:
+    page.locator(f".st-key-{key} input").click()
+    page.get_by_role("option", name=option, exact=True).click()
+
+
+def set_number(page, key: str, value) -> None:
+    box = page.locator(f".st-key-{key} input")
+    box.fill(str(value))
+    box.press("Enter")
+
+
+def click(page, key: str) -> None:
+    page.locator(f".st-key-{key} button").first.click()
+
+
+def wait_points_above(page, n: int, title: str = "Losses") -> int:
+    """Wait until the chart's first trace has more than n points; return the count."""
+    page.wait_for_function(f"([t, n]) => ({CHART_POINTS_JS})(t) > n", arg=[title, n])
+    return chart_points(page, title)

@@ -1,0 +1,167 @@
+"""End-to-end: `streamlit run app.py` driven by Playwright in Debian's chromium.
+
+Skipped with a reason when chromium or Playwright is missing, except when CI=true:
+then a missing browser is a failure, so the browser tests can never silently vanish
+from CI. The waits are on the page's data (chart point counts, the status line),
+not on sleeps; the one fixed wait checks that a paused step counter holds still.
+"""
+from __future__ import annotations
+
+import os
+import re
+import time
+
+import pytest
+import torch
+
+import browser as b
+
+IN_CI = os.environ.get("CI", "").lower() == "true"
+LIVE_MS = 60_000   # generous: the CI machine has 2 shared cores
+
+
+def _need(reason: str):
+    if IN_CI:
+        pytest.fail(f"CI=true but {reason}: the browser tests must run in CI")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="module")
+def chromium():
+    path = b.find_chromium()
+    if path is None:
+        _need("no chromium found (apt-get install chromium, or set CHROMIUM=/path)")
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        _need("the playwright Python package is not installed (requirements-dev.txt)")
+    return path
+
+
+@pytest.fixture(scope="module")
+def server(chromium, tmp_path_factory):
+    root = tmp_path_factory.mktemp("e2e")
+    with b.streamlit_server(root / "checkpoints", log_path=root / "streamlit.log") as url:
+        yield url, root
+
+
+@pytest.fixture(scope="module")
+def browser(chromium):
+    with b.chromium_browser(chromium) as instance:
+        yield instance
+
+
+@pytest.fixture
+def page(browser):
+    context = browser.new_context(viewport={"width": 1400, "height": 1000},
+                                  accept_downloads=True)
+    pg = context.new_page()
+    pg.set_default_timeout(LIVE_MS)
+    yield pg
+    context.close()
+
+
+def open_train(page, url: str) -> None:
+    page.goto(url)
+    page.get_by_role("heading", name="Train", exact=True).wait_for()
+
+
+def start_ring8(page, url: str) -> str:
+    """Start a ring8 run from the form; return its run id (from the URL)."""
+    open_train(page, url)
+    b.select_option(page, "cfg_data", "ring8")
+    # Bigger batches and more D steps slow ring8 to a pace where the first refreshes
+    # stay under the 2,000-point decimation cap, so the point count visibly grows.
+    b.set_number(page, "cfg_batch", 2048)
+    b.set_number(page, "cfg_d_steps", 5)
+    b.click(page, "btn_start")
+    page.wait_for_url(re.compile(r"[?&]run="))
+    return re.search(r"[?&]run=([^&]+)", page.url).group(1)
+
+
+def test_train_controls_and_reload(server, page):
+    url, _ = server
+    run_id = start_ring8(page, url)
+    b.wait_status(page, "running")
+
+    # The loss chart's point count grows over two refreshes.
+    first = b.wait_points_above(page, 0)
+    second = b.wait_points_above(page, first)
+    third = b.wait_points_above(page, second)
+    assert 0 < first < second < third <= 2001
+
+    # Pause: the step counter holds (a fixed wait is the point of this check).
+    b.click(page, "btn_pause")
+    b.wait_status(page, "paused")
+    held = b.status_step(page)
+    time.sleep(2.5)
+    assert b.status_step(page) == held
+    assert "paused" in b.status_text(page)
+
+    b.click(page, "btn_resume")
+    b.wait_status(page, "running")
+    page.wait_for_function(
+        "n => { const e = document.querySelector('.st-key-status_line');"
+        " const m = e && e.innerText.match(/step ([\\d,]+)/);"
+        " return m && parseInt(m[1].replace(/,/g, '')) > n; }", arg=held)
+
+    # A reload (the run id is in the URL) re-attaches to the same live run.
+    before = b.status_step(page)
+    page.reload()
+    b.wait_status(page, run_id)
+    assert b.status_step(page) >= before
+    assert "running" in b.status_text(page)
+
+    b.click(page, "btn_stop")
+    b.wait_status(page, "stopped")
+    assert b.wait_points_above(page, 0) > 0   # the charts stay after the run ends
+
+
+def test_checkpoint_download_upload_resume_and_bad_file(server, page, tmp_path):
+    url, _ = server
+    run_id = start_ring8(page, url)
+    b.wait_status(page, "running")
+    b.click(page, "btn_stop")
+    b.wait_status(page, "stopped")
+    step = b.status_step(page)
+
+    page.goto(f"{url}/checkpoints")
+    page.get_by_role("heading", name="Checkpoints", exact=True).wait_for()
+    b.click(page, f"save_{run_id}")
+    page.locator(".st-key-dl_file").wait_for()
+
+    # Download through the browser, then read it the only way checkpoints are read.
+    with page.expect_download() as info:
+        b.click(page, "dl_file")
+    download = info.value
+    assert download.suggested_filename == f"{run_id}_step_{step}.pt"
+    saved = tmp_path / download.suggested_filename
+    download.save_as(saved)
+    state = torch.load(saved, map_location="cpu", weights_only=True)
+    assert state["run_id"] == run_id and state["step"] == step
+
+    # Upload it back and resume from it.
+    page.locator(".st-key-upload input[type=file]").set_input_files(str(saved))
+    page.get_by_text("is a valid checkpoint").wait_for()
+    b.click(page, "upload_resume")
+    page.wait_for_url(re.compile(r"[?&]run=resume-"))
+    b.wait_status(page, "running")
+    page.wait_for_function(
+        "n => { const e = document.querySelector('.st-key-status_line');"
+        " const m = e && e.innerText.match(/step ([\\d,]+)/);"
+        " return m && parseInt(m[1].replace(/,/g, '')) > n; }", arg=step)
+    b.click(page, "btn_stop")
+    b.wait_status(page, "stopped")
+
+    # A file that is not a checkpoint: a clear message, nothing else changes.
+    page.goto(f"{url}/checkpoints")
+    page.get_by_role("heading", name="Checkpoints", exact=True).wait_for()
+    page.get_by_text("checkpoint file(s) in").wait_for()
+    rows_before = page.locator(".st-key-checkpoint_table").inner_text()
+    page.locator(".st-key-upload input[type=file]").set_input_files(
+        files=[{"name": "junk.pt", "mimeType": "application/octet-stream",
+                "buffer": b"definitely not a checkpoint"}])
+    page.get_by_text("Not loaded:").wait_for()
+    assert "not a PyTorch checkpoint" in page.locator("[data-testid=stAlert]").last.inner_text()
+    assert page.locator(".st-key-upload_resume").count() == 0
+    assert page.locator(".st-key-checkpoint_table").inner_text() == rows_before
