@@ -291,3 +291,11 @@ def test_upload_then_fine_tune_with_another_rule(app_env):
     assert any("bce -> reinforce" in text for _, text in trainer.log.events)
     assert at.query_params["run"] == trainer.run_id   # switched to the Train page
     assert at.title[0].value == "Train"
+
+
+def test_recommended_preset_follows_the_data_set(app_env):
+    at = new_app()
+    at.selectbox(key="cfg_data").set_value("ring8").run()
+    expected = preset("recommended", data="ring8")
+    assert at.number_input(key="cfg_batch").value == expected.batch_size
+    assert at.number_input(key="cfg_g_lr").value == pytest.approx(expected.g_opt.lr)

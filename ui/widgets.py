@@ -27,21 +27,26 @@ KEY = "cfg_"   # session-state prefix of every form widget
 assert set(DATA_CHOICES) == set(DATA_NAMES)
 
 
-def _preset_values(name: str) -> dict:
-    cfg = preset(name)
-    return {"g_lr": cfg.g_opt.lr, "d_lr": cfg.d_opt.lr,
-            "g_beta1": cfg.g_opt.beta1, "d_beta1": cfg.d_opt.beta1}
+def _preset_values(name: str, data: str) -> dict:
+    """The widget values a preset sets ("recommended" has per-data-set values)."""
+    try:
+        cfg = preset(name, data=data)
+    except ConfigError:   # e.g. folder without a path yet: the preset's general values
+        cfg = preset(name)
+    return {"g_lr": cfg.g_opt.lr, "d_lr": cfg.d_opt.lr, "g_beta1": cfg.g_opt.beta1,
+            "d_beta1": cfg.d_opt.beta1, "batch": cfg.batch_size}
 
 
 def _apply_preset() -> None:
-    """on_change of the preset box: load its optimiser values into the widgets."""
-    for name, value in _preset_values(st.session_state[KEY + "preset"]).items():
+    """on_change of the preset and data boxes: load the preset's values into the form."""
+    values = _preset_values(st.session_state[KEY + "preset"], st.session_state[KEY + "data"])
+    for name, value in values.items():
         st.session_state[KEY + name] = value
 
 
 def _init_defaults() -> None:
     if KEY + "g_lr" not in st.session_state:
-        for name, value in _preset_values(DEFAULT_PRESET).items():
+        for name, value in _preset_values(DEFAULT_PRESET, DATA_CHOICES[0]).items():
             st.session_state[KEY + name] = value
 
 
@@ -49,8 +54,8 @@ def config_form() -> tuple[TrainConfig | None, str | None]:
     """Draw the form; return (config, None) or (None, error message)."""
     _init_defaults()
     k = KEY
-    data = st.selectbox("Data set", DATA_CHOICES, key=k + "data",
-                        format_func=lambda d: d, help="\n\n".join(
+    data = st.selectbox("Data set", DATA_CHOICES, key=k + "data", on_change=_apply_preset,
+                        help="\n\n".join(
                             f"**{d}**: {h}" for d, h in DATA_HELP.items()))
     root = ""
     if data in NEEDS_ROOT:
@@ -79,7 +84,7 @@ def config_form() -> tuple[TrainConfig | None, str | None]:
     d_lr = c2.number_input("D learning rate", step=1e-4, format="%.1e", key=k + "d_lr")
     g_beta1 = c1.number_input("G Adam beta1", step=0.05, format="%.2f", key=k + "g_beta1")
     d_beta1 = c2.number_input("D Adam beta1", step=0.05, format="%.2f", key=k + "d_beta1")
-    batch = c1.number_input("Batch size", value=64, step=16, key=k + "batch")
+    batch = c1.number_input("Batch size", step=16, key=k + "batch")
     d_steps = c2.number_input("D steps per G step", value=1, step=1, key=k + "d_steps")
     seed = c1.number_input("Seed", value=0, step=1, key=k + "seed")
     device = c2.selectbox("Device", DEVICE_NAMES, key=k + "device")
