@@ -17,7 +17,9 @@ from plotly.subplots import make_subplots
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b",
            "#e377c2", "#17becf", "#7f7f7f", "#bcbd22")
 DASHES = ("solid", "dash", "dot", "dashdot")
-MAX_POINTS = 2000          # per trace; MetricLog.decimated keeps min and max per bucket
+# Points per trace; MetricLog.decimated keeps min and max per bucket. 1,000 is more
+# than a ~700 px wide chart can show, and half the payload and redraw of 2,000.
+MAX_POINTS = 1000
 HEIGHT = 260
 
 
@@ -57,23 +59,21 @@ def has_data(arms: dict[str, dict], metrics) -> bool:
     return any(len(d.get(m, ())) for d in arms.values() for m in metrics)
 
 
-def ema(steps: np.ndarray, values: np.ndarray, smoothing: float) -> np.ndarray:
-    """Debiased exponential moving average (TensorBoard style), step-aware.
+def ema(values: np.ndarray, smoothing: float) -> np.ndarray:
+    """Debiased exponential moving average per point (TensorBoard's smoothing).
 
-    On decimated data consecutive points can be many steps apart, so the weight of
-    the past decays per step, not per point: weight = smoothing ** (step gap).
+    Per point, not per step: decimated points are evenly spread over the run, so the
+    slider smooths a long run as visibly as a short one.
     """
     values = np.asarray(values, dtype=np.float64)
     if smoothing <= 0 or len(values) == 0:
         return values.astype(np.float32)
     out = np.empty_like(values)
-    gaps = np.diff(np.asarray(steps, dtype=np.float64), prepend=steps[0])
-    decay = smoothing ** np.clip(gaps, 1.0, None)
-    acc, norm = 0.0, 0.0
-    for i, (v, w) in enumerate(zip(values.tolist(), decay.tolist())):
-        acc = w * acc + (1.0 - w) * v
-        norm = w * norm + (1.0 - w)
-        out[i] = acc / norm
+    acc, weight = 0.0, 0.0
+    for i, v in enumerate(values.tolist()):
+        acc = smoothing * acc + (1.0 - smoothing) * v
+        weight = smoothing * weight + (1.0 - smoothing)
+        out[i] = acc / weight
     return out.astype(np.float32)
 
 
@@ -138,7 +138,7 @@ def metric_figure(arms: dict[str, dict], metrics, *, title: str = "", smoothing:
                 hoverinfo="skip" if smooth else None))
             if smooth:
                 fig.add_trace(go.Scatter(
-                    x=x, y=ema(x, y, smoothing), mode="lines", name=label,
+                    x=x, y=ema(y, smoothing), mode="lines", name=label,
                     legendgroup=label, line={"color": color, "width": 2.2, "dash": dash}))
     _add_events(fig, events)
     if y_range:

@@ -197,7 +197,7 @@ def live_view(trainer: Trainer) -> None:
     """Status, charts and samples inside the page's one polling fragment."""
     was_live = trainer.status.live
     c1, c2 = st.columns([3, 1])
-    smoothing = c1.slider("EMA smoothing", 0.0, 0.99, 0.6, 0.01, key="smoothing",
+    smoothing = c1.slider("EMA smoothing", 0.0, 0.99, 0.9, 0.01, key="smoothing",
                           help="Raw values faint, smoothed bold")
     frozen = c2.toggle("Freeze charts", key="freeze",
                        help="Stop updating the charts (zooming resets on each update)")
