@@ -16,12 +16,11 @@ import torch
 
 import browser as b
 
-IN_CI = os.environ.get("CI", "").lower() == "true"
 LIVE_MS = 60_000   # generous: the CI machine has 2 shared cores
 
 
 def _need(reason: str):
-    if IN_CI:
+    if os.environ.get("CI", "").lower() == "true":
         pytest.fail(f"CI=true but {reason}: the browser tests must run in CI")
     pytest.skip(reason)
 
@@ -59,6 +58,15 @@ def page(browser):
     pg.set_default_timeout(LIVE_MS)
     yield pg
     context.close()
+
+
+def test_missing_browser_skips_locally_but_fails_in_ci(monkeypatch):
+    monkeypatch.setenv("CI", "false")
+    with pytest.raises(pytest.skip.Exception):
+        _need("no chromium")
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="must run in CI"):
+        _need("no chromium")
 
 
 def open_train(page, url: str) -> None:
