@@ -120,6 +120,13 @@ def test_train_controls_and_reload(server, page):
     assert b.status_step(page) >= before
     assert "running" in b.status_text(page)
 
+    # So does a second tab.
+    second = page.context.new_page()
+    second.goto(page.url)
+    b.wait_status(second, run_id)
+    assert "running" in b.status_text(second)
+    second.close()
+
     b.click(page, "btn_stop")
     b.wait_status(page, "stopped")
     assert b.wait_points_above(page, 0) > 0   # the charts stay after the run ends

@@ -112,7 +112,8 @@ def _steps_per_s(trainer: Trainer) -> float:
 def status(trainer: Trainer) -> None:
     s = trainer.status
     with st.container(key="status_line"):
-        st.markdown(f"**{s.state}** · step **{s.step:,}** · {_steps_per_s(trainer):,.0f} steps/s · "
+        rate = _steps_per_s(trainer)
+        st.markdown(f"**{s.state}** · step **{s.step:,}** · {rate:,.0f} steps/s · "
                     f"elapsed {_fmt_time(s.elapsed_s)} · rule **{trainer.cfg.rule}** · "
                     f"run `{trainer.run_id}`")
         if trainer.cfg.steps:
@@ -149,11 +150,16 @@ def _figures(trainer: Trainer, smoothing: float) -> list[tuple[str, object]]:
 
 
 def metric_charts(trainer: Trainer, smoothing: float, frozen: bool) -> None:
+    # Rebuild only when something changed (a paused run costs nothing), or never
+    # while frozen: the same figures are re-sent, so the user's zoom survives.
     cache_key = f"figures_{trainer.run_id}"
-    figures = st.session_state.get(cache_key) if frozen else None
-    if figures is None:
+    version = (len(trainer.log), len(trainer.log.events), smoothing)
+    cached = st.session_state.get(cache_key)
+    if cached is not None and (frozen or cached[0] == version):
+        figures = cached[1]
+    else:
         figures = _figures(trainer, smoothing)
-        st.session_state[cache_key] = figures
+        st.session_state[cache_key] = (version, figures)
     if not figures:
         st.caption("Charts appear after the first steps.")
         return
