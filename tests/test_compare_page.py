@@ -5,6 +5,7 @@ stops and clears it. Fragments with run_every are not auto-run: tests call run()
 """
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -64,7 +65,14 @@ def test_start_shows_both_arms_then_stop(arenas):
     assert any("cmp_chart_d_loss" in k for k in keys)
     assert any("cmp_toy_bce" in k for k in keys) and any("cmp_toy_reinforce" in k for k in keys)
     table = at.dataframe[0].value
-    assert list(table.columns) == ["bce", "reinforce"]
+    assert list(table.columns) == ["metric", "bce", "reinforce"]
+    # browse the history: untick "Follow latest", pick the first snapshot for every arm
+    at.checkbox(key=f"cmp_follow_{arena.run_id}").uncheck().run()
+    slider = at.select_slider(key=f"cmp_snap_{arena.run_id}")
+    slider.set_value(0).run()
+    assert not at.exception
+    toy = next(c for c in at.get("plotly_chart") if c.proto.id.endswith("cmp_toy_bce"))
+    assert json.loads(toy.proto.spec)["layout"]["title"]["text"] == "bce · step 0"
     at.button(key="cmp_stop").click().run()
     assert arena.status.state in ("stopped", "finished")
     assert not arena.thread_alive

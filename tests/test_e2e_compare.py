@@ -74,6 +74,7 @@ def test_compare_bce_vs_reinforce_on_ring8(server, page):  # noqa: F811
     shot = os.environ.get("GANLAB_SCREENSHOT")
     if shot:
         page.wait_for_timeout(6000)   # a few refreshes: the traces and samples move on
+        page.wait_for_function(f"({ARM_POINTS_JS})('reinforce') > 0")   # drawn, not mid-redraw
         page.screenshot(path=shot)
 
     b.click(page, "cmp_stop")

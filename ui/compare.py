@@ -126,13 +126,18 @@ def _start(cfg: TrainConfig, arms: list[ArmSpec], warmup: int) -> None:
 
 
 def start_buttons(cfg: TrainConfig | None, arms: list[ArmSpec], warmup: int) -> None:
+    # Plain buttons, not on_click callbacks: a callback's args are the config of the
+    # previous run, so a value typed just before the click would be missed.
     c1, c2, _ = st.columns([1, 1.4, 2])
-    c1.button("Start comparison", type="primary", key="cmp_start", disabled=cfg is None,
-              on_click=_start, args=(cfg, arms, warmup), width="stretch")
-    c2.button("Warm up with bce, then compare", key="cmp_warm", disabled=cfg is None,
-              on_click=_start, args=(cfg, arms, warmup or DEFAULT_IMAGE_WARMUP),
-              width="stretch", help="One bce run first (the warm-up steps above, or "
-                                    f"{DEFAULT_IMAGE_WARMUP}), then every arm forks from it")
+    start = c1.button("Start comparison", type="primary", key="cmp_start",
+                      disabled=cfg is None, width="stretch")
+    warm = c2.button("Warm up with bce, then compare", key="cmp_warm", disabled=cfg is None,
+                     width="stretch", help="One bce run first (the warm-up steps above, or "
+                                           f"{DEFAULT_IMAGE_WARMUP}), then every arm forks "
+                                           "from it")
+    if start or warm:
+        _start(cfg, arms, warmup if start else (warmup or DEFAULT_IMAGE_WARMUP))
+        st.rerun()
 
 
 def _resume(arena: Arena) -> None:
@@ -271,7 +276,8 @@ def latest_table(arena: Arena) -> pd.DataFrame:
             if col in latest:
                 row[col] = f"{latest[col]:.4g}"   # strings: one column mixes kinds
         rows[name] = row
-    return pd.DataFrame(rows)   # metrics down, arms across: fits a narrow column
+    table = pd.DataFrame(rows)   # metrics down, arms across: fits a narrow column
+    return table.rename_axis("metric").reset_index()
 
 
 def samples(arena: Arena) -> None:
@@ -281,21 +287,23 @@ def samples(arena: Arena) -> None:
         st.caption("No samples yet.")
         return
     follow_key, step_key = f"cmp_follow_{arena.run_id}", f"cmp_snap_{arena.run_id}"
-    st.session_state.setdefault(follow_key, True)
-    if st.session_state[follow_key] or st.session_state.get(step_key) not in steps:
-        st.session_state[step_key] = steps[-1]
     c1, c2 = st.columns([4, 1], vertical_alignment="bottom")
-    if len(steps) > 1:
-        # no on_change here: the slider's options change on every new snapshot, and the
-        # frontend then reports a change by itself, which would switch following off
-        c1.select_slider("Snapshot step (all arms)", options=steps, key=step_key,
-                         disabled=st.session_state[follow_key],
-                         help="Untick Follow latest to browse the history")
-    c2.checkbox("Follow latest", key=follow_key)
+    # Defaults live in the widgets (value=True), never in session_state: in a live
+    # browser a widget whose state was pre-set could come back at its own default
+    # (follow off, first step) and stick there.
+    follow = c2.checkbox("Follow latest", value=True, key=follow_key)
+    label, tip = "Snapshot step (all arms)", "Untick Follow latest to browse the history"
+    if follow or len(steps) == 1:
+        step = steps[-1]
+        if len(steps) > 1:   # display only, keyless: it moves with the newest snapshot
+            c1.select_slider(label, options=steps, value=step, disabled=True, help=tip)
+    else:
+        if st.session_state.get(step_key) not in steps:
+            st.session_state[step_key] = steps[-1]
+        step = c1.select_slider(label, options=steps, key=step_key, help=tip)
     real = arena.data.x[:1000].float().cpu().numpy() if not arena.data.is_image else None
-    last = list(arms)[-1]
     for col, (name, arm) in zip(st.columns(len(arms)), arms.items()):
-        snap = arm.snapshots.at_step(st.session_state[step_key])
+        snap = arm.snapshots.at_step(step)
         with col.container(key=f"cmp_grid_{name}"):
             if snap is None:
                 st.caption(f"{name}: no samples yet")
@@ -304,12 +312,14 @@ def samples(arena: Arena) -> None:
                          width="stretch")
             else:
                 fig = charts.toy_figure(real, snap.points, snap.heatmap, snap.extent,
-                                        title=f"{name} at step {snap.step:,} over its D(x)",
-                                        height=330)
-                # one colour bar for the row (same 0-1 scale), so the panels stay wide
-                fig.update_traces(showscale=name == last, selector={"type": "heatmap"})
+                                        title=f"{name} · step {snap.step:,}", height=330)
+                # no colour bars: equal panel sizes; the caption below gives the scale
+                fig.update_traces(showscale=False, selector={"type": "heatmap"})
                 st.plotly_chart(fig, key=f"cmp_toy_{name}", width="stretch",
                                 config={"displaylogo": False})
+    if real is not None:
+        st.caption("Black: real points · orange: each arm's samples on the same fixed z · "
+                   "background: that arm's D(x), red = D says real, blue = fake")
 
 
 def downloads(arena: Arena) -> None:
@@ -345,7 +355,9 @@ def live_view(arena: Arena) -> None:
             metric_charts(arena, smoothing)
         with right:
             st.markdown("**Latest metrics per arm**")
-            st.dataframe(latest_table(arena), key="cmp_table", width="stretch")
+            st.dataframe(latest_table(arena), key="cmp_table", width="stretch",
+                         hide_index=True,
+                         column_config={"metric": st.column_config.TextColumn(width="medium")})
             samples(arena)
         if was_live and not arena.status.live:
             st.rerun()
