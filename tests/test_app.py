@@ -218,6 +218,19 @@ def test_samples_grid_and_downloads_for_images(app_env):
     assert {"Metrics CSV", "Download grid PNG"} <= labels
 
 
+def test_quality_metrics_from_the_form_reach_the_quality_chart(app_env):
+    at = new_app()
+    at.selectbox(key="cfg_data").set_value("ring8").run()
+    at.number_input(key="cfg_eval_every").set_value(20).run()
+    at.button(key="btn_start").click().run()
+    trainer = registry().get(at.query_params["run"])
+    assert trainer.cfg.eval_every == 20
+    wait_for(lambda: any(c.startswith("q_") for c in trainer.log.columns), what="q_ columns")
+    trainer.pause()
+    at.run()
+    assert "chart_quality" in chart_keys(at)
+
+
 def test_quality_chart_group_for_q_columns(app_env):
     trainer = tiny_trainer(steps=4)
     trainer.log.set_at_step(4, {"q_modes": 3.0, "q_high_quality": 0.5})

@@ -92,6 +92,10 @@ def config_form() -> tuple[TrainConfig | None, str | None]:
                             key=k + "steps")
     sample_every = c2.number_input("Sample every (steps)", value=100, step=50,
                                    key=k + "sample_every")
+    eval_every = st.number_input(
+        "Quality metrics every (steps, 0 = off)", value=0, step=500, key=k + "eval_every",
+        help="2-D data: modes covered, % high quality, reverse KL. Images: classifier-based "
+             "scores (the classifier is trained once per data set on first use: slow).")
     try:
         cfg = preset(name, **{
             "data": data, "data_root": root, "rule": rule,
@@ -100,7 +104,8 @@ def config_form() -> tuple[TrainConfig | None, str | None]:
             "g_opt.lr": float(g_lr), "d_opt.lr": float(d_lr),
             "g_opt.beta1": float(g_beta1), "d_opt.beta1": float(d_beta1),
             "batch_size": int(batch), "d_steps": int(d_steps), "seed": int(seed),
-            "device": device, "steps": int(steps), "sample_every": int(sample_every)})
+            "device": device, "steps": int(steps), "sample_every": int(sample_every),
+            "eval_every": int(eval_every)})
     except ConfigError as exc:
         st.error(f"Invalid setting: {exc}", icon=":material/error:")
         return None, str(exc)
