@@ -344,7 +344,7 @@ def downloads(arena: Arena) -> None:
 def live_view(arena: Arena) -> None:
     was_live = arena.status.live
     c1, _ = st.columns([3, 1])
-    smoothing = c1.slider("EMA smoothing", 0.0, 0.99, 0.6, 0.01, key="cmp_smoothing",
+    smoothing = c1.slider("EMA smoothing", 0.0, 0.99, 0.9, 0.01, key="cmp_smoothing",
                           help="Raw values faint, smoothed bold; one colour per arm")
 
     @st.fragment(run_every=live.POLL_S if was_live else None)
