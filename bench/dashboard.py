@@ -46,10 +46,11 @@ def headless_rate(data: str, seconds: float) -> float:
 
 def browser_rate(page, url: str, data: str, seconds: float) -> float:
     page.goto(url)
-    page.locator(".st-key-cfg_data input").wait_for()
-    b.select_option(page, "cfg_data", data)
+    b.choose_data(page, data)
     b.click(page, "btn_start")
     b.wait_status(page, "running")
+    batch = preset("recommended", data=data).batch_size
+    page.get_by_text(f"batch {batch} ·").wait_for()   # same config as the headless run
     b.wait_points_above(page, 0)
     time.sleep(2.0)
     s0, t0 = b.status_step(page), time.monotonic()
@@ -72,8 +73,7 @@ def save_small_png(page, path: Path, **kwargs) -> None:
 def screenshots(page, url: str, docs: Path) -> None:
     for data, name, wait_s in (("mnist5k", "train.png", 25), ("ring8", "train_ring8.png", 15)):
         page.goto(url)
-        page.locator(".st-key-cfg_data input").wait_for()
-        b.select_option(page, "cfg_data", data)
+        b.choose_data(page, data)
         b.click(page, "btn_start")
         b.wait_status(page, "running")
         b.wait_points_above(page, 0)

@@ -142,3 +142,20 @@ def wait_points_above(page, n: int, title: str = "Losses") -> int:
     """Wait until the chart's first trace has more than n points; return the count."""
     page.wait_for_function(f"([t, n]) => ({CHART_POINTS_JS})(t) > n", arg=[title, n])
     return chart_points(page, title)
+
+
+def wait_input_value(page, key: str, value) -> None:
+    """Wait until a widget shows a value the server set (e.g. a preset callback's):
+    interacting before that reaches the browser would send the stale value back."""
+    page.wait_for_function(
+        "([k, v]) => { const e = document.querySelector('.st-key-' + k + ' input');"
+        " return e && e.value === v; }", arg=[key, str(value)])
+
+
+def choose_data(page, data: str) -> None:
+    """Pick a data set on the Train form and wait for its preset values to arrive."""
+    from core.config import preset
+
+    page.locator(".st-key-cfg_data input").wait_for()
+    select_option(page, "cfg_data", data)
+    wait_input_value(page, "cfg_batch", preset("recommended", data=data).batch_size)

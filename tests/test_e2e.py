@@ -77,7 +77,7 @@ def open_train(page, url: str) -> None:
 def start_ring8(page, url: str) -> str:
     """Start a ring8 run from the form; return its run id (from the URL)."""
     open_train(page, url)
-    b.select_option(page, "cfg_data", "ring8")
+    b.choose_data(page, "ring8")
     # Bigger batches and more D steps slow ring8 to a pace where the first refreshes
     # stay under the 2,000-point decimation cap, so the point count visibly grows.
     b.set_number(page, "cfg_batch", 2048)
