@@ -6,10 +6,10 @@ import streamlit as st
 st.set_page_config(page_title="GAN RL Lab", page_icon=":material/science:", layout="wide")
 
 PAGES = Path(__file__).parent / "pages"
-pages = [st.Page(PAGES / "train.py", title="Train", icon=":material/model_training:",
-                 default=True)]
-if (PAGES / "compare.py").exists():   # built separately; shown once it exists
-    pages.append(st.Page(PAGES / "compare.py", title="Compare", icon=":material/compare:"))
-pages.append(st.Page(PAGES / "checkpoints.py", title="Checkpoints", icon=":material/save:"))
+pages = [
+    st.Page(PAGES / "train.py", title="Train", icon=":material/model_training:", default=True),
+    st.Page(PAGES / "compare.py", title="Compare", icon=":material/compare:"),
+    st.Page(PAGES / "checkpoints.py", title="Checkpoints", icon=":material/save:"),
+]
 
 st.navigation(pages).run()
