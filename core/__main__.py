@@ -86,7 +86,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     interrupted = []
     previous = signal.signal(signal.SIGINT, lambda *_: interrupted.append(True))
     out.mkdir(parents=True, exist_ok=True)  # after the handler: Ctrl-C from here on saves
-    if trainer.cfg.eval_every:  # no UI waits here: build the classifier before the run
+    every = trainer.cfg.eval_every
+    if every and trainer.step_count + every <= cfg.steps:  # no UI waits: build it now
         trainer.quality.prepare(log=lambda msg: print(msg, file=sys.stderr, flush=True))
     progress = Progress(cfg.steps)
     values: dict = {}

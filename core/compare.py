@@ -168,7 +168,8 @@ def run_compare(cfg: TrainConfig, arms: list, seeds: list[int], out: Path,
         folder = out / f"seed_{seed}"
         arena = Arena(cfg.replace(seed=seed), arms, warmup_steps=warmup_steps,
                       run_id=f"{out.name}-seed{seed}", run_dir=folder)
-        if cfg.eval_every:  # build the classifier before the clock starts
+        if cfg.eval_every and cfg.eval_every <= cfg.steps + warmup_steps:  # build the
+            # classifier before the clock starts, only where an evaluation falls due
             next(iter(arena.arms.values())).quality.prepare(
                 log=lambda msg: print(msg, file=sys.stderr, flush=True))
         run_arena(arena)

@@ -112,7 +112,7 @@ class TrainConfig:
     sample_every: int = 100        # fixed-noise snapshot interval (steps)
     max_snapshots: int = 60        # snapshots kept; older ones are thinned evenly
     checkpoint_every: int = 0      # 0 = only on demand / at the end
-    eval_every: int = 0            # quality metrics interval; 0 = off
+    eval_every: int = 1000         # quality metrics interval; 0 = off (bench/eval_cost.py)
 
     def __post_init__(self) -> None:
         # Lists arrive from JSON; store tuples so the config stays hashable and frozen.

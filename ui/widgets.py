@@ -93,7 +93,8 @@ def config_form() -> tuple[TrainConfig | None, str | None]:
     sample_every = c2.number_input("Sample every (steps)", value=100, step=50,
                                    key=k + "sample_every")
     eval_every = st.number_input(
-        "Quality metrics every (steps, 0 = off)", value=0, step=500, key=k + "eval_every",
+        "Quality metrics every (steps, 0 = off)", value=TrainConfig.eval_every, step=500,
+        key=k + "eval_every",
         help="2-D data: modes covered, % high quality, reverse KL. Images: classifier-based "
              "scores (the classifier is trained once per data set on first use: slow).")
     try:
