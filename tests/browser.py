@@ -1,7 +1,8 @@
 """Real-browser helpers: a `streamlit run app.py` server and Debian's chromium.
 
-Used by tests/test_e2e.py and bench/dashboard.py. Playwright's own browser download
-is never used: chromium comes from apt (/usr/bin/chromium).
+Used by tests/conftest.py (the e2e fixtures), the e2e tests and bench/dashboard.py.
+Playwright's own browser download is never used: chromium comes from apt
+(/usr/bin/chromium).
 """
 from __future__ import annotations
 
@@ -23,11 +24,36 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run"
 
 
 def find_chromium() -> str | None:
+    """CHROMIUM=/path picks one; CHROMIUM=none pretends there is none (the skip path)."""
+    if os.environ.get("CHROMIUM", "").lower() == "none":
+        return None
     for candidate in (os.environ.get("CHROMIUM"), "/usr/bin/chromium",
                       shutil.which("chromium"), shutil.which("chromium-browser")):
         if candidate and Path(candidate).exists():
             return candidate
     return None
+
+
+def require(reason: str) -> None:
+    """A browser test cannot run: skip with the reason, except under CI=true, where it
+    fails, so the browser tests can never silently vanish from CI."""
+    import pytest
+
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"CI=true but {reason}: the browser tests must run in CI")
+    pytest.skip(reason)
+
+
+def chromium_or_skip() -> str:
+    """The chromium executable for the e2e tests, or skip / fail (see require)."""
+    path = find_chromium()
+    if path is None:
+        require("no chromium found (apt-get install chromium, or set CHROMIUM=/path)")
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        require("the playwright Python package is not installed (requirements-dev.txt)")
+    return path
 
 
 def free_port() -> int:
@@ -139,9 +165,12 @@ def click(page, key: str) -> None:
 
 
 def wait_points_above(page, n: int, title: str = "Losses") -> int:
-    """Wait until the chart's first trace has more than n points; return the count."""
-    page.wait_for_function(f"([t, n]) => ({CHART_POINTS_JS})(t) > n", arg=[title, n])
-    return chart_points(page, title)
+    """Wait until the chart's first trace has more than n points; return the count seen
+    by that same check (a second read could land mid-redraw, when it is -1)."""
+    handle = page.wait_for_function(
+        f"([t, n]) => {{ const k = ({CHART_POINTS_JS})(t); return k > n ? k : false; }}",
+        arg=[title, n])
+    return int(handle.json_value())
 
 
 def wait_input_value(page, key: str, value) -> None:

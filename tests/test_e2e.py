@@ -1,14 +1,15 @@
 """End-to-end: `streamlit run app.py` driven by Playwright in Debian's chromium.
 
-Skipped with a reason when chromium or Playwright is missing, except when CI=true:
-then a missing browser is a failure, so the browser tests can never silently vanish
-from CI. The waits are on the page's data (chart point counts, the status line),
-not on sleeps; the one fixed wait checks that a paused step counter holds still.
+The fixtures (tests/conftest.py) skip with a reason when chromium or Playwright is
+missing, except when CI=true: then a missing browser is a failure, so the browser
+tests can never silently vanish from CI (CHROMIUM=none shows the skip locally). The
+waits are on the page's data (chart point counts, the status line), not on sleeps;
+the one fixed wait checks that a paused step counter holds still.
 """
 from __future__ import annotations
 
-import os
 import re
+import sys
 import time
 
 import pytest
@@ -16,57 +17,22 @@ import torch
 
 import browser as b
 
-LIVE_MS = 60_000   # generous: the CI machine has 2 shared cores
-
-
-def _need(reason: str):
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"CI=true but {reason}: the browser tests must run in CI")
-    pytest.skip(reason)
-
-
-@pytest.fixture(scope="module")
-def chromium():
-    path = b.find_chromium()
-    if path is None:
-        _need("no chromium found (apt-get install chromium, or set CHROMIUM=/path)")
-    try:
-        import playwright.sync_api  # noqa: F401
-    except ImportError:
-        _need("the playwright Python package is not installed (requirements-dev.txt)")
-    return path
-
-
-@pytest.fixture(scope="module")
-def server(chromium, tmp_path_factory):
-    root = tmp_path_factory.mktemp("e2e")
-    with b.streamlit_server(root / "checkpoints", log_path=root / "streamlit.log") as url:
-        yield url, root
-
-
-@pytest.fixture(scope="module")
-def browser(chromium):
-    with b.chromium_browser(chromium) as instance:
-        yield instance
-
-
-@pytest.fixture
-def page(browser):
-    context = browser.new_context(viewport={"width": 1400, "height": 1000},
-                                  accept_downloads=True)
-    pg = context.new_page()
-    pg.set_default_timeout(LIVE_MS)
-    yield pg
-    context.close()
-
 
 def test_missing_browser_skips_locally_but_fails_in_ci(monkeypatch):
+    monkeypatch.setenv("CHROMIUM", "none")    # as on a machine without chromium
     monkeypatch.setenv("CI", "false")
-    with pytest.raises(pytest.skip.Exception):
-        _need("no chromium")
+    with pytest.raises(pytest.skip.Exception, match="no chromium found"):
+        b.chromium_or_skip()
     monkeypatch.setenv("CI", "true")
     with pytest.raises(pytest.fail.Exception, match="must run in CI"):
-        _need("no chromium")
+        b.chromium_or_skip()
+    monkeypatch.setattr(b, "find_chromium", lambda: "/usr/bin/chromium")
+    monkeypatch.setitem(sys.modules, "playwright.sync_api", None)   # import fails
+    with pytest.raises(pytest.fail.Exception, match="playwright Python package"):
+        b.chromium_or_skip()
+    monkeypatch.setenv("CI", "false")
+    with pytest.raises(pytest.skip.Exception, match="playwright Python package"):
+        b.chromium_or_skip()
 
 
 def open_train(page, url: str) -> None:

@@ -12,7 +12,6 @@ import re
 import pytest
 
 import browser as b
-from test_e2e import LIVE_MS, browser, chromium, server  # noqa: F401  (shared fixtures)
 
 ARM_POINTS_JS = """arm => {
   for (const gd of document.querySelectorAll('.js-plotly-plot')) {
@@ -27,25 +26,21 @@ ARM_POINTS_JS = """arm => {
 }"""
 
 
-def arm_points(page, arm: str) -> int:
-    return page.evaluate(ARM_POINTS_JS, arm)
-
-
 def wait_grows(page, arm: str, than: int) -> int:
-    page.wait_for_function(f"({ARM_POINTS_JS})('{arm}') > {than}")
-    return arm_points(page, arm)
+    """Wait until the arm's d_loss trace has more than `than` points; return the count
+    that check saw (reading again could land mid-redraw, when the chart reads -1)."""
+    handle = page.wait_for_function(
+        f"([a, n]) => {{ const k = ({ARM_POINTS_JS})(a); return k > n ? k : false; }}",
+        arg=[arm, than])
+    return int(handle.json_value())
 
 
 @pytest.fixture
-def page(browser):  # noqa: F811
-    context = browser.new_context(viewport={"width": 1400, "height": 1250})
-    pg = context.new_page()
-    pg.set_default_timeout(LIVE_MS)
-    yield pg
-    context.close()
+def page_size() -> dict:   # tests/conftest.py's `page` uses it: taller, both panels show
+    return {"width": 1400, "height": 1250}
 
 
-def test_compare_bce_vs_reinforce_on_ring8(server, page):  # noqa: F811
+def test_compare_bce_vs_reinforce_on_ring8(server, page):
     url, _ = server
     page.goto(url)   # through the router first, as a user would
     page.get_by_role("heading", name="Train").wait_for()
@@ -74,10 +69,12 @@ def test_compare_bce_vs_reinforce_on_ring8(server, page):  # noqa: F811
     shot = os.environ.get("GANLAB_SCREENSHOT")
     if shot:
         page.wait_for_timeout(6000)   # a few refreshes: the traces and samples move on
-        page.wait_for_function(f"({ARM_POINTS_JS})('reinforce') > 0")   # drawn, not mid-redraw
+        wait_grows(page, "reinforce", 0)   # drawn, not mid-redraw
         page.screenshot(path=shot)
 
     b.click(page, "cmp_stop")
     page.wait_for_function("() => { const e = document.querySelector('.st-key-cmp_status_line');"
                            " return e && e.innerText.includes('stopped'); }")
-    assert arm_points(page, "bce") > 0 and arm_points(page, "reinforce") > 0
+    # The page redraws after Stop (a trace briefly reads -1): wait on the chart's data.
+    for arm in ("bce", "reinforce"):
+        assert wait_grows(page, arm, 0) > 0   # the charts stay after the run ends
