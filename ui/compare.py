@@ -109,18 +109,18 @@ def form() -> tuple[TrainConfig | None, list[ArmSpec], int]:
 def _start(cfg: TrainConfig, arms: list[ArmSpec], warmup: int) -> None:
     busy = len(runs.registry().running()) + len(registry().running())
     if busy >= runs.MAX_RUNNING:
-        live._flash(f"{busy} trainings are already running; the limit is {runs.MAX_RUNNING} "
-                    "on this machine. Pause or stop one first.")
+        live.flash_error(f"{busy} trainings are already running; the limit is "
+                         f"{runs.MAX_RUNNING} on this machine. Pause or stop one first.")
         return
     try:
         arena = Arena(cfg, arms, warmup_steps=max(0, warmup),
                       run_id=new_run_id(f"arena-{cfg.data}"))
         registry().start(arena)
     except runs.CapReached as exc:
-        live._flash(str(exc))
+        live.flash_error(str(exc))
         return
     except Exception as exc:
-        live._flash(f"Could not start: {exc}")
+        live.flash_error(f"Could not start: {exc}")
         return
     attach(arena)
 
@@ -144,14 +144,14 @@ def _resume(arena: Arena) -> None:
     try:
         registry().resume(arena)
     except runs.CapReached as exc:
-        live._flash(str(exc))
+        live.flash_error(str(exc))
 
 
 def _step(arena: Arena) -> None:
     try:
         arena.step_once()
     except RuntimeError as exc:
-        live._flash(str(exc))
+        live.flash_error(str(exc))
 
 
 def _reset(arena: Arena) -> None:
@@ -166,7 +166,7 @@ def _save(arena: Arena) -> None:
                                      f"step_{arena.step_count}.pt")
         st.session_state["cmp_saved"] = str(path)
     except RuntimeError as exc:
-        live._flash(str(exc))
+        live.flash_error(str(exc))
 
 
 def controls(arena: Arena) -> None:

@@ -22,7 +22,9 @@ FLASH = "flash_message"        # session key: an error to show after a callback
 
 
 # -- controls ------------------------------------------------------------------------
-def _flash(message: str) -> None:
+def flash_error(message: str) -> None:
+    """Keep an error for the page to show on its next script run (show_flash): for
+    callbacks, and for actions followed by st.rerun(), whose own output is lost."""
     st.session_state[FLASH] = message
 
 
@@ -37,10 +39,10 @@ def _start(cfg: TrainConfig) -> None:
         trainer = Trainer(cfg, run_id=new_run_id(cfg.data))
         runs.registry().start(trainer)
     except runs.CapReached as exc:
-        _flash(str(exc))
+        flash_error(str(exc))
         return
     except Exception as exc:  # data that cannot load, no CUDA, ...: say so, keep the form
-        _flash(f"Could not start: {exc}")
+        flash_error(f"Could not start: {exc}")
         return
     runs.attach(trainer)
 
@@ -49,14 +51,14 @@ def _resume(trainer: Trainer) -> None:
     try:
         runs.registry().resume(trainer)
     except runs.CapReached as exc:
-        _flash(str(exc))
+        flash_error(str(exc))
 
 
 def _step(trainer: Trainer) -> None:
     try:
         trainer.step_once()
     except RuntimeError as exc:
-        _flash(str(exc))
+        flash_error(str(exc))
 
 
 def _reset(trainer: Trainer) -> None:
