@@ -201,6 +201,18 @@ def test_cap_on_running_runs(app_env):
     assert len(registry().runs()) == 2
 
 
+def test_start_reads_the_form_at_click_time(app_env):
+    # A value typed and Start clicked in the same script run: the run gets the value
+    # (on_click args bound one run earlier would start with the old batch size).
+    at = new_app()
+    at.selectbox(key="cfg_data").set_value("ring8").run()
+    at.number_input(key="cfg_batch").set_value(96)
+    at.button(key="btn_start").click().run()
+    (trainer,) = registry().runs()
+    assert trainer.cfg.batch_size == 96 and trainer.cfg.data == "ring8"
+    assert at.query_params["run"] == trainer.run_id and at.button(key="btn_pause")
+
+
 def test_samples_grid_and_downloads_for_images(app_env):
     trainer = registry().add(tiny_trainer("mnist5k", steps=4))
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT)

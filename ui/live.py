@@ -3,8 +3,9 @@
 One polling fragment per page (DESIGN.md 3, 11): it re-runs every POLL_S seconds
 while the run is live, is defined with run_every=None otherwise, and calls
 st.rerun() once when the run ends so the buttons refresh and polling stops.
-Buttons live outside the fragment and act through on_click callbacks, which run
-before the script, so the page draws the new state in the same run.
+Buttons live outside the fragment. Run controls act through on_click callbacks,
+which run before the script, so the page draws the new state in the same run; Start
+is a plain button instead (see controls()).
 """
 from __future__ import annotations
 
@@ -70,8 +71,13 @@ def _reset(trainer: Trainer) -> None:
 def controls(trainer: Trainer | None, cfg: TrainConfig | None) -> None:
     cols = st.columns(5)
     if trainer is None:
-        cols[0].button("Start", type="primary", key="btn_start", disabled=cfg is None,
-                       on_click=_start, args=(cfg,), width="stretch")
+        # A plain button, not on_click=_start with args=(cfg,): those args are bound one
+        # script run earlier, so a value typed just before the click would be ignored.
+        # `cfg` here is the form as this run read it.
+        if cols[0].button("Start", type="primary", key="btn_start", disabled=cfg is None,
+                          width="stretch"):
+            _start(cfg)
+            st.rerun()   # draw the attached run (or the flashed error) with its buttons
         return
     state = trainer.status.state
     if state == "running":
