@@ -27,10 +27,13 @@ def app_env(tmp_path, monkeypatch):
     """Checkpoints in a temp folder; a clean registry before and after."""
     monkeypatch.setenv("GANLAB_CHECKPOINT_DIR", str(tmp_path / "checkpoints"))
     monkeypatch.chdir(ROOT)
+    from ui.compare import registry as arenas
     from ui.runs import registry
     registry().clear()
+    arenas().clear()
     yield tmp_path / "checkpoints"
     registry().clear()
+    arenas().clear()
 
 
 def new_app() -> AppTest:
@@ -211,6 +214,39 @@ def test_start_reads_the_form_at_click_time(app_env):
     (trainer,) = registry().runs()
     assert trainer.cfg.batch_size == 96 and trainer.cfg.data == "ring8"
     assert at.query_params["run"] == trainer.run_id and at.button(key="btn_pause")
+
+
+def test_one_cap_for_runs_and_comparisons(app_env):
+    from core.arena import Arena
+    from ui.compare import registry as arenas
+    cfg = preset("recommended", data="ring8")
+    run = Trainer(cfg)
+    registry().start(run)
+    arena = Arena(cfg, ["bce", "reinforce"])
+    arenas().start(arena)
+    at = new_app()
+    at.selectbox(key="cfg_data").set_value("ring8").run()
+    at.button(key="btn_start").click().run()
+    (message,) = [e.value for e in at.error]
+    assert "the limit is 2" in message and "pause or stop" in message
+    assert f"`{run.run_id}` (Train page)" in message
+    assert f"`{arena.run_id}` (Compare page)" in message
+    assert registry().runs() == [run]
+    # the same limit on the Compare page; pausing the run frees its slot there
+    at.switch_page("pages/compare.py").run()
+    at.button(key="cmp_start").click().run()
+    assert any("the limit is 2" in e.value for e in at.error)
+    assert arenas().runs() == [arena]
+    run.pause()
+    at.button(key="cmp_start").click().run()
+    assert len(arenas().running()) == 2 and not at.error
+    # ... and a paused run cannot resume while both slots are taken
+    at.switch_page("pages/train.py")
+    at.query_params["run"] = run.run_id
+    at.run()
+    at.button(key="btn_resume").click().run()
+    assert any("the limit is 2" in e.value for e in at.error)
+    assert run.status.state == "paused"
 
 
 def test_samples_grid_and_downloads_for_images(app_env):

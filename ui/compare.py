@@ -3,7 +3,7 @@
 Arenas live in their own process-wide registry (same RunRegistry class as single
 runs, behind st.cache_resource), keyed by arena id, with the id in the URL under
 "arena", so a reload re-attaches. An arena is one training thread whatever its arm
-count; it counts against the same thread limit as the Train page's runs.
+count; it takes one slot of the same limit as the Train page's runs (runs.slots()).
 """
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ TABLE_COLUMNS = ("d_loss", "g_loss", "d_real", "d_fake", "reward_mean", "g_grad_
 @st.cache_resource(show_spinner=False)
 def registry() -> runs.RunRegistry:
     runs.configure_torch_threads()
-    reg = runs.RunRegistry(max_running=1)
+    reg = runs.RunRegistry(slots=runs.slots(), where="Compare page")   # one shared limit
     atexit.register(reg.stop_all)
     return reg
 
@@ -107,11 +107,6 @@ def form() -> tuple[TrainConfig | None, list[ArmSpec], int]:
 
 # -- controls ----------------------------------------------------------------------------
 def _start(cfg: TrainConfig, arms: list[ArmSpec], warmup: int) -> None:
-    busy = len(runs.registry().running()) + len(registry().running())
-    if busy >= runs.MAX_RUNNING:
-        live.flash_error(f"{busy} trainings are already running; the limit is "
-                         f"{runs.MAX_RUNNING} on this machine. Pause or stop one first.")
-        return
     try:
         arena = Arena(cfg, arms, warmup_steps=max(0, warmup),
                       run_id=new_run_id(f"arena-{cfg.data}"))

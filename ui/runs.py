@@ -16,24 +16,62 @@ import torch
 
 from core.trainer import Trainer
 
-MAX_RUNNING = 2      # concurrent training threads; the default machine has 2 CPU cores
+MAX_RUNNING = 2      # running training threads, all pages together; 2 CPU cores
 MAX_KEPT = 12        # finished / stopped runs kept in memory for charts and saving
 QUERY_KEY = "run"
 SESSION_KEY = "attached_run"
 
 
 class CapReached(RuntimeError):
-    """Starting one more run would exceed MAX_RUNNING; the message says what to do."""
+    """Starting one more run would exceed the limit; the message says what to do."""
+
+
+class Slots:
+    """The one limit on training threads in this server process, shared by every
+    registry: the Train page's runs and the Compare page's arenas (an arena is one
+    thread, whatever its arm count). Only running ones count: a paused run holds no
+    slot, and resuming it asks for one again."""
+
+    def __init__(self, limit: int = MAX_RUNNING) -> None:
+        self.limit = limit
+        self.lock = threading.Lock()   # check + start is one step across registries
+        self._registries: list[tuple["RunRegistry", str]] = []
+
+    def join(self, registry: "RunRegistry", where: str) -> None:
+        self._registries.append((registry, where))
+
+    def running(self) -> list[tuple[object, str]]:
+        """(run, where it is shown) for every running training thread."""
+        return [(t, where) for reg, where in list(self._registries) for t in reg.running()]
+
+    def check(self, starting) -> None:
+        """Raise CapReached, naming what runs and how to free a slot, when full."""
+        others = [(t, where) for t, where in self.running() if t is not starting]
+        if len(others) < self.limit:
+            return
+        names = ", ".join(f"`{t.run_id}` ({where})" for t, where in others)
+        raise CapReached(
+            f"{len(others)} trainings are already running: {names}; the limit is "
+            f"{self.limit} at a time on this machine. To free a slot, pause or stop one "
+            "of them on its page.")
 
 
 class RunRegistry:
-    """Trainers by run id. Pure Python: the Streamlit part is `registry()` below."""
+    """Runs by run id. Pure Python: the Streamlit part is `registry()` below.
 
-    def __init__(self, max_running: int = MAX_RUNNING, max_kept: int = MAX_KEPT) -> None:
-        self.max_running = max_running
+    Registries that share one `Slots` share its limit on running threads."""
+
+    def __init__(self, max_running: int = MAX_RUNNING, max_kept: int = MAX_KEPT, *,
+                 slots: Slots | None = None, where: str = "Train page") -> None:
+        self.slots = slots if slots is not None else Slots(max_running)
+        self.slots.join(self, where)
         self.max_kept = max_kept
         self._runs: dict[str, Trainer] = {}
         self._lock = threading.Lock()   # sessions run scripts in parallel threads
+
+    @property
+    def max_running(self) -> int:
+        return self.slots.limit
 
     def get(self, run_id: str | None) -> Trainer | None:
         with self._lock:
@@ -58,26 +96,18 @@ class RunRegistry:
         for rid in done[:max(0, len(self._runs) - self.max_kept)]:
             self._runs.pop(rid).stop()
 
-    def _check_cap(self, trainer: Trainer) -> None:
-        others = [t for t in self._runs.values()
-                  if t is not trainer and t.status.state == "running"]
-        if len(others) >= self.max_running:
-            names = ", ".join(t.run_id for t in others)
-            raise CapReached(
-                f"{len(others)} runs are already training ({names}); the limit is "
-                f"{self.max_running} at a time on this machine. Pause or stop one first.")
-
     def start(self, trainer: Trainer) -> None:
         """Register and start, or raise CapReached (the run is then not registered)."""
-        with self._lock:
-            self._check_cap(trainer)
-            self._runs[trainer.run_id] = trainer
-            trainer.start()
-            self._evict()
+        with self.slots.lock:
+            self.slots.check(trainer)
+            with self._lock:
+                self._runs[trainer.run_id] = trainer
+                trainer.start()
+                self._evict()
 
     def resume(self, trainer: Trainer) -> None:
-        with self._lock:
-            self._check_cap(trainer)
+        with self.slots.lock:
+            self.slots.check(trainer)
             trainer.resume()
 
     def remove(self, run_id: str) -> None:
@@ -109,9 +139,15 @@ def configure_torch_threads() -> None:
 
 
 @st.cache_resource(show_spinner=False)
+def slots() -> Slots:
+    """The process-wide limit on training threads (Train runs + Compare arenas)."""
+    return Slots(MAX_RUNNING)
+
+
+@st.cache_resource(show_spinner=False)
 def registry() -> RunRegistry:
     configure_torch_threads()
-    reg = RunRegistry()
+    reg = RunRegistry(slots=slots(), where="Train page")
     # A server shutdown must not leave training threads behind.
     atexit.register(reg.stop_all)
     return reg
