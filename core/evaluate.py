@@ -103,17 +103,9 @@ def generate(G: nn.Module, n: int, seed: int = EVAL_SEED, lock=None) -> torch.Te
     first = next(G.parameters())
     latent = G.layers[0].in_features if hasattr(G, "layers") else first.shape[1]
     z = eval_noise(n, latent, seed).to(device=first.device, dtype=first.dtype)
-    with torch.no_grad(), (lock if lock is not None else _NoLock()):
+    with torch.no_grad(), (lock if lock is not None else contextlib.nullcontext()):
         out = torch.cat([G(chunk) for chunk in z.split(1024)])
     return out.float().cpu()
-
-
-class _NoLock:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 # -- the image classifier ------------------------------------------------------------------
@@ -121,6 +113,7 @@ ARCH_VERSION = 1           # bump when the CNN or its training changes: caches r
 SPLIT_SEED = 0
 TEST_FRACTION = 0.2
 MAX_TEST = 10_000
+MAX_FLOOR = 10_000         # training images kept for the FD floor
 CLASSIFIER_DIR = Path("checkpoints") / "classifiers"
 
 
@@ -261,11 +254,11 @@ class Classifier:
         return frechet_distance(classify(self.model, x)[1], self._test_feats)
 
     def fd_floor(self, n: int) -> float:
-        """FD of n real training images vs the held-out images (FD is biased by n)."""
+        """FD of n real training images vs the held-out images, at the generated sample
+        size because FD is biased by n (train_x is already in a random order)."""
         n = min(n, len(self.train_x))
         if n not in self._floors:
-            idx = torch.randperm(len(self.train_x), generator=torch.Generator().manual_seed(1))
-            self._floors[n] = self.fd_to_test(self.train_x[idx[:n]])
+            self._floors[n] = self.fd_to_test(self.train_x[:n])
         return self._floors[n]
 
     def scores(self, x: torch.Tensor) -> dict[str, float]:
@@ -293,12 +286,12 @@ def load_or_train_classifier(data: DataSet, cache_dir: str | Path | None = None,
     train_idx, test_idx = split_indices(len(x))
     classes = int(y.max()) + 1
     model = SmallCNN(data.image_shape, classes)
-    if path.exists():
+    try:
         state = torch.load(path, map_location="cpu", weights_only=True)
         model.load_state_dict(state["model"])
         model.eval()
         accuracy, seconds = float(state["accuracy"]), float(state["train_seconds"])
-    else:
+    except Exception:  # no cache yet, or an unreadable one: (re)train and overwrite it
         if log:
             log(f"training the {data.name} classifier once (cached in {path.parent}) ...")
         start = time.perf_counter()
@@ -310,7 +303,9 @@ def load_or_train_classifier(data: DataSet, cache_dir: str | Path | None = None,
         _save_atomic({"model": model.state_dict(), "accuracy": accuracy,
                       "train_seconds": seconds, "fingerprint": fingerprint,
                       "arch_version": ARCH_VERSION, "data": data.name}, path)
-    return Classifier(model, x[test_idx], x[train_idx], accuracy, seconds, fingerprint)
+    # FD floors need at most a few thousand training images: keep a bounded random subset
+    floor_x = x[train_idx[:MAX_FLOOR]]
+    return Classifier(model, x[test_idx], floor_x, accuracy, seconds, fingerprint)
 
 
 @contextlib.contextmanager
@@ -347,7 +342,7 @@ class Evaluator:
     """callable(G) -> {q_*: float} for one data set.
 
     Image evaluators need the classifier: `prepare()` builds it (blocking; seconds from
-    the cache, about a minute the first time), `prepare_async()` builds it in a daemon
+    the cache, 10-30 s on 2 CPU cores the first time), `prepare_async()` builds it in a daemon
     thread. `ready` says whether a call will return scores now; the trainer skips
     evaluations until it is. `unavailable` holds the reason where no scores exist.
     """
@@ -380,7 +375,7 @@ class Evaluator:
                     with one_thread():
                         clf.fd_floor(EVAL_SAMPLES)  # the default floor, off the training path
                     self.classifier = clf
-                except Exception as exc:  # reported by status(), never raised in a hook
+                except Exception as exc:  # QualityHook.status shows it; hooks never raise
                     self.error = f"{type(exc).__name__}: {exc}"
                     raise
         return self
@@ -409,13 +404,6 @@ class Evaluator:
             return toy_quality(samples, self.data.modes, self.data.mode_std)
         with one_thread():  # see one_thread: faster than 2 threads on a busy 2-core CPU
             return self.classifier.scores(samples)
-
-    def real_scores(self, x: torch.Tensor) -> dict[str, float]:
-        """The same scores for given samples (real data, tests)."""
-        if self.data.modes is not None:
-            return toy_quality(x, self.data.modes, self.data.mode_std)
-        self.prepare()
-        return self.classifier.scores(x)
 
 
 def _unavailable_reason(data: DataSet) -> str | None:

@@ -243,3 +243,18 @@ def test_cli_eval_prints_metrics_and_rejects_bad_input(tmp_path, capsys):
     assert "modes covered" in capsys.readouterr().out
     assert main(["eval", str(tmp_path / "missing.pt")]) == 2
     assert main(["eval", str(path), "--n", "1"]) == 2
+
+
+def test_changed_or_corrupt_cache_retrains(tmp_path):
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(200, 784, generator=gen) * 2 - 1
+    data = DataSet("tiny", x, torch.arange(200) % 10, (1, 28, 28))
+    first = load_or_train_classifier(data, tmp_path)
+    path = evaluate.cache_path(data, first.fingerprint, tmp_path)
+    path.write_bytes(b"not a checkpoint")
+    again = load_or_train_classifier(data, tmp_path)       # retrained, file rewritten
+    assert torch.load(path, weights_only=True)["fingerprint"] == first.fingerprint
+    assert again.accuracy == first.accuracy                 # seeded: the same classifier
+    changed = DataSet("tiny", -x, data.labels, (1, 28, 28))
+    load_or_train_classifier(changed, tmp_path)
+    assert len(list(tmp_path.glob("tiny-*.pt"))) == 2
