@@ -360,3 +360,28 @@ def test_recommended_preset_follows_the_data_set(app_env):
     expected = preset("recommended", data="ring8")
     assert at.number_input(key="cfg_batch").value == expected.batch_size
     assert at.number_input(key="cfg_g_lr").value == pytest.approx(expected.g_opt.lr)
+
+
+def test_arena_checkpoint_resumes_the_chosen_arm(app_env):
+    from core.arena import Arena
+    arena = Arena(preset("recommended", data="ring8", sample_every=2), ["bce", "reinforce"])
+    for _ in range(4):
+        arena.step()
+    path = arena.save_checkpoint(app_env / arena.run_id / "step_4.pt")
+    at = checkpoints_page()
+    # uploaded (e.g. the arena.pt of `python -m core compare`): pick an arm, see its samples
+    at.file_uploader(key="upload").upload("arena.pt", path.read_bytes()).run()
+    at.selectbox(key="upload_arm").set_value("reinforce").run()
+    at.toggle(key="upload_samples").set_value(True).run()
+    assert "upload_toy" in chart_keys(at)
+    # listed (saved on the Compare page): resume one arm as a single run
+    arm = at.selectbox(key="file_arm")
+    assert arm.options == ["bce (rule bce)", "reinforce (rule reinforce)"]
+    arm.set_value("reinforce").run()
+    assert at.selectbox(key="file_rule").options == ["bce"]   # fine-tune: the other rule
+    at.button(key="file_resume").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    (trainer,) = registry().runs()
+    assert trainer.cfg.rule == "reinforce" and trainer.step_count >= 4
+    assert (4, f"from {arena.run_id}-reinforce @ 4") in list(trainer.log.events)
+    assert at.title[0].value == "Train"

@@ -15,6 +15,7 @@ import pandas as pd
 import streamlit as st
 import torch
 
+from core.arena import extract_arm
 from core.checkpoint import (CheckpointError, checkpoint_summary, config_of, load_checkpoint,
                              to_bytes)
 from core.config import RULE_NAMES
@@ -114,8 +115,22 @@ def _launch(state: dict, rule: str | None, prefix: str) -> None:
     st.switch_page("pages/train.py", query_params={runs.QUERY_KEY: trainer.run_id})
 
 
+def choose_arm(state: dict, key: str) -> dict:
+    """A comparison (arena) checkpoint holds one run per arm: the user picks one, and
+    the actions below work on it as a single run."""
+    arms = state["arms"]
+    st.caption(f"Comparison checkpoint `{state.get('run_id')}` with {len(arms)} arms: "
+               "resume, fine-tune or sample one of them as a single run.")
+    name = st.selectbox("Arm", list(arms), key=f"{key}_arm",
+                        format_func=lambda n: f"{n} (rule {arms[n].get('rule')})")
+    return extract_arm(state, name)
+
+
 def actions(state: dict, key: str) -> None:
-    """Resume, fine-tune with another rule, or show the samples of a checkpoint."""
+    """Resume, fine-tune with another rule, or show the samples of a checkpoint (of
+    one arm, for a comparison checkpoint)."""
+    if state.get("kind") == "arena":
+        state = choose_arm(state, key)
     info = checkpoint_summary(state)
     st.caption(f"run `{info['run_id']}` · step {info['step']:,} · rule {info['rule']} · "
                f"data {info['data']}")
