@@ -9,6 +9,14 @@ printed too but swings with that load. The classifier is built before timing (it
 one-off cost is reported by tests/test_evaluate.py and the CLI).
 
     python bench/eval_cost.py --data mnist5k --every 500 1000 --steps 2000
+
+Measured on the shared 2-core CPU (n = 2,500 samples per evaluation; the load from
+other processes swung the step rate between 10 and 1,450 steps/s, so only the
+per-evaluation times and in-run ratios are meaningful):
+    ring8   about 2-20 ms per evaluation: ratio 0.997 at eval_every 1000 (0.99 at 500)
+    mnist5k about 0.3 s per evaluation (one thread): at the quiet-machine rate of
+            ~610 steps/s that is a ratio of ~0.84 at 1000 (~0.72 at 500); under load
+            0.96 at 1000. Default: eval_every = 1000 (TrainConfig).
 """
 from __future__ import annotations
 
