@@ -54,10 +54,15 @@ def to_bytes(state: dict, kind: str = "run") -> bytes:
 
 
 def save_checkpoint(state: dict, path: str | Path, kind: str = "run") -> Path:
-    """Write atomically: temp file in the same folder, fsync, os.replace."""
+    """Write a checkpoint atomically (see write_atomic)."""
+    return write_atomic(to_bytes(state, kind), path)
+
+
+def write_atomic(data: bytes, path: str | Path) -> Path:
+    """Temp file in the same folder, fsync, os.replace: a half-written file never
+    replaces a good one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    data = to_bytes(state, kind)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as fh:

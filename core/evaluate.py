@@ -37,9 +37,8 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import math
-import os
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -49,6 +48,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .checkpoint import write_atomic
 from .data import DataSet
 
 TOY_METRICS = ("q_high_quality", "q_modes", "q_reverse_kl")
@@ -324,17 +324,9 @@ def one_thread():
 
 
 def _save_atomic(obj: dict, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(obj, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    write_atomic(buf.getvalue(), path)
 
 
 # -- evaluators: one per data set, shared by the trainer, the arena and the CLI ------------
