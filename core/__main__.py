@@ -323,6 +323,10 @@ def make_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     try:
         args = make_parser().parse_args(argv)
+        import torch
+
+        from .trainer import torch_threads
+        torch.set_num_threads(torch_threads())  # deliberate: see torch_threads()
         return args.func(args)
     except (UsageError, ConfigError, CheckpointError, DataError) as exc:
         print(f"error: {exc}", file=sys.stderr)

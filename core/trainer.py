@@ -8,6 +8,7 @@ all safe to read while the thread runs.
 from __future__ import annotations
 
 import copy
+import os
 import threading
 import time
 import traceback
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from .config import TrainConfig
+from .config import ConfigError, TrainConfig
 from .data import DataSet, load_dataset
 from .evaluate import QualityHook
 from .metrics import MetricLog
@@ -38,6 +39,20 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     return torch.device(name)
+
+
+def torch_threads() -> int:
+    """Intra-op threads for each training thread: GANLAB_TORCH_THREADS, default 1.
+
+    Measured on the 2-core machine with other work running: torch's default of 2
+    OpenMP threads ran the source preset at ~30 steps/s (threads spin-waiting for a
+    core), 1 thread at ~275. Only on an otherwise idle machine are 2 threads faster
+    (see bench/engine.py), so 1 is the safe default; raise it on a bigger machine.
+    """
+    raw = os.environ.get("GANLAB_TORCH_THREADS", "1")
+    if not raw.isdigit() or int(raw) < 1:
+        raise ConfigError(f"GANLAB_TORCH_THREADS={raw!r} must be a positive integer")
+    return int(raw)
 
 
 def new_run_id(prefix: str = "run") -> str:
@@ -148,6 +163,7 @@ class RunControls:
 
     def _loop(self) -> None:
         try:
+            torch.set_num_threads(torch_threads())  # the OpenMP setting is per OS thread
             while not self._stop.is_set():
                 if self._pause.is_set():
                     if self._state == "running":

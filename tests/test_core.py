@@ -294,3 +294,16 @@ def test_core_never_imports_streamlit():
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[1])
     for path in (Path(__file__).parents[1] / "core").glob("*.py"):
         assert "import streamlit" not in path.read_text(), path
+
+
+def test_torch_threads_come_from_the_environment(monkeypatch):
+    from core.config import ConfigError
+    from core.trainer import torch_threads
+
+    monkeypatch.delenv("GANLAB_TORCH_THREADS", raising=False)
+    assert torch_threads() == 1
+    monkeypatch.setenv("GANLAB_TORCH_THREADS", "2")
+    assert torch_threads() == 2
+    monkeypatch.setenv("GANLAB_TORCH_THREADS", "zero")
+    with pytest.raises(ConfigError, match="GANLAB_TORCH_THREADS='zero' must be a positive"):
+        torch_threads()

@@ -8,13 +8,12 @@ st.query_params, so a refresh or a second tab re-attaches to the same run.
 from __future__ import annotations
 
 import atexit
-import os
 import threading
 
 import streamlit as st
 import torch
 
-from core.trainer import Trainer
+from core.trainer import Trainer, torch_threads
 
 MAX_RUNNING = 2      # running training threads, all pages together; 2 CPU cores
 MAX_KEPT = 12        # finished / stopped runs kept in memory for charts and saving
@@ -135,7 +134,7 @@ def configure_torch_threads() -> None:
     faster (ring8 1,200 vs 740 steps/s) since the server and other runs share the
     cores. GANLAB_TORCH_THREADS overrides it (e.g. on a bigger machine or a GPU).
     """
-    torch.set_num_threads(int(os.environ.get("GANLAB_TORCH_THREADS", "1")))
+    torch.set_num_threads(torch_threads())
 
 
 @st.cache_resource(show_spinner=False)
