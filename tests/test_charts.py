@@ -88,3 +88,22 @@ def test_toy_figure_layers_heatmap_real_and_generated():
     pts = np.random.default_rng(0).normal(size=(100, 2)).astype(np.float32)
     fig = charts.toy_figure(pts, pts, np.zeros((48, 48), np.float32), (-2, 2, -2, 2))
     assert [t.type for t in fig.data] == ["heatmap", "scatter", "scatter"]
+    # square plot under the title, no legend / colour bar squeezing a narrow panel
+    assert fig.layout.yaxis.constrain == "domain" and fig.layout.yaxis.constraintoward == "top"
+    assert fig.layout.showlegend is False and fig.data[0].showscale is False
+
+
+def test_legend_is_laid_out_below_the_step_axis_title():
+    # A legend at a fixed fraction under the plot (y=-0.2 of the plot height) overlapped
+    # the x-axis title "step"; anchored to the figure's foot, Plotly's automargin stacks
+    # the ticks, the title and the legend. Extra legend rows make the figure taller.
+    arms = {name: make_log(50).decimated(charts.chart_columns()) for name in ("a", "b", "c")}
+    one = charts.metric_figure({"": arms["a"]}, ("d_loss", "g_loss"), smoothing=0.9)
+    three = charts.metric_figure(arms, ("d_loss", "g_loss"), smoothing=0.9)
+    for fig in (one, three, charts.quality_figure(arms, ["d_loss"])):
+        legend = fig.layout.legend
+        assert (legend.yref, legend.y, legend.yanchor) == ("container", 0, "bottom")
+    assert one.layout.xaxis.title.text == "step"
+    assert three.layout.height > one.layout.height == charts.HEIGHT
+    band = charts.metric_figure({"": arms["a"]}, ("reward_mean",), band="reward_std")
+    assert [t.name for t in band.data if t.showlegend is not False] == ["reward_mean"]

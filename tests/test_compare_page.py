@@ -66,6 +66,7 @@ def test_start_shows_both_arms_then_stop(arenas):
     assert any("cmp_toy_bce" in k for k in keys) and any("cmp_toy_reinforce" in k for k in keys)
     table = at.dataframe[0].value
     assert list(table.columns) == ["metric", "bce", "reinforce"]
+    assert not table.isna().any().any(), "a metric an arm does not log reads '—'"
     # browse the history: untick "Follow latest", pick the first snapshot for every arm
     at.checkbox(key=f"cmp_follow_{arena.run_id}").uncheck().run()
     slider = at.select_slider(key=f"cmp_snap_{arena.run_id}")

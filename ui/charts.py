@@ -21,6 +21,12 @@ DASHES = ("solid", "dash", "dot", "dashdot")
 # than a ~700 px wide chart can show, and half the payload and redraw of 2,000.
 MAX_POINTS = 1000
 HEIGHT = 260
+# The legend sits under the x-axis title ("step") at the foot of the figure, and
+# Plotly's automargin makes room for it; more rows of legend make the figure taller
+# so the plot area keeps its size. Entries per row: about 3 at a ~450 px chart width.
+LEGEND = {"orientation": "h", "yref": "container", "y": 0, "yanchor": "bottom", "x": 0}
+LEGEND_PER_ROW = 3
+LEGEND_ROW_PX = 22
 
 
 @dataclass(frozen=True)
@@ -91,7 +97,7 @@ def _base_layout(fig: go.Figure, title: str, height: int) -> go.Figure:
     fig.update_layout(
         title={"text": title, "font": {"size": 14}}, height=height,
         margin={"l": 10, "r": 10, "t": 36, "b": 10},
-        legend={"orientation": "h", "y": -0.2, "x": 0},
+        legend=LEGEND,
         hovermode="x unified",
         uirevision="keep",   # keep zoom / legend toggles across updates where possible
         # Plain colours instead of a template: templates are deep-copied per figure,
@@ -143,6 +149,8 @@ def metric_figure(arms: dict[str, dict], metrics, *, title: str = "", smoothing:
     _add_events(fig, events)
     if y_range:
         fig.update_yaxes(range=list(y_range))
+    entries = sum(1 for t in fig.data if t.showlegend is not False)
+    height += LEGEND_ROW_PX * (max(1, math.ceil(entries / LEGEND_PER_ROW)) - 1)
     return _base_layout(fig, title, height)
 
 
@@ -152,9 +160,10 @@ def _add_band(fig, x, y, bx, by, color, label) -> None:
     fill = _rgba(color, 0.15)
     fig.add_trace(go.Scatter(x=x, y=upper, mode="lines", line={"width": 0},
                              legendgroup=label, showlegend=False, hoverinfo="skip"))
+    # no legend entry of its own (the chart title says "± std"); it toggles with its line
     fig.add_trace(go.Scatter(x=x, y=lower, mode="lines", line={"width": 0}, fill="tonexty",
                              fillcolor=fill, legendgroup=label, name=f"{label} ± std",
-                             hoverinfo="skip"))
+                             showlegend=False, hoverinfo="skip"))
 
 
 def _rgba(hex_color: str, alpha: float) -> str:
@@ -179,7 +188,9 @@ def quality_figure(arms: dict[str, dict], metrics, *, events=None,
             if y is None or len(y) == 0:
                 continue
             color = PALETTE[a % len(PALETTE)] if n_arms > 1 else PALETTE[m % len(PALETTE)]
-            fig.add_trace(go.Scatter(x=x, y=y, mode="lines+markers", name=_label(arm, metric),
+            # several arms: one colour and one legend entry per arm, across the panels
+            fig.add_trace(go.Scatter(x=x, y=y, mode="lines+markers",
+                                     name=arm if n_arms > 1 else metric, legendgroup=arm,
                                      line={"color": color, "width": 1.6},
                                      marker={"size": 4}, showlegend=n_arms > 1 and m == 0),
                           row=row, col=col)
@@ -187,12 +198,20 @@ def quality_figure(arms: dict[str, dict], metrics, *, events=None,
         fig.add_vline(x=float(step), line_width=1, line_dash="dot", line_color="#555")
     fig = _base_layout(fig, "Quality", 220 * rows + 40)
     fig.update_xaxes(title_text=None)
+    fig.update_layout(margin={"t": 64})   # the panel titles go under the figure's title
     return fig
 
 
+TOY_CAPTION = ("Black: real points · orange: samples from the fixed noise · background: "
+               "D(x), red = D says real, blue = fake")
+
+
 def toy_figure(real: np.ndarray, generated: np.ndarray, heatmap: np.ndarray | None,
-               extent, *, title: str = "", height: int = 420) -> go.Figure:
-    """2-D data: real vs generated points over a heatmap of D's output."""
+               extent, *, title: str = "", height: int = 360) -> go.Figure:
+    """2-D data: real vs generated points over a heatmap of D's output.
+
+    No legend or colour bar (a narrow panel has no room for them): show TOY_CAPTION,
+    or the page's own wording of it, under the figure."""
     fig = go.Figure()
     if heatmap is not None:
         xmin, xmax, ymin, ymax = extent
@@ -202,7 +221,8 @@ def toy_figure(real: np.ndarray, generated: np.ndarray, heatmap: np.ndarray | No
             x=np.linspace(xmin, xmax, res_x, dtype=np.float32),
             y=np.linspace(ymin, ymax, res_y, dtype=np.float32),
             zmin=0.0, zmax=1.0, colorscale="RdBu", reversescale=True, opacity=0.6,
-            colorbar={"title": {"text": "D(x)"}, "thickness": 12}, hoverinfo="skip"))
+            showscale=False, hoverinfo="skip"))   # a colour bar spans the whole plot
+            # height, not the square the axes are constrained to: the caption says it
     fig.add_trace(go.Scatter(x=real[:, 0].astype(np.float32), y=real[:, 1].astype(np.float32),
                                mode="markers", name="real",
                                marker={"size": 4, "color": "#222", "opacity": 0.5}))
@@ -212,9 +232,12 @@ def toy_figure(real: np.ndarray, generated: np.ndarray, heatmap: np.ndarray | No
                                                          "opacity": 0.7}))
     if extent is not None:
         fig.update_xaxes(range=[extent[0], extent[1]], constrain="domain")
-        fig.update_yaxes(range=[extent[2], extent[3]], scaleanchor="x", scaleratio=1)
+        # both axes constrained: the plot area shrinks to the data's square (under the
+        # title) rather than the axis ranges growing past the heatmap
+        fig.update_yaxes(range=[extent[2], extent[3]], scaleanchor="x", scaleratio=1,
+                         constrain="domain", constraintoward="top")
     fig = _base_layout(fig, title, height)
-    fig.update_layout(hovermode="closest", legend={"orientation": "h", "y": -0.12})
+    fig.update_layout(hovermode="closest", showlegend=False)
     fig.update_xaxes(title_text=None)
     return fig
 

@@ -158,3 +158,4 @@ def show_samples(state: dict, key: str) -> None:
         st.plotly_chart(charts.toy_figure(real, snap.points, snap.heatmap, snap.extent,
                                           title=f"step {snap.step:,}", height=380),
                         key=f"{key}_toy", width="content")
+        st.caption(charts.TOY_CAPTION)

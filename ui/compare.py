@@ -272,7 +272,8 @@ def latest_table(arena: Arena) -> pd.DataFrame:
                 row[col] = f"{latest[col]:.4g}"   # strings: one column mixes kinds
         rows[name] = row
     table = pd.DataFrame(rows)   # metrics down, arms across: fits a narrow column
-    return table.rename_axis("metric").reset_index()
+    # "—" where an arm does not log a metric (bce has no grad_cosine), not "None"
+    return table.fillna("—").rename_axis("metric").reset_index()
 
 
 def samples(arena: Arena) -> None:
@@ -282,20 +283,20 @@ def samples(arena: Arena) -> None:
         st.caption("No samples yet.")
         return
     follow_key, step_key = f"cmp_follow_{arena.run_id}", f"cmp_snap_{arena.run_id}"
-    c1, c2 = st.columns([4, 1], vertical_alignment="bottom")
     # Defaults live in the widgets (value=True), never in session_state: in a live
     # browser a widget whose state was pre-set could come back at its own default
-    # (follow off, first step) and stick there.
-    follow = c2.checkbox("Follow latest", value=True, key=follow_key)
+    # (follow off, first step) and stick there. The checkbox has its own row: beside
+    # the slider, in this narrow column, its label was cut to "Foll...".
+    follow = st.checkbox("Follow latest", value=True, key=follow_key)
     label, tip = "Snapshot step (all arms)", "Untick Follow latest to browse the history"
     if follow or len(steps) == 1:
         step = steps[-1]
         if len(steps) > 1:   # display only, keyless: it moves with the newest snapshot
-            c1.select_slider(label, options=steps, value=step, disabled=True, help=tip)
+            st.select_slider(label, options=steps, value=step, disabled=True, help=tip)
     else:
         if st.session_state.get(step_key) not in steps:
             st.session_state[step_key] = steps[-1]
-        step = c1.select_slider(label, options=steps, key=step_key, help=tip)
+        step = st.select_slider(label, options=steps, key=step_key, help=tip)
     real = arena.data.x[:1000].float().cpu().numpy() if not arena.data.is_image else None
     for col, (name, arm) in zip(st.columns(len(arms)), arms.items()):
         snap = arm.snapshots.at_step(step)
@@ -307,9 +308,7 @@ def samples(arena: Arena) -> None:
                          width="stretch")
             else:
                 fig = charts.toy_figure(real, snap.points, snap.heatmap, snap.extent,
-                                        title=f"{name} · step {snap.step:,}", height=330)
-                # no colour bars: equal panel sizes; the caption below gives the scale
-                fig.update_traces(showscale=False, selector={"type": "heatmap"})
+                                        title=f"{name} · step {snap.step:,}", height=250)
                 st.plotly_chart(fig, key=f"cmp_toy_{name}", width="stretch",
                                 config={"displaylogo": False})
     if real is not None:
@@ -350,8 +349,9 @@ def live_view(arena: Arena) -> None:
             metric_charts(arena, smoothing)
         with right:
             st.markdown("**Latest metrics per arm**")
-            st.dataframe(latest_table(arena), key="cmp_table", width="stretch",
-                         hide_index=True,
+            table = latest_table(arena)
+            st.dataframe(table, key="cmp_table", width="stretch", hide_index=True,
+                         height=35 * (len(table) + 1) + 3,   # every row, no scrolling
                          column_config={"metric": st.column_config.TextColumn(width="medium")})
             samples(arena)
         if was_live and not arena.status.live:

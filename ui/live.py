@@ -205,6 +205,7 @@ def samples(trainer: Trainer) -> None:
         fig = charts.toy_figure(_real_points(trainer), snap.points, snap.heatmap, snap.extent,
                                 title=f"Real vs generated at step {snap.step:,} over D(x)")
         st.plotly_chart(fig, key="chart_toy", width="stretch", config={"displaylogo": False})
+        st.caption(charts.TOY_CAPTION)
 
 
 def live_view(trainer: Trainer) -> None:
