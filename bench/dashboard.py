@@ -2,6 +2,7 @@
 
     python bench/dashboard.py                 # both measurements + screenshots in docs/
     python bench/dashboard.py --seconds 10 --no-screenshots
+    python bench/dashboard.py --screenshots-only
 
 1. steps/s of a ring8 and an mnist5k run started from the Train page with the page
    open in headless chromium (charts refreshing every second) vs the same config run
@@ -9,8 +10,9 @@
    headless in one session; the ratio is browser / mean(headless).
 2. The JSON size of one chart update (every figure the Train page sends per tick)
    after 20,000 ring8 steps, and the time to build it.
-Screenshots of the Train page (mnist5k and ring8 live) and the Checkpoints page go to
-docs/ as palette PNGs (small enough to commit).
+Screenshots of the Train page (mnist5k and ring8 live), the Compare page (bce vs
+reinforce on ring8, live) and the Checkpoints page go to docs/ as palette PNGs (small
+enough to commit).
 """
 from __future__ import annotations
 
@@ -61,17 +63,46 @@ def browser_rate(page, url: str, data: str, seconds: float) -> float:
     return rate
 
 
+SETTLED_JS = """() => !document.querySelector('[data-stale="true"]') &&
+  !document.querySelector('[data-testid="stSkeleton"]') &&
+  [...document.querySelectorAll('[data-testid="stPlotlyChart"]')].every(el => {
+    const gd = el.querySelector('.js-plotly-plot');
+    return gd && gd._fullData && gd._fullData.length && gd.querySelector('.main-svg'); })"""
+
+
+def settled_screenshot(page, tries: int = 10, **kwargs) -> bytes:
+    """A screenshot between two refreshes where one can be had: nothing faded as
+    stale (Streamlit greys out what the running fragment has not redrawn yet) and
+    every chart drawn, before and after the capture. Streamlit 1.67 remounts a
+    plotly_chart whose figure changed (its element id hashes the spec), so during a
+    refresh old and new charts coexist and a new one may not be painted yet."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    raw = b""
+    for _ in range(tries):
+        try:
+            page.wait_for_function(SETTLED_JS, timeout=15_000, polling=50)
+        except PlaywrightTimeout:   # a busy machine: the page never settles; take it
+            break
+        raw = page.screenshot(**kwargs)
+        if page.evaluate(SETTLED_JS):
+            return raw
+    print("  (no settled moment between refreshes: the screenshot may show stale parts)")
+    return raw or page.screenshot(**kwargs)
+
+
 def save_small_png(page, path: Path, **kwargs) -> None:
     from PIL import Image
 
-    raw = page.screenshot(**kwargs)
+    raw = settled_screenshot(page, **kwargs)
     img = Image.open(io.BytesIO(raw)).convert("RGB").quantize(colors=128)
     img.save(path, optimize=True)
     print(f"  {path.relative_to(ROOT)}: {path.stat().st_size / 1024:.0f} KB")
 
 
 def screenshots(page, url: str, docs: Path) -> None:
-    for data, name, wait_s in (("mnist5k", "train.png", 25), ("ring8", "train_ring8.png", 15)):
+    # ring8 first and stopped, so one run trains at a time while the pages are shot
+    for data, name, wait_s in (("ring8", "train_ring8.png", 15), ("mnist5k", "train.png", 25)):
         page.goto(url)
         b.choose_data(page, data)
         b.click(page, "btn_start")
@@ -82,6 +113,8 @@ def screenshots(page, url: str, docs: Path) -> None:
         if data == "ring8":
             b.click(page, "btn_stop")
             b.wait_status(page, "stopped")
+            b.click(page, "btn_reset")
+            page.locator(".st-key-btn_start").wait_for()
         else:
             run_url = page.url
     # Checkpoints page while the mnist5k run is still live, after one Save now.
@@ -94,12 +127,31 @@ def screenshots(page, url: str, docs: Path) -> None:
     page.locator(".st-key-checkpoint_file input").click()
     page.get_by_role("option", name=f"{run_id}/", exact=False).first.click()
     page.get_by_text(f"run {run_id}").wait_for()
+    page.keyboard.press("Escape")   # no focus ring on the box just used
+    page.mouse.click(700, 5)
     time.sleep(1.5)
     save_small_png(page, docs / "checkpoints.png")
     page.set_viewport_size({"width": 1400, "height": 1000})
     page.goto(run_url)
     b.wait_status(page, "running")
     b.click(page, "btn_stop")
+
+
+def compare_screenshot(page, url: str, docs: Path, wait_s: float = 20) -> None:
+    """bce vs reinforce on ring8 from the Compare page's defaults, until stopped."""
+    page.set_viewport_size({"width": 1400, "height": 1250})
+    page.goto(url + "/compare")
+    page.get_by_role("heading", name="Compare update rules").wait_for()
+    b.select_option(page, "cmp_data", "ring8")
+    b.set_number(page, "cmp_steps", 0)
+    b.click(page, "cmp_start")
+    page.wait_for_function("() => { const e = document.querySelector('.st-key-cmp_status_line');"
+                           " return e && e.innerText.includes('running'); }")
+    page.locator(".st-key-cmp_grid_reinforce .js-plotly-plot").first.wait_for()
+    time.sleep(wait_s)
+    save_small_png(page, docs / "compare.png")
+    b.click(page, "cmp_stop")
+    page.set_viewport_size({"width": 1400, "height": 1000})
 
 
 def chart_update_size(steps: int = 20_000) -> None:
@@ -129,6 +181,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=15.0)
     parser.add_argument("--no-screenshots", action="store_true")
+    parser.add_argument("--screenshots-only", action="store_true")
     args = parser.parse_args()
     chromium = b.find_chromium()
     if chromium is None:
@@ -139,7 +192,7 @@ def main() -> None:
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.set_default_timeout(90_000)
         print("steps/s: headless vs dashboard open in chromium (same session)")
-        for data in ("ring8", "mnist5k"):
+        for data in () if args.screenshots_only else ("ring8", "mnist5k"):
             h1 = headless_rate(data, args.seconds)
             w = browser_rate(page, url, data, args.seconds)
             h2 = headless_rate(data, args.seconds)
@@ -148,6 +201,9 @@ def main() -> None:
         if not args.no_screenshots:
             print("screenshots")
             screenshots(page, url, ROOT / "docs")
+            compare_screenshot(page, url, ROOT / "docs")
+    if args.screenshots_only:
+        return
     print("chart update size after 20,000 steps")
     chart_update_size()
 
