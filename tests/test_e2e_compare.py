@@ -2,7 +2,8 @@
 
 Starts bce vs reinforce on ring8, waits until both arms' loss traces grow on the same
 chart and both arms' sample panels appear, then stops. Set GANLAB_SCREENSHOT=path to
-save a screenshot of the live comparison (docs/compare.png is made this way).
+save a screenshot of the live comparison (docs/compare.png comes from
+`python bench/dashboard.py --screenshots-only`). Fixtures: tests/conftest.py.
 """
 from __future__ import annotations
 
