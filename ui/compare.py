@@ -135,20 +135,6 @@ def start_buttons(cfg: TrainConfig | None, arms: list[ArmSpec], warmup: int) -> 
         st.rerun()
 
 
-def _resume(arena: Arena) -> None:
-    try:
-        registry().resume(arena)
-    except runs.CapReached as exc:
-        live.flash_error(str(exc))
-
-
-def _step(arena: Arena) -> None:
-    try:
-        arena.step_once()
-    except RuntimeError as exc:
-        live.flash_error(str(exc))
-
-
 def _reset(arena: Arena) -> None:
     arena.stop()
     detach()
@@ -165,18 +151,8 @@ def _save(arena: Arena) -> None:
 
 
 def controls(arena: Arena) -> None:
-    state = arena.status.state
     cols = st.columns(5)
-    if state == "running":
-        cols[0].button("Pause", key="cmp_pause", on_click=arena.pause, width="stretch")
-    else:
-        cols[0].button("Resume", key="cmp_resume", disabled=state not in ("paused", "diverged"),
-                       on_click=_resume, args=(arena,), width="stretch")
-    cols[1].button("Step", key="cmp_step", disabled=state not in ("paused", "diverged"),
-                   on_click=_step, args=(arena,), width="stretch",
-                   help="One lockstep step of every arm while paused")
-    cols[2].button("Stop", key="cmp_stop", disabled=not arena.status.live,
-                   on_click=arena.stop, width="stretch")
+    live.run_buttons(cols, arena, registry(), "cmp", "One lockstep step of every arm while paused")
     cols[3].button("New comparison", key="cmp_reset", on_click=_reset, args=(arena,),
                    width="stretch", help="Stop these arms and configure new ones")
     cols[4].button("Save checkpoint", key="cmp_save", on_click=_save, args=(arena,),

@@ -48,18 +48,34 @@ def _start(cfg: TrainConfig) -> None:
     runs.attach(trainer)
 
 
-def _resume(trainer: Trainer) -> None:
+def _resume(run, registry) -> None:
     try:
-        runs.registry().resume(trainer)
+        registry.resume(run)
     except runs.CapReached as exc:
         flash_error(str(exc))
 
 
-def _step(trainer: Trainer) -> None:
+def _step(run) -> None:
     try:
-        trainer.step_once()
+        run.step_once()
     except RuntimeError as exc:
         flash_error(str(exc))
+
+
+def run_buttons(cols, run, registry, key: str, step_help: str) -> None:
+    """Pause / Resume, Step and Stop in three columns, for a Trainer or an Arena (both
+    have the same controls); `key` prefixes the widget keys."""
+    state = run.status.state
+    not_paused = state not in ("paused", "diverged")
+    if state == "running":
+        cols[0].button("Pause", key=f"{key}_pause", on_click=run.pause, width="stretch")
+    else:
+        cols[0].button("Resume", key=f"{key}_resume", disabled=not_paused,
+                       on_click=_resume, args=(run, registry), width="stretch")
+    cols[1].button("Step", key=f"{key}_step", disabled=not_paused, on_click=_step,
+                   args=(run,), width="stretch", help=step_help)
+    cols[2].button("Stop", key=f"{key}_stop", disabled=not run.status.live,
+                   on_click=run.stop, width="stretch")
 
 
 def _reset(trainer: Trainer) -> None:
@@ -79,17 +95,7 @@ def controls(trainer: Trainer | None, cfg: TrainConfig | None) -> None:
             _start(cfg)
             st.rerun()   # draw the attached run (or the flashed error) with its buttons
         return
-    state = trainer.status.state
-    if state == "running":
-        cols[0].button("Pause", key="btn_pause", on_click=trainer.pause, width="stretch")
-    else:
-        cols[0].button("Resume", key="btn_resume", disabled=state not in ("paused", "diverged"),
-                       on_click=_resume, args=(trainer,), width="stretch")
-    cols[1].button("Step", key="btn_step", disabled=state not in ("paused", "diverged"),
-                   on_click=_step, args=(trainer,), width="stretch",
-                   help="One training step while paused")
-    cols[2].button("Stop", key="btn_stop", disabled=not trainer.status.live,
-                   on_click=trainer.stop, width="stretch")
+    run_buttons(cols, trainer, runs.registry(), "btn", "One training step while paused")
     cols[3].button("Reset", key="btn_reset", on_click=_reset, args=(trainer,),
                    width="stretch", help="Stop this run and configure a new one")
     cols[4].download_button("Metrics CSV", data=trainer.log.to_csv, key="btn_csv",
