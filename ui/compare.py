@@ -36,24 +36,15 @@ def registry() -> runs.RunRegistry:
     return reg
 
 
+LINK = runs.RunLink(QUERY_KEY, SESSION_KEY)
+attach, detach = LINK.attach, LINK.detach
+
+
 def current() -> Arena | None:
-    wanted = st.query_params.get(QUERY_KEY) or st.session_state.get(SESSION_KEY)
-    arena = registry().get(wanted)
+    arena = registry().get(LINK.requested())
     if arena is not None:
         attach(arena)
     return arena
-
-
-def attach(arena: Arena) -> None:
-    if st.query_params.get(QUERY_KEY) != arena.run_id:
-        st.query_params[QUERY_KEY] = arena.run_id
-    st.session_state[SESSION_KEY] = arena.run_id
-
-
-def detach() -> None:
-    if QUERY_KEY in st.query_params:
-        del st.query_params[QUERY_KEY]
-    st.session_state.pop(SESSION_KEY, None)
 
 
 # -- the form ----------------------------------------------------------------------------

@@ -152,10 +152,29 @@ def registry() -> RunRegistry:
     return reg
 
 
-def requested_run_id() -> str | None:
-    """The run id in the URL; else the one this session last showed (a page switch
-    drops the query string, a reload keeps it)."""
-    return st.query_params.get(QUERY_KEY) or st.session_state.get(SESSION_KEY)
+class RunLink:
+    """Which run a page shows: its id in the URL (a reload keeps it) and in the session
+    (a page switch drops the query string). One per page kind (Train runs, arenas)."""
+
+    def __init__(self, query_key: str, session_key: str) -> None:
+        self.query_key, self.session_key = query_key, session_key
+
+    def requested(self) -> str | None:
+        return st.query_params.get(self.query_key) or st.session_state.get(self.session_key)
+
+    def attach(self, run) -> None:
+        if st.query_params.get(self.query_key) != run.run_id:
+            st.query_params[self.query_key] = run.run_id
+        st.session_state[self.session_key] = run.run_id
+
+    def detach(self) -> None:
+        if self.query_key in st.query_params:
+            del st.query_params[self.query_key]
+        st.session_state.pop(self.session_key, None)
+
+
+TRAIN_LINK = RunLink(QUERY_KEY, SESSION_KEY)
+requested_run_id, attach, detach = TRAIN_LINK.requested, TRAIN_LINK.attach, TRAIN_LINK.detach
 
 
 def current_run() -> Trainer | None:
@@ -164,15 +183,3 @@ def current_run() -> Trainer | None:
     if trainer is not None:
         attach(trainer)
     return trainer
-
-
-def attach(trainer: Trainer) -> None:
-    if st.query_params.get(QUERY_KEY) != trainer.run_id:
-        st.query_params[QUERY_KEY] = trainer.run_id
-    st.session_state[SESSION_KEY] = trainer.run_id
-
-
-def detach() -> None:
-    if QUERY_KEY in st.query_params:
-        del st.query_params[QUERY_KEY]
-    st.session_state.pop(SESSION_KEY, None)
