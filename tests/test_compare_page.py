@@ -98,3 +98,21 @@ def test_rule_switch_and_save(arenas, tmp_path):
     at.button(key="cmp_reset").click().run()
     assert not arena.thread_alive
     assert at.button(key="cmp_start")
+
+
+def test_reinforce_options_reach_every_arm(arenas):
+    # the same REINFORCE inputs as the Train form (K too), shared by every arm
+    at = page()
+    at.sidebar.number_input(key="cmp_samples").set_value(1).run()
+    assert any("reinforce.samples_per_z" in e.value for e in at.error)
+    assert at.button(key="cmp_start").disabled
+    at.sidebar.number_input(key="cmp_samples").set_value(6)
+    at.sidebar.number_input(key="cmp_sigma_start").set_value(0.2)
+    at.sidebar.number_input(key="cmp_sigma_end").set_value(0.05).run()
+    at.button(key="cmp_start").click().run()
+    assert not at.exception
+    (arena,) = arenas.runs()
+    arena.stop()
+    for arm in arena.arms.values():
+        opts = arm.cfg.reinforce
+        assert (opts.samples_per_z, opts.sigma_start, opts.sigma_end) == (6, 0.2, 0.05)

@@ -15,9 +15,9 @@ import streamlit as st
 
 from core.arena import Arena, ArmSpec
 from core.compare import DEFAULT_IMAGE_WARMUP
-from core.config import PRESETS, REWARD_NAMES, RULE_NAMES, ConfigError, TrainConfig, preset
+from core.config import PRESETS, RULE_NAMES, ConfigError, TrainConfig, preset
 from core.trainer import new_run_id
-from ui import charts, live, runs
+from ui import charts, live, runs, widgets
 
 QUERY_KEY = "arena"
 SESSION_KEY = "attached_arena"
@@ -63,13 +63,7 @@ def form() -> tuple[TrainConfig | None, list[ArmSpec], int]:
                         index=list(PRESETS).index("recommended"),
                         help="recommended: settings found to train well on this data set "
                              "(shared by every arm); source: the source document's")
-    with st.expander("REINFORCE options (reinforce arms)"):
-        reward = st.selectbox("Reward", REWARD_NAMES, key=K + "reward")
-        s1, s2 = st.columns(2)
-        sigma_start = s1.number_input("sigma start (0 = preset)", value=0.0, step=0.05,
-                                      format="%.3f", key=K + "sigma_start")
-        sigma_end = s2.number_input("sigma floor (0 = preset)", value=0.0, step=0.01,
-                                    format="%.3f", key=K + "sigma_end")
+    reinforce = widgets.reinforce_options(K, "REINFORCE options (reinforce arms)")
     c1, c2 = st.columns(2)
     steps = c1.number_input("Compared steps (0 = until stopped)", value=3000, step=500,
                             key=K + "steps")
@@ -81,13 +75,9 @@ def form() -> tuple[TrainConfig | None, list[ArmSpec], int]:
     sample_every = c2.number_input("Sample every", value=100, step=50, key=K + "sample_every")
     batch = c1.number_input("Batch size (0 = preset)", value=0, step=64, key=K + "batch")
     changes = {"data": data, "steps": int(steps), "seed": int(seed),
-               "sample_every": int(sample_every), "reinforce.reward": reward}
+               "sample_every": int(sample_every), **reinforce}
     if batch:
         changes["batch_size"] = int(batch)
-    if sigma_start:
-        changes["reinforce.sigma_start"] = float(sigma_start)
-    if sigma_end:
-        changes["reinforce.sigma_end"] = float(sigma_end)
     try:
         cfg = preset(name, **changes)
     except ConfigError as exc:

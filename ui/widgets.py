@@ -50,6 +50,26 @@ def _init_defaults() -> None:
             st.session_state[KEY + name] = value
 
 
+def reinforce_options(key: str, label: str = "REINFORCE options") -> dict:
+    """The REINFORCE inputs (an expander) of the Train and Compare forms, keyed
+    `key` + reward / samples / sigma_start / sigma_end; returns them as preset()
+    changes, leaving out the zeros (0 = auto: the engine picks per data set)."""
+    with st.expander(label, expanded=False):
+        reward = st.selectbox("Reward", REWARD_NAMES, key=key + "reward",
+                              help="log_d: log D(x) (default); d: D(x); logit: clipped logit")
+        samples = st.number_input("Samples per z (K, 0 = auto)", value=0, step=1,
+                                  key=key + "samples")
+        s1, s2 = st.columns(2)
+        sigma_start = s1.number_input("sigma start (0 = auto)", value=0.0, step=0.05,
+                                      format="%.3f", key=key + "sigma_start")
+        sigma_end = s2.number_input("sigma floor (0 = auto)", value=0.0, step=0.01,
+                                    format="%.3f", key=key + "sigma_end")
+    changes = {"reinforce.reward": reward, "reinforce.samples_per_z": int(samples),
+               "reinforce.sigma_start": float(sigma_start),
+               "reinforce.sigma_end": float(sigma_end)}
+    return {k: v for k, v in changes.items() if v or k == "reinforce.reward"}
+
+
 def config_form() -> tuple[TrainConfig | None, str | None]:
     """Draw the form; return (config, None) or (None, error message)."""
     _init_defaults()
@@ -69,16 +89,7 @@ def config_form() -> tuple[TrainConfig | None, str | None]:
     rule = st.selectbox("Update rule", RULE_NAMES, key=k + "rule",
                         help="bce: backprop through D. reinforce: policy gradient with D as "
                              "the reward. Can be switched while a run is live.")
-    with st.expander("REINFORCE options", expanded=False):
-        reward = st.selectbox("Reward", REWARD_NAMES, key=k + "reward",
-                              help="log_d: log D(x) (default); d: D(x); logit: clipped logit")
-        samples = st.number_input("Samples per z (K, 0 = auto)", value=0, step=1,
-                                  key=k + "samples")
-        s1, s2 = st.columns(2)
-        sigma_start = s1.number_input("sigma start (0 = auto)", value=0.0, step=0.05,
-                                      format="%.3f", key=k + "sigma_start")
-        sigma_end = s2.number_input("sigma floor (0 = auto)", value=0.0, step=0.01,
-                                    format="%.3f", key=k + "sigma_end")
+    reinforce = reinforce_options(k)
     c1, c2 = st.columns(2)
     g_lr = c1.number_input("G learning rate", step=1e-4, format="%.1e", key=k + "g_lr")
     d_lr = c2.number_input("D learning rate", step=1e-4, format="%.1e", key=k + "d_lr")
@@ -100,13 +111,11 @@ def config_form() -> tuple[TrainConfig | None, str | None]:
     try:
         cfg = preset(name, **{
             "data": data, "data_root": root, "rule": rule,
-            "reinforce.reward": reward, "reinforce.samples_per_z": int(samples),
-            "reinforce.sigma_start": float(sigma_start), "reinforce.sigma_end": float(sigma_end),
             "g_opt.lr": float(g_lr), "d_opt.lr": float(d_lr),
             "g_opt.beta1": float(g_beta1), "d_opt.beta1": float(d_beta1),
             "batch_size": int(batch), "d_steps": int(d_steps), "seed": int(seed),
             "device": device, "steps": int(steps), "sample_every": int(sample_every),
-            "eval_every": int(eval_every)})
+            "eval_every": int(eval_every), **reinforce})
     except ConfigError as exc:
         st.error(f"Invalid setting: {exc}", icon=":material/error:")
         return None, str(exc)
