@@ -2,34 +2,24 @@
 import streamlit as st
 
 from ui import checkpoints as ck
-from ui import live, runs
+from ui import compare, live, runs
 
 st.title("Checkpoints")
 registry = runs.registry()
-any_live = any(t.status.live for t in registry.runs())
+any_live = any(t.status.live for t in registry.runs()) or bool(compare.live_arenas())
 
 
 @st.fragment(run_every=live.POLL_S if any_live else None)
 def runs_in_memory() -> None:
-    trainers = registry.runs()
-    if not trainers:
-        st.caption("No runs in this server yet: start one on the Train page.")
+    trainers, arenas = registry.runs(), compare.live_arenas()
+    if not trainers and not arenas:
+        st.caption("No runs in this server yet: start one on the Train or Compare page.")
     for t in trainers:
-        s = t.status
-        with st.container(border=True, key=f"run_{t.run_id}"):
-            c1, c2, c3 = st.columns([4, 1, 1], vertical_alignment="center")
-            c1.markdown(f"`{t.run_id}` · **{s.state}** · step {s.step:,} · rule {t.cfg.rule} "
-                        f"· data {t.cfg.data}")
-            if c2.button("Save now", key=f"save_{t.run_id}", width="stretch"):
-                path = ck.save_now(t)
-                st.toast(f"Saved {path}")
-                st.rerun()   # the table below lists the new file
-            c3.download_button(
-                "Download", data=ck.live_state_bytes(t), key=f"dl_{t.run_id}",
-                file_name=ck.download_name(t.run_id, s.step), disabled=s.state == "running",
-                on_click="ignore", width="stretch",
-                help="Pause the run first (or use Save now), so the file is the step it names")
-    if any_live and not any(t.status.live for t in trainers):
+        ck.run_card(t, f"rule {t.cfg.rule} · data {t.cfg.data}")
+    for a in arenas:
+        ck.run_card(a, f"comparison {' vs '.join(a.arms)} · data {a.cfg.data} "
+                       "(one file with every arm)", warming_up=a.warming_up)
+    if any_live and not any(t.status.live for t in trainers) and not arenas:
         st.rerun()
 
 

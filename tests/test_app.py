@@ -385,3 +385,23 @@ def test_arena_checkpoint_resumes_the_chosen_arm(app_env):
     assert trainer.cfg.rule == "reinforce" and trainer.step_count >= 4
     assert (4, f"from {arena.run_id}-reinforce @ 4") in list(trainer.log.events)
     assert at.title[0].value == "Train"
+
+
+def test_checkpoints_page_lists_and_saves_live_comparisons(app_env):
+    from core.arena import Arena
+    from ui.compare import registry as arenas
+    arena = Arena(preset("recommended", data="ring8", steps=0), ["bce", "reinforce"])
+    arenas().start(arena)
+    wait_for(lambda: arena.step_count >= 3, what="steps")
+    arena.pause()
+    at = checkpoints_page()
+    card = at.get("markdown")
+    assert any(f"`{arena.run_id}` · **paused**" in m.value and "bce vs reinforce" in m.value
+               for m in card)
+    at.button(key=f"save_{arena.run_id}").click().run()
+    assert not at.exception
+    (saved,) = (app_env / arena.run_id).glob("step_*.pt")
+    assert at.dataframe[0].value.iloc[0]["rule"] == "bce,reinforce", "one file, every arm"
+    arena.stop()
+    at.run()
+    assert not any(arena.run_id in m.value for m in at.get("markdown")), "only live ones"

@@ -62,19 +62,40 @@ def table(files: list[Path]) -> pd.DataFrame:
                                        "file"])
 
 
-def save_now(trainer: Trainer) -> Path:
-    path = checkpoint_dir() / trainer.run_id / f"step_{trainer.step_count}.pt"
-    return trainer.save_checkpoint(path)
+def save_now(run) -> Path:
+    """Save a Trainer, or an Arena (one file with every arm, as the Compare page does)."""
+    path = checkpoint_dir() / run.run_id / f"step_{run.step_count}.pt"
+    return run.save_checkpoint(path)
+
+
+def run_card(run, what: str, warming_up: bool = False) -> None:
+    """One run of this server (a Trainer or an Arena) with Save now and Download;
+    `what` describes it after its id and state. An arena cannot be saved while it
+    warms up (its arms do not exist yet)."""
+    s = run.status
+    with st.container(border=True, key=f"run_{run.run_id}"):
+        c1, c2, c3 = st.columns([4, 1, 1], vertical_alignment="center")
+        c1.markdown(f"`{run.run_id}` · **{s.state}** · step {s.step:,} · {what}")
+        if c2.button("Save now", key=f"save_{run.run_id}", width="stretch",
+                     disabled=warming_up, help="Save after the bce warm-up" if warming_up
+                     else None):
+            st.toast(f"Saved {save_now(run)}")
+            st.rerun()   # the table below lists the new file
+        c3.download_button(
+            "Download", data=live_state_bytes(run), key=f"dl_{run.run_id}",
+            file_name=download_name(run.run_id, s.step),
+            disabled=s.state == "running" or warming_up, on_click="ignore", width="stretch",
+            help="Pause the run first (or use Save now), so the file is the step it names")
 
 
 def download_name(run_id: str, step: int) -> str:
     return f"{run_id}_step_{step}.pt"
 
 
-def live_state_bytes(trainer: Trainer):
+def live_state_bytes(run):
     """A callable for st.download_button: serialised on click, in another thread;
-    state_dict() takes the trainer's lock, so the weights are read consistently."""
-    return lambda: to_bytes(trainer.state_dict())
+    state_dict() takes the run's lock, so the weights are read consistently."""
+    return lambda: to_bytes(run.state_dict())
 
 
 def load(source) -> tuple[dict | None, str | None]:

@@ -36,6 +36,11 @@ def registry() -> runs.RunRegistry:
     return reg
 
 
+def live_arenas() -> list[Arena]:
+    """Comparisons that are running or paused (listed on the Checkpoints page)."""
+    return [a for a in registry().runs() if a.status.live]
+
+
 LINK = runs.RunLink(QUERY_KEY, SESSION_KEY)
 attach, detach = LINK.attach, LINK.detach
 
