@@ -405,3 +405,58 @@ def test_checkpoints_page_lists_and_saves_live_comparisons(app_env):
     arena.stop()
     at.run()
     assert not any(arena.run_id in m.value for m in at.get("markdown")), "only live ones"
+
+
+# -- a run that failed or diverged ----------------------------------------------------------
+def record_fragment_intervals(monkeypatch) -> list:
+    """The run_every of every st.fragment the page defines, in order."""
+    import streamlit as st
+    seen, real = [], st.fragment
+
+    def recording(func=None, *, run_every=None, **kwargs):
+        seen.append(run_every)
+        return real(func, run_every=run_every, **kwargs)
+
+    monkeypatch.setattr(st, "fragment", recording)
+    return seen
+
+
+def train_page(run_id: str) -> AppTest:
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT)
+    at.query_params["run"] = run_id
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def test_failed_run_shows_the_error_and_what_to_do(app_env, monkeypatch):
+    trainer = Trainer(preset("recommended", data="ring8"))
+
+    def explode(t):
+        if t.step_count == 3:
+            raise ValueError("boom in a hook")
+
+    trainer.on_step.append(explode)
+    registry().start(trainer)
+    wait_for(lambda: trainer.status.state == "failed", what="the crash")
+    intervals = record_fragment_intervals(monkeypatch)
+    at = train_page(trainer.run_id)
+    (error,) = at.error
+    assert "ValueError: boom in a hook" in error.value and "step 3" in error.value
+    assert "Checkpoints" in error.value and "Reset" in error.value, "what the user can do"
+    assert "**failed**" in status_text(at)
+    assert intervals == [None], "no polling for a failed run"
+    assert at.button(key="btn_resume").disabled and not at.button(key="btn_reset").disabled
+
+
+def test_diverged_run_shows_the_message_and_what_to_do(app_env):
+    trainer = tiny_trainer(steps=3)
+    trainer.x = torch.full_like(trainer.x, float("nan"))   # poisoned data -> NaN D loss
+    registry().start(trainer)
+    wait_for(lambda: trainer.status.state == "diverged", what="divergence")
+    at = train_page(trainer.run_id)
+    (warning,) = at.warning
+    assert "diverged at step 4" in warning.value and "not finite" in warning.value
+    assert "fine-tune with lower learning rates" in warning.value and "resume" in warning.value
+    assert not at.error and not at.button(key="btn_resume").disabled
+    trainer.stop()

@@ -2,7 +2,8 @@
 
 One polling fragment per page (DESIGN.md 3, 11): it re-runs every POLL_S seconds
 while the run is live, is defined with run_every=None otherwise, and calls
-st.rerun() once when the run ends so the buttons refresh and polling stops.
+st.rerun() once when the run's state changes on its own (it ended, failed or
+diverged) so the buttons refresh and polling stops where the run is over.
 Buttons live outside the fragment. Run controls act through on_click callbacks,
 which run before the script, so the page draws the new state in the same run; Start
 is a plain button instead (see controls()).
@@ -134,7 +135,9 @@ def status(trainer: Trainer) -> None:
             st.progress(min(1.0, s.step / trainer.cfg.steps),
                         text=f"{s.step:,} / {trainer.cfg.steps:,} steps")
     if s.state == "failed":
-        st.error(s.message or trainer.error, icon=":material/error:")
+        st.error(f"{s.message or trainer.error}\n\nThe weights of step {s.step:,} are kept: "
+                 "save them on the **Checkpoints** page and resume or fine-tune from the "
+                 "file, or press **Reset** to start a new run.", icon=":material/error:")
         if trainer.error_trace:
             with st.expander("Traceback"):
                 st.code(trainer.error_trace)
@@ -216,7 +219,8 @@ def samples(trainer: Trainer) -> None:
 
 def live_view(trainer: Trainer) -> None:
     """Status, charts and samples inside the page's one polling fragment."""
-    was_live = trainer.status.live
+    drawn = trainer.status     # the state the buttons above were drawn for
+    was_live = drawn.live
     c1, c2 = st.columns([3, 1])
     smoothing = c1.slider("EMA smoothing", 0.0, 0.99, 0.9, 0.01, key="smoothing",
                           help="Raw values faint, smoothed bold")
@@ -231,7 +235,9 @@ def live_view(trainer: Trainer) -> None:
             metric_charts(trainer, smoothing, frozen)
         with right:
             samples(trainer)
-        if was_live and not trainer.status.live:
-            st.rerun()   # the run ended: refresh the buttons, stop polling
+        if was_live and trainer.status.state != drawn.state:
+            # the run ended (stop polling) or diverged (Pause -> Resume, Step): the
+            # buttons outside this fragment must follow
+            st.rerun()
 
     view()
