@@ -11,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-from .checkpoint import CheckpointError, checkpoint_summary, config_of, load_checkpoint
+from .checkpoint import CheckpointError, checkpoint_summary, load_checkpoint
 from .config import DATA_NAMES, PRESETS, RULE_NAMES, ConfigError, TrainConfig, preset
 from .data import DataError
 
@@ -119,16 +119,9 @@ def _trainer_from_checkpoint(path: str, cfg: TrainConfig, args, out: Path):
     state = load_checkpoint(path)
     if state.get("kind") == "arena":
         raise UsageError(f"{path} is an arena checkpoint; extract an arm first")
-    saved = config_of(state)
     # Resume keeps the saved run's settings; only the budget and the rule may change.
-    changes = {"steps": cfg.steps}
-    if args.rule:
-        changes["rule"] = args.rule
-    trainer = Trainer(saved.replace(**changes), run_id=out.name, run_dir=out)
-    trainer.load_state_dict(state)
-    if args.rule and args.rule != saved.rule:
-        trainer.log.add_event(trainer.step_count, f"rule: {saved.rule} -> {args.rule}")
-    return trainer
+    return Trainer.from_checkpoint(state, rule=args.rule, run_id=out.name, run_dir=out,
+                                   steps=cfg.steps)
 
 
 def write_run_outputs(trainer, out: Path) -> None:
@@ -170,23 +163,22 @@ def scatter_png(data, points) -> bytes:
 def cmd_sample(args: argparse.Namespace) -> int:
     import torch
 
+    from .evaluate import generator_from_state
     from .samples import grid_png
-    from .trainer import Trainer
 
     state = load_checkpoint(args.checkpoint)
     if state.get("kind") == "arena":
         raise UsageError(f"{args.checkpoint} is an arena checkpoint; extract an arm first")
-    trainer = Trainer(config_of(state).replace(device="cpu"))
-    trainer.load_state_dict(state, restore_optimizers=False)
+    G, data = generator_from_state(state)
     gen = torch.Generator().manual_seed(args.seed)
-    z = torch.randn(args.n, trainer.cfg.latent_dim, generator=gen)
+    z = torch.randn(args.n, G.layers[0].in_features, generator=gen)
     with torch.no_grad():
-        out = trainer.nets.G(z)
-    png = (grid_png(out, trainer.data.image_shape) if trainer.data.is_image
-           else scatter_png(trainer.data, out.numpy()))
+        out = G(z)
+    png = (grid_png(out, data.image_shape) if data.is_image
+           else scatter_png(data, out.numpy()))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_bytes(png)
-    print(f"wrote {args.out} ({args.n} samples from step {trainer.step_count})")
+    print(f"wrote {args.out} ({args.n} samples from step {state['step']})")
     return 0
 
 

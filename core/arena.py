@@ -16,7 +16,6 @@ the source's "RL fine-tuning" scenario.
 """
 from __future__ import annotations
 
-import copy
 import hashlib
 import threading
 import time
@@ -30,8 +29,8 @@ from .data import load_dataset
 from .evaluate import QualityHook
 from .metrics import MetricLog
 from .samples import SnapshotStore
-from .trainer import (RunControls, Status, Trainer, _cpu, build_nets, fixed_noise,
-                      make_snapshot, new_run_id, resolve_device)
+from .trainer import (RunControls, Status, Trainer, build_nets, fixed_noise, load_nets,
+                      make_snapshot, new_run_id, resolve_device, run_state)
 from .updates import UPDATE_RULES, Nets, StepContext, draw_batch, train_step
 
 HASH_LEN = 10
@@ -113,6 +112,7 @@ def arm_names(specs: list[ArmSpec]) -> list[str]:
 
 class Arena(RunControls):
     """Lockstep training of several arms; same controls and status as Trainer."""
+    checkpoint_kind = "arena"
 
     def __init__(self, cfg: TrainConfig, arms: list, *, init_state: dict | None = None,
                  warmup_steps: int = 0, run_id: str | None = None,
@@ -139,13 +139,12 @@ class Arena(RunControls):
         self.batch_hash = ""                # chained hash of every real batch and z fed
         self.arms: dict[str, Arm] = {}
         init_nets = build_nets(cfg, self.data, self.device)   # the one initialisation
-        init = {"generator": init_nets.G.state_dict(), "discriminator": init_nets.D.state_dict()}
         for name, spec in zip(arm_names(specs), specs):
             arm_cfg = cfg.replace(rule=spec.rule,
                                   **{f"reinforce.{k}": v for k, v in spec.reinforce.items()})
             nets = build_nets(arm_cfg, self.data, self.device)
-            nets.G.load_state_dict(copy.deepcopy(init["generator"]))
-            nets.D.load_state_dict(copy.deepcopy(init["discriminator"]))
+            nets.G.load_state_dict(init_nets.G.state_dict())   # copies the values in
+            nets.D.load_state_dict(init_nets.D.state_dict())
             noise = torch.Generator(self.device).manual_seed(cfg.seed + 1)  # as Trainer's
             self.arms[name] = Arm(name, arm_cfg, nets, noise, self.data, self.lock)
         self.warmup: Trainer | None = None
@@ -168,16 +167,10 @@ class Arena(RunControls):
         """Every arm continues from one single-run state (weights, optimisers, RNGs, log)."""
         with self.lock:
             for arm in self.arms.values():
-                # torch's optimiser load keeps the given moment tensors and updates them
-                # in place: each arm needs its own copy
-                own = copy.deepcopy(state)
-                arm.nets.G.load_state_dict(own["generator"])
-                arm.nets.D.load_state_dict(own["discriminator"])
-                arm.nets.g_opt.load_state_dict(own["g_optimizer"])
-                arm.nets.d_opt.load_state_dict(own["d_optimizer"])
-                arm.noise_gen.set_state(own["rng"]["noise"])
-                arm.log = MetricLog.from_state(own["metrics"])
-                arm.snapshots = SnapshotStore.from_state(own.get("snapshots", []),
+                load_nets(arm.nets, state)
+                arm.noise_gen.set_state(state["rng"]["noise"])
+                arm.log = MetricLog.from_state(state["metrics"])
+                arm.snapshots = SnapshotStore.from_state(state.get("snapshots", []),
                                                          self.cfg.max_snapshots)
                 arm.log.add_event(int(state["step"]), label)   # same text in every arm
             self.data_gen.set_state(state["rng"]["data"])
@@ -299,20 +292,9 @@ class Arena(RunControls):
         """One arm as a single-run checkpoint dict (Trainer.load_state_dict accepts it)."""
         with self.lock:
             arm = self.arms[name]
-            return {
-                "config": arm.cfg.to_dict(),
-                "run_id": f"{self.run_id}-{name}",
-                "step": self.step_count,
-                "rule": arm.cfg.rule,
-                "generator": _cpu(arm.nets.G.state_dict()),
-                "discriminator": _cpu(arm.nets.D.state_dict()),
-                "g_optimizer": _cpu(arm.nets.g_opt.state_dict()),
-                "d_optimizer": _cpu(arm.nets.d_opt.state_dict()),
-                "rng": {"data": self.data_gen.get_state(), "noise": arm.noise_gen.get_state()},
-                "fixed_z": self.fixed_z.cpu(),
-                "metrics": arm.log.state(),
-                "snapshots": arm.snapshots.state(),
-            }
+            return run_state(arm.cfg, f"{self.run_id}-{name}", self.step_count, arm.nets,
+                             self.data_gen, arm.noise_gen, self.fixed_z, arm.log,
+                             arm.snapshots)
 
     def state_dict(self) -> dict:
         with self.lock:
@@ -339,10 +321,7 @@ class Arena(RunControls):
             for name, arm in self.arms.items():
                 s = state["arms"][name]
                 arm.cfg = TrainConfig.from_dict(s["config"])
-                arm.nets.G.load_state_dict(s["generator"])
-                arm.nets.D.load_state_dict(s["discriminator"])
-                arm.nets.g_opt.load_state_dict(copy.deepcopy(s["g_optimizer"]))  # see _fork
-                arm.nets.d_opt.load_state_dict(copy.deepcopy(s["d_optimizer"]))
+                load_nets(arm.nets, s)
                 arm.noise_gen.set_state(s["rng"]["noise"])
                 arm.log = MetricLog.from_state(s["metrics"])
                 arm.snapshots = SnapshotStore.from_state(s["snapshots"], self.cfg.max_snapshots)
@@ -366,19 +345,11 @@ class Arena(RunControls):
         arena.load_state_dict(state)
         return arena
 
-    def save_checkpoint(self, path: str | Path | None = None) -> Path:
-        from .checkpoint import save_checkpoint
-        if path is None:
-            base = self.run_dir or Path("checkpoints") / self.run_id
-            path = Path(base) / f"step_{self.step_count}.pt"
-        return save_checkpoint(self.state_dict(), path, kind="arena")
-
 
 def extract_arm(state: dict, name: str) -> dict:
     """One arm of an arena checkpoint as a single-run checkpoint dict."""
     arms = state.get("arms") or {}
     if name not in arms:
         raise KeyError(f"no arm {name!r} in this arena checkpoint; arms: {', '.join(arms)}")
-    out = {k: v for k, v in arms[name].items()
-           if k not in ("schema_version", "kind", "torch_version", "saved_at")}
-    return out
+    return {k: v for k, v in arms[name].items()
+            if k not in ("schema_version", "kind", "torch_version", "saved_at")}

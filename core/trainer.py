@@ -8,6 +8,7 @@ all safe to read while the thread runs.
 from __future__ import annotations
 
 import copy
+import math
 import os
 import threading
 import time
@@ -88,6 +89,37 @@ def make_snapshot(nets: Nets, data: DataSet, z: torch.Tensor, step: int) -> Snap
                     heatmap=d_heatmap(nets.D, extent), extent=extent)
 
 
+def run_state(cfg: TrainConfig, run_id: str, step: int, nets: Nets, data_gen: torch.Generator,
+              noise_gen: torch.Generator, fixed_z: torch.Tensor, log: MetricLog,
+              snapshots: SnapshotStore) -> dict:
+    """One run's checkpoint fields as plain tensors / dicts (see checkpoint.py); a
+    Trainer and every arena arm are saved through this."""
+    return {
+        "config": cfg.to_dict(),
+        "run_id": run_id,
+        "step": step,
+        "rule": cfg.rule,
+        "generator": _cpu(nets.G.state_dict()),
+        "discriminator": _cpu(nets.D.state_dict()),
+        "g_optimizer": _cpu(nets.g_opt.state_dict()),
+        "d_optimizer": _cpu(nets.d_opt.state_dict()),
+        "rng": {"data": data_gen.get_state(), "noise": noise_gen.get_state()},
+        "fixed_z": fixed_z.cpu(),
+        "metrics": log.state(),
+        "snapshots": snapshots.state(),
+    }
+
+
+def load_nets(nets: Nets, state: dict) -> None:
+    """Weights and optimiser states of a run state into `nets`. The optimiser states
+    are copied: torch keeps the given moment tensors and updates them in place, so two
+    runs loaded from one dict would share (and corrupt) them."""
+    nets.G.load_state_dict(state["generator"])
+    nets.D.load_state_dict(state["discriminator"])
+    nets.g_opt.load_state_dict(copy.deepcopy(state["g_optimizer"]))
+    nets.d_opt.load_state_dict(copy.deepcopy(state["d_optimizer"]))
+
+
 @dataclass(frozen=True)
 class Status:
     state: str
@@ -104,9 +136,10 @@ class Status:
 class RunControls:
     """The background thread and its controls, shared by Trainer and arena.Arena.
 
-    A subclass provides cfg, run_id, step_count, step(), take_snapshot() and
-    _has_snapshots(), and calls _init_controls() in its __init__.
+    A subclass provides cfg, run_id, run_dir, step_count, step(), take_snapshot(),
+    _has_snapshots() and state_dict(), and calls _init_controls() in its __init__.
     """
+    checkpoint_kind = "run"
 
     def _init_controls(self) -> None:
         self.error: str | None = None
@@ -133,7 +166,7 @@ class RunControls:
         return 1.0 / self._ema_dt if self._ema_dt > 0 else float("nan")
 
     def _check_finite(self, step: int, values: dict) -> None:
-        bad = [k for k in ("d_loss", "g_loss") if not _finite(values[k])]
+        bad = [k for k in ("d_loss", "g_loss") if not math.isfinite(values[k])]
         bad += [k.replace("_skipped", "") + " gradient" for k in ("d_skipped", "g_skipped")
                 if values[k] > 0]
         if bad:
@@ -238,6 +271,15 @@ class RunControls:
         sps = 1.0 / self._ema_dt if self._ema_dt > 0 and self._state == "running" else 0.0
         return Status(self._state, self.step_count, sps, self._run_time, self._message)
 
+    def save_checkpoint(self, path: str | Path | None = None) -> Path:
+        """Save state_dict() atomically; by default to <run_dir>/step_<N>.pt, where
+        run_dir defaults to checkpoints/<run_id>."""
+        from .checkpoint import save_checkpoint  # avoid an import cycle
+        if path is None:
+            base = self.run_dir or Path("checkpoints") / self.run_id
+            path = Path(base) / f"step_{self.step_count}.pt"
+        return save_checkpoint(self.state_dict(), path, kind=self.checkpoint_kind)
+
 
 class Trainer(RunControls):
     def __init__(self, cfg: TrainConfig, *, run_id: str | None = None,
@@ -299,31 +341,14 @@ class Trainer(RunControls):
     def state_dict(self) -> dict:
         """Everything a checkpoint needs, as plain tensors / dicts (see checkpoint.py)."""
         with self.lock:
-            return {
-                "config": self.cfg.to_dict(),
-                "run_id": self.run_id,
-                "step": self.step_count,
-                "rule": self.cfg.rule,
-                "generator": _cpu(self.nets.G.state_dict()),
-                "discriminator": _cpu(self.nets.D.state_dict()),
-                "g_optimizer": _cpu(self.nets.g_opt.state_dict()),
-                "d_optimizer": _cpu(self.nets.d_opt.state_dict()),
-                "rng": {"data": self.data_gen.get_state(), "noise": self.noise_gen.get_state()},
-                "fixed_z": self.fixed_z.cpu(),
-                "metrics": self.log.state(),
-                "snapshots": self.snapshots.state(),
-            }
+            return run_state(self.cfg, self.run_id, self.step_count, self.nets, self.data_gen,
+                             self.noise_gen, self.fixed_z, self.log, self.snapshots)
 
-    def load_state_dict(self, state: dict, *, restore_optimizers: bool = True) -> None:
+    def load_state_dict(self, state: dict) -> None:
         with self.lock:
-            self.nets.G.load_state_dict(state["generator"])
-            self.nets.D.load_state_dict(state["discriminator"])
-            if restore_optimizers:  # copies: torch keeps the given moment tensors and
-                # updates them in place, so two runs loaded from one dict would share them
-                self.nets.g_opt.load_state_dict(copy.deepcopy(state["g_optimizer"]))
-                self.nets.d_opt.load_state_dict(copy.deepcopy(state["d_optimizer"]))
-                self.data_gen.set_state(state["rng"]["data"])
-                self.noise_gen.set_state(state["rng"]["noise"])
+            load_nets(self.nets, state)
+            self.data_gen.set_state(state["rng"]["data"])
+            self.noise_gen.set_state(state["rng"]["noise"])
             self.fixed_z = state["fixed_z"].to(self.device)
             self.step_count = int(state["step"])
             self.log = MetricLog.from_state(state["metrics"])
@@ -331,7 +356,8 @@ class Trainer(RunControls):
 
     @classmethod
     def from_checkpoint(cls, state: dict, *, rule: str | None = None,
-                        run_id: str | None = None, **changes) -> "Trainer":
+                        run_id: str | None = None, run_dir: str | Path | None = None,
+                        **changes) -> "Trainer":
         """A new run that continues a checkpoint (a validated load_checkpoint() dict).
 
         `rule` switches the generator update (RL fine-tuning: pretrain with bce, go on
@@ -344,7 +370,7 @@ class Trainer(RunControls):
             changes["steps"] = 0
         if changes:
             cfg = cfg.replace(**changes)
-        trainer = cls(cfg, run_id=run_id)
+        trainer = cls(cfg, run_id=run_id, run_dir=run_dir)
         trainer.load_state_dict(state)
         source = state.get("run_id") or "a checkpoint"
         trainer.log.add_event(trainer.step_count, f"from {source} @ {trainer.step_count}")
@@ -352,16 +378,6 @@ class Trainer(RunControls):
             trainer.set_rule(rule)
         return trainer
 
-    def save_checkpoint(self, path: str | Path | None = None) -> Path:
-        from .checkpoint import save_checkpoint  # avoid an import cycle
-        if path is None:
-            base = self.run_dir or Path("checkpoints") / self.run_id
-            path = Path(base) / f"step_{self.step_count}.pt"
-        return save_checkpoint(self.state_dict(), path)
-
-
-def _finite(value: float) -> bool:
-    return value == value and abs(value) != float("inf")
 
 
 def _cpu(obj):

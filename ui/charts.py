@@ -206,6 +206,25 @@ TOY_CAPTION = ("Black: real points · orange: samples from the fixed noise · ba
                "D(x), red = D says real, blue = fake")
 
 
+def all_figures(decimated, columns, *, smoothing: float, events) -> list[tuple[str, go.Figure]]:
+    """(name, figure) for every chart that has data: the CHARTS, then the Quality group.
+
+    `decimated(names)` gives {arm: decimated view} of those columns (one arm on the
+    Train page, every arm on the Compare page); `columns` are all logged column names.
+    """
+    arms = decimated(chart_columns())
+    out = [(spec.metrics[0], metric_figure(arms, spec.metrics, title=spec.title,
+                                           smoothing=smoothing, events=events,
+                                           band=spec.band, y_range=spec.y_range))
+           for spec in CHARTS if has_data(arms, spec.metrics)]
+    quality = quality_columns(columns)
+    if quality:
+        q_arms = decimated(quality)
+        if has_data(q_arms, quality):
+            out.append(("quality", quality_figure(q_arms, quality, events=events)))
+    return out
+
+
 def toy_figure(real: np.ndarray, generated: np.ndarray, heatmap: np.ndarray | None,
                extent, *, title: str = "", height: int = 360) -> go.Figure:
     """2-D data: real vs generated points over a heatmap of D's output.

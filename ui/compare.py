@@ -201,27 +201,14 @@ def _arm_data(arena: Arena, columns: list[str]) -> dict[str, dict]:
 
 
 def metric_charts(arena: Arena, smoothing: float) -> None:
-    arms = _arm_data(arena, charts.chart_columns())
-    events = _events(arena)
-    drawn = 0
-    for spec in charts.CHARTS:
-        if charts.has_data(arms, spec.metrics):
-            fig = charts.metric_figure(arms, spec.metrics, title=spec.title,
-                                       smoothing=smoothing, events=events, band=spec.band,
-                                       y_range=spec.y_range)
-            st.plotly_chart(fig, key=f"cmp_chart_{spec.metrics[0]}", width="stretch",
-                            config={"displaylogo": False})
-            drawn += 1
-    logs = [a.log for a in arena.arms.values()]
-    quality = charts.quality_columns({c for log in logs for c in log.columns})
-    if quality:
-        q_arms = _arm_data(arena, quality)
-        if charts.has_data(q_arms, quality):
-            st.plotly_chart(charts.quality_figure(q_arms, quality, events=events),
-                            key="cmp_chart_quality", width="stretch",
-                            config={"displaylogo": False})
-    if not drawn:
+    columns = {c for arm in arena.arms.values() for c in arm.log.columns}
+    figures = charts.all_figures(lambda names: _arm_data(arena, names), columns,
+                                 smoothing=smoothing, events=_events(arena))
+    if not figures:
         st.caption("Charts appear after the first steps.")
+    for name, fig in figures:
+        st.plotly_chart(fig, key=f"cmp_chart_{name}", width="stretch",
+                        config={"displaylogo": False})
 
 
 def latest_table(arena: Arena) -> pd.DataFrame:
@@ -289,12 +276,16 @@ def downloads(arena: Arena) -> None:
                             disabled=arena.status.state == "running" or arena.warming_up,
                             help="Pause first. Resume or sample it on the Checkpoints page "
                                  "or with python -m core train --resume")
-    frames = {n: a.log.to_frame() for n, a in arena.arms.items()}
     cols[-1].download_button(
         "Metrics CSV (all arms)", key="cmp_csv", mime="text/csv", on_click="ignore",
         width="stretch", file_name=f"{arena.run_id}_metrics.csv",
-        data=lambda: pd.concat([f.assign(arm=n) for n, f in frames.items()]).to_csv(
-            index=False).encode())
+        data=lambda: all_arms_csv(arena))
+
+
+def all_arms_csv(arena: Arena) -> bytes:
+    """Every arm's full metric log in one CSV with an `arm` column (built on click)."""
+    frames = [a.log.to_frame().assign(arm=n) for n, a in arena.arms.items()]
+    return pd.concat(frames).to_csv(index=False).encode()
 
 
 def live_view(arena: Arena) -> None:

@@ -149,21 +149,10 @@ def status(trainer: Trainer) -> None:
 
 def _figures(trainer: Trainer, smoothing: float) -> list[tuple[str, object]]:
     """(key, figure) for every chart with data, built from decimated float32 views."""
-    arms = {"": trainer.log.decimated(charts.chart_columns(), charts.MAX_POINTS)}
-    events = list(trainer.log.events)
-    out = []
-    for spec in charts.CHARTS:
-        if charts.has_data(arms, spec.metrics):
-            fig = charts.metric_figure(arms, spec.metrics, title=spec.title,
-                                       smoothing=smoothing, events=events, band=spec.band,
-                                       y_range=spec.y_range)
-            out.append((f"chart_{spec.metrics[0]}", fig))
-    quality = charts.quality_columns(trainer.log.columns)
-    if quality:
-        q_arms = {"": trainer.log.decimated(quality, charts.MAX_POINTS)}
-        if charts.has_data(q_arms, quality):
-            out.append(("chart_quality", charts.quality_figure(q_arms, quality, events=events)))
-    return out
+    figures = charts.all_figures(
+        lambda names: {"": trainer.log.decimated(names, charts.MAX_POINTS)},
+        trainer.log.columns, smoothing=smoothing, events=list(trainer.log.events))
+    return [(f"chart_{name}", fig) for name, fig in figures]
 
 
 def metric_charts(trainer: Trainer, smoothing: float, frozen: bool) -> None:
