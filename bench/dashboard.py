@@ -155,7 +155,7 @@ def compare_screenshot(page, url: str, docs: Path, wait_s: float = 20) -> None:
 
 
 def chart_update_size(steps: int = 20_000) -> None:
-    from ui import live
+    from ui import train_view as live
 
     trainer = Trainer(preset("recommended", data="ring8", rule="reinforce"))
     t0 = time.monotonic()

@@ -11,9 +11,10 @@ import sys
 import time
 from pathlib import Path
 
-from .checkpoint import CheckpointError, checkpoint_summary, load_checkpoint
-from .config import DATA_NAMES, PRESETS, RULE_NAMES, ConfigError, TrainConfig, preset
-from .data import DataError
+from .checkpoint import CheckpointError, checkpoint_summary, config_of, load_checkpoint
+from .config import DEVICE_NAMES, PRESETS, ConfigError, TrainConfig, preset
+from .data import DATASETS, DataError
+from .rules import RULES
 
 
 class UsageError(Exception):
@@ -30,20 +31,43 @@ def build_config(args: argparse.Namespace) -> TrainConfig:
     if args.config:
         try:
             raw = json.loads(Path(args.config).read_text())
-        except (OSError, json.JSONDecodeError) as exc:
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise UsageError(f"--config {args.config}: {exc}") from None
         cfg = TrainConfig.from_dict(raw)
-    else:
-        cfg = preset(args.preset, data=args.data or "mnist5k")
-    overrides = {k: v for k, v in {
-        "data": args.data, "rule": args.rule, "seed": args.seed, "batch_size": args.batch_size,
-        "device": args.device, "steps": args.steps, "data_root": args.data_root,
-        "sample_every": args.sample_every, "checkpoint_every": args.checkpoint_every,
-        "eval_every": getattr(args, "eval_every", None),
+        return cfg.replace(**overrides(args)) if overrides(args) else cfg
+    changes = overrides(args)
+    changes.setdefault("data", "mnist5k")
+    return preset(args.preset, **changes)
+
+
+def overrides(args: argparse.Namespace) -> dict:
+    """The config changes given on the command line (flags and --set KEY=VALUE)."""
+    out = {k: v for k, v in {
+        "data": args.data, "rule": getattr(args, "rule", None), "seed": args.seed,
+        "batch_size": args.batch_size, "device": args.device, "steps": args.steps,
+        "data_root": args.data_root, "sample_every": args.sample_every,
+        "checkpoint_every": args.checkpoint_every, "eval_every": args.eval_every,
+        "grad_clip": args.grad_clip, "d_sees": args.d_sees, "g_ema": args.g_ema,
     }.items() if v is not None}
+    if args.ema_samples:
+        out["ema_samples"] = True
     if args.lr is not None:
-        overrides.update({"g_opt.lr": args.lr, "d_opt.lr": args.lr})
-    return cfg.replace(**overrides)
+        out.update({"g_opt.lr": args.lr, "d_opt.lr": args.lr})
+    for item in args.set or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"--set {item!r} must look like KEY=VALUE, e.g. "
+                             "--set reinforce.sigma_start=0.05")
+        out[key.strip()] = _value(value.strip())
+    return out
+
+
+def _value(text: str):
+    """A --set value as JSON where it parses (numbers, true/false), else a string."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
 
 
 class Progress:
@@ -74,54 +98,75 @@ class Progress:
 def cmd_train(args: argparse.Namespace) -> int:
     from .trainer import Trainer
 
-    cfg = build_config(args)
-    if not cfg.steps:
-        raise UsageError("--steps must be a positive number of steps")
     out = Path(args.out)
     if args.resume:
-        trainer = _trainer_from_checkpoint(args.resume, cfg, args, out)
+        trainer = _trainer_from_checkpoint(args.resume, args, out)
     else:
+        cfg = build_config(args)
+        if not cfg.steps:
+            raise UsageError("--steps must be a positive number of steps")
         trainer = Trainer(cfg, run_id=out.name, run_dir=out)
         trainer.take_snapshot()
+    cfg = trainer.cfg
     interrupted = []
     previous = signal.signal(signal.SIGINT, lambda *_: interrupted.append(True))
     out.mkdir(parents=True, exist_ok=True)  # after the handler: Ctrl-C from here on saves
-    every = trainer.cfg.eval_every
-    if every and trainer.step_count + every <= cfg.steps:  # no UI waits: build it now
+    every = cfg.eval_every
+    if every and trainer.step_count < cfg.steps:  # no UI waits: build the classifier now
         trainer.quality.prepare(log=lambda msg: print(msg, file=sys.stderr, flush=True))
     progress = Progress(cfg.steps)
-    values: dict = {}
+    last: dict = {}
+
+    def on_step(values: dict) -> None:
+        last.update(values)
+        progress.update(trainer.step_count, values)
+
     try:
-        while trainer.step_count < cfg.steps and not interrupted:
-            values = trainer.step()
-            for hook in trainer.on_step:  # quality metrics every eval_every steps
-                hook(trainer)
-            if trainer.status.state == "diverged":
-                print(f"\n{trainer.status.message}", file=sys.stderr)
-                break
-            if cfg.checkpoint_every and trainer.step_count % cfg.checkpoint_every == 0:
-                trainer.save_checkpoint()
-            progress.update(trainer.step_count, values)
-        if values:
-            progress.update(trainer.step_count, values, force=True)
+        trainer.run_here(on_step=on_step, should_stop=lambda: bool(interrupted) or (
+            trainer.status.state == "diverged"))
+        if last:
+            progress.update(trainer.step_count, last, force=True)
     finally:
         signal.signal(signal.SIGINT, previous)
         progress.close()
+    diverged = trainer.status.state == "diverged"
+    if diverged:
+        print(trainer.status.message, file=sys.stderr)
     write_run_outputs(trainer, out)
     path = trainer.save_checkpoint()
-    print(f"{'interrupted; ' if interrupted else ''}saved {path}")
-    return 130 if interrupted else 0
+    print(f"{'interrupted; ' if interrupted else ''}{'diverged; ' if diverged else ''}"
+          f"saved {path}")
+    return 130 if interrupted else (1 if diverged else 0)
 
 
-def _trainer_from_checkpoint(path: str, cfg: TrainConfig, args, out: Path):
+# On --resume the checkpoint's data stream and weights continue, so these cannot change.
+FIXED_ON_RESUME = ("data", "data_root", "seed")
+
+
+def _trainer_from_checkpoint(path: str, args, out: Path):
     from .trainer import Trainer
 
+    if args.config:
+        raise UsageError("--config and --resume do not mix: a resumed run keeps its "
+                         "checkpoint's config; change single settings with flags or --set")
+    changes = overrides(args)
+    if not changes.get("steps"):
+        raise UsageError("--steps must be a positive number of steps")
     state = load_checkpoint(path)
     if state.get("kind") == "arena":
         raise UsageError(f"{path} is an arena checkpoint; extract an arm first")
-    # Resume keeps the saved run's settings; only the budget and the rule may change.
-    return Trainer.from_checkpoint(state, rule=args.rule, run_id=out.name, run_dir=out,
-                                   steps=cfg.steps)
+    saved = config_of(state)
+    fixed = [f"--{k.replace('_', '-')} {changes[k]!r} (the checkpoint has "
+             f"{getattr(saved, k)!r})" for k in FIXED_ON_RESUME
+             if k in changes and changes[k] != getattr(saved, k)]
+    if fixed:
+        raise UsageError(f"--resume continues the checkpoint's run, so its data and seed "
+                         f"cannot change: {'; '.join(fixed)}. Leave the flag out, or start a "
+                         "new run without --resume")
+    for key in FIXED_ON_RESUME:
+        changes.pop(key, None)
+    rule = changes.pop("rule", None)
+    return Trainer.from_checkpoint(state, rule=rule, run_id=out.name, run_dir=out, **changes)
 
 
 def write_run_outputs(trainer, out: Path) -> None:
@@ -169,7 +214,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     state = load_checkpoint(args.checkpoint)
     if state.get("kind") == "arena":
         raise UsageError(f"{args.checkpoint} is an arena checkpoint; extract an arm first")
-    G, data = generator_from_state(state)
+    G, data = generator_from_state(state, ema=args.ema)
     gen = torch.Generator().manual_seed(args.seed)
     z = torch.randn(args.n, G.layers[0].in_features, generator=gen)
     with torch.no_grad():
@@ -190,10 +235,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
     state = load_checkpoint(args.checkpoint)
     say = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
     if state.get("kind") == "arena":
-        result = {name: evaluate_state(arm, args.n, say) for name, arm in state["arms"].items()}
+        result = {name: evaluate_state(arm, args.n, say, ema=args.ema)
+                  for name, arm in state["arms"].items()}
         text = "\n".join(f"arm {name}: {describe(r)}" for name, r in result.items())
     else:
-        result = evaluate_state(state, args.n, say)
+        result = evaluate_state(state, args.n, say, ema=args.ema)
         text = describe(result)
     print(json.dumps(json_safe(result), indent=2) if args.json else text)
     return 0
@@ -201,7 +247,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     from .arena import ArmSpec
-    from .compare import DEFAULT_IMAGE_WARMUP, run_compare
+    from .multi_seed import DEFAULT_IMAGE_WARMUP, run_compare
 
     cfg = build_config(args)
     if not cfg.steps:
@@ -210,8 +256,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
         arms = [ArmSpec.parse(text) for text in args.rules.split(",") if text.strip()]
     except ValueError as exc:
         raise UsageError(f"--rules: {exc}") from None
-    if len(arms) < 2 or any(a.rule not in RULE_NAMES for a in arms):
-        raise UsageError(f"--rules {args.rules!r}: give two or more of {', '.join(RULE_NAMES)}, "
+    if len(arms) < 2 or any(a.rule not in RULES for a in arms):
+        raise UsageError(f"--rules {args.rules!r}: give two or more of {', '.join(RULES)}, "
                          "comma-separated (options as reinforce:sigma_start=0.05)")
     if not 1 <= args.seeds <= 100:
         raise UsageError(f"--seeds {args.seeds}: use between 1 and 100")
@@ -250,7 +296,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 def add_run_options(p: argparse.ArgumentParser) -> None:
     """Options shared by train and compare."""
-    p.add_argument("--data", choices=DATA_NAMES, help="data set (default mnist5k)")
+    p.add_argument("--data", choices=list(DATASETS), help="data set (default mnist5k)")
     p.add_argument("--data-root", help="root folder for mnist / fashion-mnist / folder data")
     p.add_argument("--preset", choices=list(PRESETS), default="source")
     p.add_argument("--config", help="JSON file with a full config (TrainConfig.to_dict())")
@@ -258,10 +304,21 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int)
     p.add_argument("--batch-size", type=int)
     p.add_argument("--lr", type=float, help="learning rate of both G and D")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--device", choices=DEVICE_NAMES)
     p.add_argument("--sample-every", type=int)
     p.add_argument("--checkpoint-every", type=int)
     p.add_argument("--eval-every", type=int, help="quality metrics interval in steps; 0 = off")
+    p.add_argument("--grad-clip", type=float, help="G gradient-norm clip, every rule alike; "
+                   "0 = off (default)")
+    p.add_argument("--d-sees", choices=["sample", "mean"], help="D's fake batch: what G "
+                   "emitted (default) or G's mean output")
+    p.add_argument("--g-ema", type=float, help="decay of the EMA of G's weights (default "
+                   "0.995); 0 = off")
+    p.add_argument("--ema-samples", action="store_true",
+                   help="snapshots and quality metrics from G's EMA weights")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="any config field, e.g. --set reinforce.sigma_start=0.05 "
+                        "(repeatable; rule options are <rule>.<option>)")
     p.add_argument("--out", required=True, help="run folder for metrics, samples, checkpoints")
 
 
@@ -271,7 +328,7 @@ def make_parser() -> argparse.ArgumentParser:
 
     train = sub.add_parser("train", help="train one run")
     add_run_options(train)
-    train.add_argument("--rule", choices=RULE_NAMES)
+    train.add_argument("--rule", choices=list(RULES))
     train.add_argument("--resume", help="continue from this checkpoint")
     train.set_defaults(func=cmd_train)
 
@@ -279,6 +336,7 @@ def make_parser() -> argparse.ArgumentParser:
     sample.add_argument("checkpoint")
     sample.add_argument("--n", type=int, default=64)
     sample.add_argument("--seed", type=int, default=0)
+    sample.add_argument("--ema", action="store_true", help="use G's EMA weights")
     sample.add_argument("--out", required=True)
     sample.set_defaults(func=cmd_sample)
 
@@ -286,6 +344,7 @@ def make_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("checkpoint")
     evaluate.add_argument("--n", type=int, default=2500, help="generated samples (2500)")
     evaluate.add_argument("--json", action="store_true", help="print JSON")
+    evaluate.add_argument("--ema", action="store_true", help="evaluate G's EMA weights")
     evaluate.set_defaults(func=cmd_eval)
 
     compare = sub.add_parser("compare", help="compare update rules in lockstep over seeds")

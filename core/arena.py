@@ -18,30 +18,24 @@ from __future__ import annotations
 
 import hashlib
 import threading
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
-
 from .config import TrainConfig
 from .data import load_dataset
-from .evaluate import QualityHook
-from .metrics import MetricLog
-from .samples import SnapshotStore
-from .trainer import (RunControls, Status, Trainer, build_nets, fixed_noise, load_nets,
-                      make_snapshot, new_run_id, resolve_device, run_state)
-from .updates import UPDATE_RULES, Nets, StepContext, draw_batch, train_step
+from .run import BatchStream, Run
+from .trainer import RunControls, Status, new_run_id, resolve_device
 
 HASH_LEN = 10
+WARMUP_NAME = "bce warm-up"
 
 
 @dataclass(frozen=True)
 class ArmSpec:
-    """An arm: a name, its rule and (optionally) its own reinforce options."""
+    """An arm: its rule, a name, and (optionally) options of that rule."""
     rule: str
     name: str = ""
-    reinforce: dict = field(default_factory=dict)   # ReinforceConfig overrides
+    options: dict = field(default_factory=dict)   # the rule's option overrides
 
     @staticmethod
     def parse(text: str) -> "ArmSpec":
@@ -53,7 +47,12 @@ class ArmSpec:
             if not sep:
                 raise ValueError(f"arm option {opt!r} in {text!r} must look like key=value")
             options[key.strip()] = _number(value.strip())
-        return ArmSpec(rule.strip(), name=text.strip() if options else "", reinforce=options)
+        return ArmSpec(rule.strip(), name=text.strip() if options else "", options=options)
+
+    def config(self, cfg: TrainConfig) -> TrainConfig:
+        """The shared config with this arm's rule and rule options."""
+        return cfg.replace(rule=self.rule,
+                           **{f"{self.rule}.{k}": v for k, v in self.options.items()})
 
 
 def _number(text: str):
@@ -65,34 +64,10 @@ def _number(text: str):
     return text
 
 
-class Arm:
-    """One arm's own state: config (its rule), networks, policy noise, log, samples."""
-
-    def __init__(self, name: str, cfg: TrainConfig, nets: Nets, noise_gen: torch.Generator,
-                 data, lock) -> None:
-        self.name = name
-        self.cfg = cfg
-        self.nets = nets
-        self.noise_gen = noise_gen
-        self.log = MetricLog()
-        self.snapshots = SnapshotStore(cfg.max_snapshots)
-        self.init_hash = ""
-        self._ema_dt = 0.0
-        # QualityHook reads trainer-like fields: cfg, nets, log, lock, step_count
-        self.lock = lock
-        self.step_count = 0
-        self.quality = QualityHook(data)
-
-    def timed(self, dt: float) -> float:
-        """This arm's own compute rate (its train_step only), steps/s."""
-        self._ema_dt = dt if self._ema_dt == 0 else 0.95 * self._ema_dt + 0.05 * dt
-        return 1.0 / self._ema_dt
-
-
-def weights_hash(nets: Nets) -> str:
+def weights_hash(run: Run) -> str:
     """Short sha256 of G's and D's weights (what the page shows to prove equal starts)."""
     h = hashlib.sha256()
-    for module in (nets.G, nets.D):
+    for module in (run.nets.G, run.nets.D):
         for key, value in module.state_dict().items():
             h.update(key.encode())
             h.update(value.detach().cpu().numpy().tobytes())
@@ -120,9 +95,7 @@ class Arena(RunControls):
         specs = [a if isinstance(a, ArmSpec) else ArmSpec.parse(a) for a in arms]
         if len(specs) < 2:
             raise ValueError("an arena needs at least two arms")
-        for spec in specs:
-            if spec.rule not in UPDATE_RULES:
-                raise ValueError(f"rule {spec.rule!r} is not one of: {', '.join(UPDATE_RULES)}")
+        arm_cfgs = [spec.config(cfg) for spec in specs]   # validates rules and options
         if init_state is not None and warmup_steps:
             raise ValueError("give either init_state or warmup_steps, not both")
         self.cfg = cfg                      # shared settings; cfg.steps = comparison steps
@@ -130,51 +103,38 @@ class Arena(RunControls):
         self.run_dir = Path(run_dir) if run_dir else None
         self.device = resolve_device(cfg.device)
         self.data = load_dataset(cfg)
-        self.x = self.data.x.to(self.device)
-        self.data_gen = torch.Generator(self.device).manual_seed(cfg.seed)
-        self.fixed_z = fixed_noise(cfg, self.data, self.device)
-        self.lock = threading.RLock()       # guards arms, data_gen and step_count
+        self.lock = threading.RLock()       # guards every run, the stream and step_count
+        self.stream = BatchStream(cfg, self.data, self.device)
         self.step_count = 0
         self.fork_step = 0                  # where the arms split (0, or the warm-up's end)
         self.batch_hash = ""                # chained hash of every real batch and z fed
-        self.arms: dict[str, Arm] = {}
-        init_nets = build_nets(cfg, self.data, self.device)   # the one initialisation
-        for name, spec in zip(arm_names(specs), specs):
-            arm_cfg = cfg.replace(rule=spec.rule,
-                                  **{f"reinforce.{k}": v for k, v in spec.reinforce.items()})
-            nets = build_nets(arm_cfg, self.data, self.device)
-            nets.G.load_state_dict(init_nets.G.state_dict())   # copies the values in
-            nets.D.load_state_dict(init_nets.D.state_dict())
-            noise = torch.Generator(self.device).manual_seed(cfg.seed + 1)  # as Trainer's
-            self.arms[name] = Arm(name, arm_cfg, nets, noise, self.data, self.lock)
-        self.warmup: Trainer | None = None
+        self.init_hashes: dict[str, str] = {}
+        # Every Run builds its weights from cfg.seed, so all arms start identical.
+        self.arms: dict[str, Run] = {
+            name: Run(arm_cfg, self.data, self.device, self.lock, name=name)
+            for name, arm_cfg in zip(arm_names(specs), arm_cfgs)}
+        self.warmup: Run | None = None
         self.warmup_steps = int(warmup_steps)
         if self.warmup_steps:
-            self.warmup = Trainer(cfg.replace(rule="bce", steps=0),
-                                  run_id=f"{self.run_id}-warmup")
+            self.warmup = Run(cfg.replace(rule="bce"), self.data, self.device, self.lock,
+                              name=WARMUP_NAME)
         if init_state is not None:
             self._fork(init_state, f"from {init_state.get('run_id') or 'a checkpoint'}")
         self._hash_arms()
         self._init_controls()
-        self.on_step.append(Arena.evaluate_arms)
 
     # -- starting points ----------------------------------------------------------------
     def _hash_arms(self) -> None:
-        for arm in self.arms.values():
-            arm.init_hash = weights_hash(arm.nets)
+        self.init_hashes = {name: weights_hash(arm) for name, arm in self.arms.items()}
 
     def _fork(self, state: dict, label: str) -> None:
-        """Every arm continues from one single-run state (weights, optimisers, RNGs, log)."""
+        """Every arm continues from one single-run state (weights, optimisers, RNGs, log);
+        each arm's rule starts here."""
         with self.lock:
             for arm in self.arms.values():
-                load_nets(arm.nets, state)
-                arm.noise_gen.set_state(state["rng"]["noise"])
-                arm.log = MetricLog.from_state(state["metrics"])
-                arm.snapshots = SnapshotStore.from_state(state.get("snapshots", []),
-                                                         self.cfg.max_snapshots)
+                arm.load(state)
                 arm.log.add_event(int(state["step"]), label)   # same text in every arm
-            self.data_gen.set_state(state["rng"]["data"])
-            self.fixed_z = state["fixed_z"].to(self.device)
+            self.stream.load(state)
             self.step_count = self.fork_step = int(state["step"])
             self._hash_arms()
 
@@ -182,58 +142,28 @@ class Arena(RunControls):
     def warming_up(self) -> bool:
         return self.warmup is not None
 
+    def active_runs(self) -> list[Run]:
+        return [self.warmup] if self.warmup is not None else list(self.arms.values())
+
     # -- one lockstep iteration -----------------------------------------------------------
     def step(self) -> dict[str, dict[str, float]]:
         """One step of every arm on the same batches (or one warm-up step)."""
-        if self.warmup is not None:
-            return {"warmup": self._warmup_step()}
         with self.lock:
-            batches = [draw_batch(self.x, self.cfg, self.data_gen)
-                       for _ in range(self.cfg.d_steps)]
-            out = {}
-            for arm in self.arms.values():
-                ctx = StepContext(arm.cfg, self.step_count, arm.noise_gen)
-                t0 = time.perf_counter()
-                values = train_step(arm.nets, batches, ctx)
-                values["steps_per_s"] = arm.timed(time.perf_counter() - t0)
-                out[arm.name] = values
+            batches = self.stream.draw(self.cfg)
+            out = {run.name: run.train(batches, self.stream.fixed_z)
+                   for run in self.active_runs()}
             self._hash_batches(batches)
             self.step_count += 1
             step = self.step_count
             self._tick()
-            for arm in self.arms.values():
-                values = out[arm.name]
-                arm.log.append(step, {k: v for k, v in values.items()
-                                      if not k.endswith("_skipped")})
-                if step % self.cfg.sample_every == 0:
-                    arm.snapshots.add(make_snapshot(arm.nets, self.data, self.fixed_z, step))
-        for name, values in out.items():
-            self._check_finite(step, values)
-            if self._state == "diverged" and not self._message.startswith("arm "):
-                self._message = f"arm {name}: {self._message}"
-        return out
-
-    def evaluate_arms(self) -> None:
-        """Quality metrics (q_*) of every arm, every cfg.eval_every steps."""
-        if self.warmup is not None:
-            self.warmup.quality(self.warmup)
-            return
-        for arm in self.arms.values():
-            arm.step_count = self.step_count
-            arm.quality(arm)
-
-    def _warmup_step(self) -> dict[str, float]:
-        with self.lock:
-            values = self.warmup.step()
-            self.step_count = self.warmup.step_count
-            self._tick()
-            if self.step_count >= self.warmup_steps:
-                self.warmup.take_snapshot()
-                state = self.warmup.state_dict()
+            if self.warmup is not None and step >= self.warmup_steps:
+                self.warmup.take_snapshot(self.stream.fixed_z)
+                state = self.warmup.state(f"{self.run_id}-warmup", self.stream)
                 self.warmup = None
-                self._fork(state, f"bce warm-up ends, arms fork at step {self.step_count}")
-        self._check_finite(self.step_count, values)
-        return values
+                self._fork(state, f"bce warm-up ends, arms fork at step {step}")
+        for name, values in out.items():
+            self._check_finite(step, values, who=f"arm {name}: ")
+        return out
 
     def _hash_batches(self, batches: list) -> None:
         h = hashlib.sha256(self.batch_hash.encode())
@@ -243,8 +173,7 @@ class Arena(RunControls):
         self.batch_hash = h.hexdigest()
 
     def _budget_reached(self) -> bool:
-        return bool(self.cfg.steps) and self.warmup is None and (
-            self.step_count >= self.end_step)
+        return self.warmup is None and super()._budget_reached()
 
     @property
     def end_step(self) -> int:
@@ -252,26 +181,17 @@ class Arena(RunControls):
         start = self.warmup_steps if self.warmup is not None else self.fork_step
         return start + self.cfg.steps
 
-    def _has_snapshots(self) -> bool:
-        return any(arm.snapshots.all() for arm in self.arms.values())
+    @property
+    def can_save(self) -> bool:
+        return self.warmup is None
 
     def take_snapshot(self) -> None:
-        with self.lock:
-            if self.warmup is not None:
-                self.warmup.take_snapshot()
-            for arm in self.arms.values():
-                arm.snapshots.add(make_snapshot(arm.nets, self.data, self.fixed_z,
-                                                self.step_count))
+        for run in self.active_runs():
+            run.take_snapshot(self.stream.fixed_z)
 
     def set_rule(self, arm_name: str, rule: str) -> None:
         """Switch one arm's rule mid-run; leaves a marker in that arm's log."""
-        if rule not in UPDATE_RULES:
-            raise ValueError(f"rule {rule!r} is not one of: {', '.join(UPDATE_RULES)}")
-        with self.lock:
-            arm = self.arms[arm_name]
-            if rule != arm.cfg.rule:
-                arm.log.add_event(self.step_count, f"rule: {arm.cfg.rule} -> {rule}")
-                arm.cfg = arm.cfg.replace(rule=rule)
+        self.arms[arm_name].set_rule(rule)
 
     @property
     def status(self) -> Status:
@@ -284,17 +204,13 @@ class Arena(RunControls):
 
     def hashes(self) -> dict:
         """Short hashes the page shows: each arm's starting weights, the batch stream."""
-        return {"init": {n: a.init_hash for n, a in self.arms.items()},
-                "batches": self.batch_hash[:HASH_LEN]}
+        return {"init": dict(self.init_hashes), "batches": self.batch_hash[:HASH_LEN]}
 
     # -- checkpoints ----------------------------------------------------------------------
     def arm_state(self, name: str) -> dict:
         """One arm as a single-run checkpoint dict (Trainer.load_state_dict accepts it)."""
         with self.lock:
-            arm = self.arms[name]
-            return run_state(arm.cfg, f"{self.run_id}-{name}", self.step_count, arm.nets,
-                             self.data_gen, arm.noise_gen, self.fixed_z, arm.log,
-                             arm.snapshots)
+            return self.arms[name].state(f"{self.run_id}-{name}", self.stream)
 
     def state_dict(self) -> dict:
         with self.lock:
@@ -308,7 +224,7 @@ class Arena(RunControls):
                 "rule": ",".join(a.cfg.rule for a in self.arms.values()),
                 "fork_step": self.fork_step,
                 "batch_hash": self.batch_hash,
-                "init_hashes": {n: a.init_hash for n, a in self.arms.items()},
+                "init_hashes": dict(self.init_hashes),
                 "arms": {name: self.arm_state(name) for name in self.arms},
             }
 
@@ -319,15 +235,11 @@ class Arena(RunControls):
                 raise ValueError(f"checkpoint arms {sorted(state['arms'])} differ from this "
                                  f"arena's {sorted(self.arms)}")
             for name, arm in self.arms.items():
-                s = state["arms"][name]
-                arm.cfg = TrainConfig.from_dict(s["config"])
-                load_nets(arm.nets, s)
-                arm.noise_gen.set_state(s["rng"]["noise"])
-                arm.log = MetricLog.from_state(s["metrics"])
-                arm.snapshots = SnapshotStore.from_state(s["snapshots"], self.cfg.max_snapshots)
-                arm.init_hash = state.get("init_hashes", {}).get(name, weights_hash(arm.nets))
-                self.data_gen.set_state(s["rng"]["data"])
-                self.fixed_z = s["fixed_z"].to(self.device)
+                arm.cfg = TrainConfig.from_dict(state["arms"][name]["config"])
+                arm.load(state["arms"][name])
+                self.stream.load(state["arms"][name])
+            saved = state.get("init_hashes", {})
+            self.init_hashes = {n: saved.get(n, weights_hash(a)) for n, a in self.arms.items()}
             self.step_count = int(state["step"])
             self.fork_step = int(state.get("fork_step", 0))
             self.batch_hash = str(state.get("batch_hash", ""))

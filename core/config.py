@@ -1,41 +1,25 @@
 """Run configuration: frozen dataclasses, validated on construction.
 
 Every validation error names the field, the bad value and what is allowed, so the
-CLI and the dashboard can show it as is.
+CLI and the dashboard can show it as is. Each update rule's options live in the
+rule's own dataclass (core/rules/); in a config they are addressed as
+"<rule>.<option>" (e.g. "reinforce.sigma_start"), in replace(), in the JSON form and
+in arena arm specs alike.
 """
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
-DATA_NAMES = ("mnist5k", "mnist", "fashion-mnist", "folder", "ring8", "grid25")
-RULE_NAMES = ("bce", "reinforce")
-REWARD_NAMES = ("log_d", "d", "logit")
+from .data import DATASETS
+from .rules import RULES
+from .validate import ConfigError, check_choice, check_range
+
 DEVICE_NAMES = ("auto", "cpu", "cuda")
+D_SEES = ("sample", "mean")     # what D trains on as "fake" (see TrainConfig.d_sees)
 
-
-class ConfigError(ValueError):
-    """A configuration value is invalid; the message says which and how to fix it."""
-
-
-def _check_range(name: str, value: Any, low: float, high: float, *, integer: bool = False,
-                 low_open: bool = False) -> None:
-    kind = "an integer" if integer else "a number"
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or (
-            integer and not isinstance(value, int)):
-        raise ConfigError(f"{name} = {value!r} is not {kind}; use {kind} in "
-                          f"{'(' if low_open else '['}{low:g}, {high:g}]")
-    bad_low = value <= low if low_open else value < low
-    if not math.isfinite(value) or bad_low or value > high:
-        raise ConfigError(f"{name} = {value!r} is out of range; allowed: "
-                          f"{'(' if low_open else '['}{low:g}, {high:g}]")
-
-
-def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise ConfigError(f"{name} = {value!r} is not one of: {', '.join(choices)}")
+__all__ = ["ConfigError", "OptimConfig", "TrainConfig", "PRESETS", "DATA_PRESETS", "preset"]
 
 
 def _check_layers(name: str, value: Any) -> None:
@@ -53,42 +37,13 @@ class OptimConfig:
     beta2: float = 0.999
 
     def validate(self, prefix: str) -> None:
-        _check_range(f"{prefix}.lr", self.lr, 0.0, 1.0, low_open=True)
-        _check_range(f"{prefix}.beta1", self.beta1, 0.0, 0.9999)
-        _check_range(f"{prefix}.beta2", self.beta2, 0.0, 0.99999)
+        check_range(f"{prefix}.lr", self.lr, 0.0, 1.0, low_open=True)
+        check_range(f"{prefix}.beta1", self.beta1, 0.0, 0.9999)
+        check_range(f"{prefix}.beta2", self.beta2, 0.0, 0.99999)
 
 
-@dataclass(frozen=True)
-class ReinforceConfig:
-    """Options of the policy-gradient generator update (DESIGN.md section 1)."""
-    reward: str = "log_d"          # log D(x) (default), D(x), or the clipped logit
-    samples_per_z: int = 0         # K; 0 = auto (4 for 2-D data, 8 for images)
-    sigma_start: float = 0.0       # 0 = auto (0.1 for 2-D data, 0.3 for images)
-    sigma_end: float = 0.0         # floor; 0 = auto (0.02 for 2-D data, 0.1 for images)
-    sigma_anneal_steps: int = 2000
-    adv_clip: float = 5.0
-    grad_clip: float = 1.0
-    logit_clip: float = 5.0
-    cosine_every: int = 50         # every N steps, cosine(REINFORCE grad, BCE grad); 0 = off
-
-    def validate(self) -> None:
-        _check_choice("reinforce.reward", self.reward, REWARD_NAMES)
-        _check_range("reinforce.samples_per_z", self.samples_per_z, 0, 64, integer=True)
-        if self.samples_per_z == 1:
-            raise ConfigError("reinforce.samples_per_z = 1 leaves no leave-one-out baseline; "
-                              "use 0 (auto) or an integer in [2, 64]")
-        _check_range("reinforce.sigma_start", self.sigma_start, 0.0, 10.0)
-        _check_range("reinforce.sigma_end", self.sigma_end, 0.0, 10.0)
-        if self.sigma_start and self.sigma_end and self.sigma_end > self.sigma_start:
-            raise ConfigError(f"reinforce.sigma_end = {self.sigma_end} is above "
-                              f"reinforce.sigma_start = {self.sigma_start}; the floor must "
-                              "not exceed the start value")
-        _check_range("reinforce.sigma_anneal_steps", self.sigma_anneal_steps, 0, 10**9,
-                     integer=True)
-        _check_range("reinforce.adv_clip", self.adv_clip, 0.0, 100.0, low_open=True)
-        _check_range("reinforce.grad_clip", self.grad_clip, 0.0, 1e6)
-        _check_range("reinforce.logit_clip", self.logit_clip, 0.0, 100.0, low_open=True)
-        _check_range("reinforce.cosine_every", self.cosine_every, 0, 10**9, integer=True)
+def _default_rule_options() -> tuple:
+    return tuple((name, RULES[name].Options()) for name in RULES)
 
 
 @dataclass(frozen=True)
@@ -101,11 +56,15 @@ class TrainConfig:
     g_hidden: tuple = (128, 128)
     d_hidden: tuple = (128, 128)
     rule: str = "bce"
-    reinforce: ReinforceConfig = field(default_factory=ReinforceConfig)
+    rule_options: tuple = field(default_factory=_default_rule_options)  # ((rule, options), ...)
     g_opt: OptimConfig = field(default_factory=OptimConfig)
     d_opt: OptimConfig = field(default_factory=OptimConfig)
     batch_size: int = 64
     d_steps: int = 1               # discriminator updates per generator update
+    grad_clip: float = 0.0         # G gradient-norm clip for every rule alike; 0 = off
+    d_sees: str = "sample"         # D's fake batch: what G emitted, or G's mean output
+    g_ema: float = 0.995           # decay of the EMA of G's weights; 0 = no EMA
+    ema_samples: bool = False      # snapshots and quality metrics from the EMA weights
     seed: int = 0
     device: str = "auto"
     steps: int = 0                 # step budget; 0 = run until stopped
@@ -120,58 +79,95 @@ class TrainConfig:
             value = getattr(self, name)
             if isinstance(value, list):
                 object.__setattr__(self, name, tuple(value))
+        given = dict(self.rule_options) if isinstance(self.rule_options, (tuple, list)) else None
+        if given is None or not all(isinstance(k, str) for k in given):
+            raise ConfigError("rule_options must be a list of (rule, options) pairs")
+        unknown = sorted(set(given) - set(RULES))
+        if unknown:
+            raise ConfigError(f"options for unknown rule(s) {', '.join(unknown)}; rules: "
+                              f"{', '.join(RULES)}")
+        object.__setattr__(self, "rule_options", tuple(
+            (name, given.get(name, RULES[name].Options())) for name in RULES))
         self.validate()
 
+    def __getattr__(self, name: str):
+        # cfg.<rule> is that rule's options (cfg.reinforce.sigma_start)
+        if name in RULES and name != "rule_options":
+            return self.options(name)
+        raise AttributeError(name)
+
+    def options(self, rule: str | None = None):
+        """The options of a rule (default: this config's rule)."""
+        return dict(self.rule_options)[rule or self.rule]
+
     def validate(self) -> None:
-        _check_choice("data", self.data, DATA_NAMES)
+        check_choice("data", self.data, tuple(DATASETS))
         if not isinstance(self.data_root, str):
             raise ConfigError(f"data_root = {self.data_root!r} must be a path string")
-        if self.data == "folder" and not self.data_root:
-            raise ConfigError("data = 'folder' needs data_root: the path of an image folder "
-                              "or a .zip of images")
-        _check_range("image_size", self.image_size, 8, 128, integer=True)
-        _check_range("latent_dim", self.latent_dim, 1, 1024, integer=True)
+        if DATASETS.entry(self.data).extra.get("needs_root") == "required" and not self.data_root:
+            raise ConfigError(f"data = {self.data!r} needs data_root: the path of an image "
+                              "folder or a .zip of images")
+        check_range("image_size", self.image_size, 8, 128, integer=True)
+        check_range("latent_dim", self.latent_dim, 1, 1024, integer=True)
         _check_layers("g_hidden", self.g_hidden)
         _check_layers("d_hidden", self.d_hidden)
-        _check_choice("rule", self.rule, RULE_NAMES)
-        if not isinstance(self.reinforce, ReinforceConfig):
-            raise ConfigError("reinforce must be a ReinforceConfig")
-        self.reinforce.validate()
+        check_choice("rule", self.rule, tuple(RULES))
+        for name, opts in self.rule_options:
+            if not isinstance(opts, RULES[name].Options):
+                raise ConfigError(f"{name} options must be a {RULES[name].Options.__name__}")
+            opts.validate(f"{name}.", self)
         for name in ("g_opt", "d_opt"):
             opt = getattr(self, name)
             if not isinstance(opt, OptimConfig):
                 raise ConfigError(f"{name} must be an OptimConfig")
             opt.validate(name)
-        _check_range("batch_size", self.batch_size, 2, 4096, integer=True)
-        _check_range("d_steps", self.d_steps, 1, 20, integer=True)
-        _check_range("seed", self.seed, 0, 2**31 - 1, integer=True)
-        _check_choice("device", self.device, DEVICE_NAMES)
-        _check_range("steps", self.steps, 0, 10**9, integer=True)
-        _check_range("sample_every", self.sample_every, 1, 10**9, integer=True)
-        _check_range("max_snapshots", self.max_snapshots, 2, 1000, integer=True)
-        _check_range("checkpoint_every", self.checkpoint_every, 0, 10**9, integer=True)
-        _check_range("eval_every", self.eval_every, 0, 10**9, integer=True)
+        check_range("batch_size", self.batch_size, 2, 4096, integer=True)
+        check_range("d_steps", self.d_steps, 1, 20, integer=True)
+        check_range("grad_clip", self.grad_clip, 0.0, 1e6)
+        check_choice("d_sees", self.d_sees, D_SEES)
+        check_range("g_ema", self.g_ema, 0.0, 0.99999)
+        if not isinstance(self.ema_samples, bool):
+            raise ConfigError(f"ema_samples = {self.ema_samples!r} must be true or false")
+        check_range("seed", self.seed, 0, 2**31 - 1, integer=True)
+        check_choice("device", self.device, DEVICE_NAMES)
+        check_range("steps", self.steps, 0, 10**9, integer=True)
+        check_range("sample_every", self.sample_every, 1, 10**9, integer=True)
+        check_range("max_snapshots", self.max_snapshots, 2, 1000, integer=True)
+        check_range("checkpoint_every", self.checkpoint_every, 0, 10**9, integer=True)
+        check_range("eval_every", self.eval_every, 0, 10**9, integer=True)
 
     # -- conversion ---------------------------------------------------------------
     def to_dict(self) -> dict:
-        out = dataclasses.asdict(self)
-        out["g_hidden"] = list(self.g_hidden)
-        out["d_hidden"] = list(self.d_hidden)
+        """JSON form: every field, with each rule's options under the rule's name."""
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+               if f.name != "rule_options"}
+        for name in ("g_opt", "d_opt"):
+            out[name] = dataclasses.asdict(out[name])
+        out["g_hidden"], out["d_hidden"] = list(self.g_hidden), list(self.d_hidden)
+        for name, opts in self.rule_options:
+            if dataclasses.fields(opts):
+                out[name] = dataclasses.asdict(opts)
         return out
 
     @classmethod
     def from_dict(cls, raw: dict) -> "TrainConfig":
         if not isinstance(raw, dict):
             raise ConfigError(f"a config must be a JSON object, got {type(raw).__name__}")
-        raw = dict(raw)
-        nested = {"reinforce": ReinforceConfig, "g_opt": OptimConfig, "d_opt": OptimConfig}
-        for name, kind in nested.items():
-            if name in raw and not isinstance(raw[name], kind):
-                raw[name] = _build(kind, raw[name], prefix=f"{name}.")
+        raw = _migrate(dict(raw))
+        for name in ("g_opt", "d_opt"):
+            if name in raw and not isinstance(raw[name], OptimConfig):
+                raw[name] = _build(OptimConfig, raw[name], prefix=f"{name}.")
+        options = {}
+        for name in RULES:
+            if name in raw:
+                options[name] = _build(RULES[name].Options, raw.pop(name), prefix=f"{name}.")
+        if options:
+            raw["rule_options"] = tuple(options.items())
         return _build(cls, raw)
 
     def replace(self, **changes: Any) -> "TrainConfig":
-        """A copy with some fields changed; nested fields as 'g_opt.lr' style keys."""
+        """A copy with some fields changed; nested fields as 'g_opt.lr' or
+        '<rule>.<option>' keys."""
         nested: dict[str, dict] = {}
         flat = {}
         for key, value in changes.items():
@@ -180,32 +176,37 @@ class TrainConfig:
                 nested.setdefault(outer, {})[inner] = value
             else:
                 flat[key] = value
+        options = dict(self.rule_options)
         for outer, inner in nested.items():
-            if outer not in ("reinforce", "g_opt", "d_opt"):
+            if outer in ("g_opt", "d_opt"):
+                current = getattr(self, outer)
+                _reject_unknown(type(current), inner, prefix=f"{outer}.")
+                flat[outer] = dataclasses.replace(current, **inner)
+            elif outer in RULES:
+                _reject_unknown(type(options[outer]), inner, prefix=f"{outer}.")
+                options[outer] = dataclasses.replace(options[outer], **inner)
+                flat["rule_options"] = tuple(options.items())
+            else:
                 raise ConfigError(f"unknown config field {outer!r}")
-            current = getattr(self, outer)
-            _reject_unknown(type(current), inner, prefix=f"{outer}.")
-            flat[outer] = dataclasses.replace(current, **inner)
         _reject_unknown(TrainConfig, flat)
         return dataclasses.replace(self, **flat)
 
     @property
     def is_2d(self) -> bool:
-        return self.data in ("ring8", "grid25")
+        return bool(DATASETS.entry(self.data).extra.get("is_2d"))
 
-    def samples_per_z(self) -> int:
-        return self.reinforce.samples_per_z or (4 if self.is_2d else 8)
 
-    def sigma_at(self, step: int) -> float:
-        """Policy std at a step: linear anneal from start to the floor."""
-        start = self.reinforce.sigma_start or (0.1 if self.is_2d else 0.3)
-        end = self.reinforce.sigma_end or (0.02 if self.is_2d else 0.1)
-        end = min(end, start)
-        span = self.reinforce.sigma_anneal_steps
-        if span <= 0:
-            return end
-        frac = min(step / span, 1.0)
-        return start + (end - start) * frac
+def _migrate(raw: dict) -> dict:
+    """Configs saved before the gradient clip became shared: reinforce.grad_clip
+    applied to the reinforce rule only, so it carries over only where that ran."""
+    rf = raw.get("reinforce")
+    if isinstance(rf, dict) and "grad_clip" in rf:
+        rf = dict(rf)
+        clip = rf.pop("grad_clip")
+        raw["reinforce"] = rf
+        if "grad_clip" not in raw:
+            raw["grad_clip"] = clip if raw.get("rule") == "reinforce" else 0.0
+    return raw
 
 
 def _reject_unknown(kind: type, raw: dict, prefix: str = "") -> None:
@@ -238,9 +239,9 @@ PRESETS: dict[str, dict] = {
 
 
 # "recommended" per data set, found by short trials (bce and reinforce arms in lockstep,
-# 2-4 seeds; the issue-4 note lists what was tried). One set per data set, shared by
-# every rule, since an arena's arms share all settings but the rule. On the 2-D toys a
-# 2-D latent and batch 256 were what kept all modes (latent 100 collapsed to 1-2).
+# 2-4 seeds). One set per data set, shared by every rule, since an arena's arms share
+# all settings but the rule. On the 2-D toys a 2-D latent and batch 256 were what kept
+# all modes (latent 100 collapsed to 1-2).
 DATA_PRESETS: dict[str, dict] = {
     "ring8": {"latent_dim": 2, "batch_size": 256,
               "g_opt": {"lr": 3e-4, "beta1": 0.5}, "d_opt": {"lr": 3e-4, "beta1": 0.5}},
@@ -254,6 +255,8 @@ def preset(name: str, **changes: Any) -> TrainConfig:
     """A preset's config with overrides applied (same keys as TrainConfig.replace).
 
     "recommended" with a `data` that has DATA_PRESETS uses that data set's settings.
+    The preset's own values are set first, without validation against a partial
+    config, so overrides that a preset needs (folder data and its root) go together.
     """
     if name not in PRESETS:
         raise ConfigError(f"preset {name!r} is not one of: {', '.join(PRESETS)}")
@@ -261,5 +264,8 @@ def preset(name: str, **changes: Any) -> TrainConfig:
     if name == "recommended":
         for key, value in DATA_PRESETS.get(changes.get("data"), {}).items():
             raw[key] = {**raw.get(key, {}), **value} if isinstance(value, dict) else value
+    for key in ("data", "data_root"):   # set together: folder data needs its root
+        if key in changes:
+            raw[key] = changes.pop(key)
     base = TrainConfig.from_dict(raw)
     return base.replace(**changes) if changes else base

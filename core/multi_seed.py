@@ -1,4 +1,4 @@
-"""Headless comparison: arenas over several seeds, a mean +- standard-error summary.
+"""Comparisons over seeds, headless: one arena per seed, a mean +- s.e. summary.
 
 `python -m core compare ...` calls run_compare(); the page uses summarize() and
 final_values() on live arenas too. A seed's per-step values are noisy, so an arm's
@@ -133,22 +133,23 @@ def _scatter_panels(data, snaps: dict) -> bytes:
 
 # -- the headless run -----------------------------------------------------------------------
 def run_arena(arena: Arena, log_every: float = 5.0) -> None:
-    """Step an arena to its budget in this thread, with a progress line on stderr."""
-    last = time.perf_counter()
-    arena.take_snapshot()
-    while not arena._budget_reached():
-        out = arena.step()
-        arena.evaluate_arms()   # q_* metrics every cfg.eval_every steps
-        if arena.status.state == "diverged":
-            print(f"\n{arena.status.message}", file=sys.stderr)
-            break
-        if time.perf_counter() - last > log_every:
-            last = time.perf_counter()
+    """Step an arena to its budget in this thread (the same loop as the dashboard's),
+    with a progress line on stderr; stops early if an arm diverges."""
+    last = [time.perf_counter()]
+
+    def progress(out: dict) -> None:
+        if time.perf_counter() - last[0] > log_every:
+            last[0] = time.perf_counter()
             losses = "  ".join(f"{n}: d {v['d_loss']:.3f} g {v['g_loss']:.3f}"
                                for n, v in out.items())
             print(f"  step {arena.step_count}/{arena.end_step}  {losses}", file=sys.stderr,
                   flush=True)
+
     arena.take_snapshot()
+    arena.run_here(should_stop=lambda: arena.status.state == "diverged", on_step=progress)
+    if arena.status.state == "diverged":
+        print(f"\n{arena.status.message}", file=sys.stderr)
+        arena.take_snapshot()
 
 
 def run_compare(cfg: TrainConfig, arms: list, seeds: list[int], out: Path,
@@ -170,7 +171,7 @@ def run_compare(cfg: TrainConfig, arms: list, seeds: list[int], out: Path,
                       run_id=f"{out.name}-seed{seed}", run_dir=folder)
         if cfg.eval_every and cfg.eval_every <= cfg.steps + warmup_steps:  # build the
             # classifier before the clock starts, only where an evaluation falls due
-            next(iter(arena.arms.values())).quality.prepare(
+            arena.active_runs()[0].quality.prepare(
                 log=lambda msg: print(msg, file=sys.stderr, flush=True))
         run_arena(arena)
         hashes = arena.hashes()

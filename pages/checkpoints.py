@@ -2,16 +2,16 @@
 import streamlit as st
 
 from ui import checkpoints as ck
-from ui import compare, live, runs
+from ui import compare_view, run_view, runs
 
 st.title("Checkpoints")
 registry = runs.registry()
-any_live = any(t.status.live for t in registry.runs()) or bool(compare.live_arenas())
+any_live = any(t.status.live for t in registry.runs()) or bool(compare_view.live_arenas())
 
 
-@st.fragment(run_every=live.POLL_S if any_live else None)
+@st.fragment(run_every=run_view.POLL_S if any_live else None)
 def runs_in_memory() -> None:
-    trainers, arenas = registry.runs(), compare.live_arenas()
+    trainers, arenas = registry.runs(), compare_view.live_arenas()
     if not trainers and not arenas:
         st.caption("No runs in this server yet: start one on the Train or Compare page.")
     for t in trainers:

@@ -1,30 +1,30 @@
 """Compare: update rules side by side, in lockstep, from an identical start."""
 import streamlit as st
 
-from ui import compare, live
+from ui import compare_view, run_view
 
 st.title("Compare update rules")
-arena = compare.current()
-wanted = st.query_params.get(compare.QUERY_KEY)
+arena = compare_view.current()
+wanted = st.query_params.get(compare_view.QUERY_KEY)
 if wanted and arena is None:
     st.warning(f"Comparison `{wanted}` is not running in this server (it may have been "
                "restarted). Start a new one.")
-    compare.detach()
+    compare_view.detach()
 
 with st.sidebar:
     if arena is None:
         st.subheader("New comparison")
-        cfg, arms, warmup = compare.form()
+        cfg, arms, warmup = compare_view.form()
     else:
         st.subheader("Arms")
-        compare.rule_switches(arena)
+        compare_view.rule_switches(arena)
 
-live.show_flash()
+run_view.show_flash()
 if arena is None:
-    compare.start_buttons(cfg, arms, warmup)
+    compare_view.start_buttons(cfg, arms, warmup)
     st.info("Every arm starts from the same weights and sees the same batches and z at "
             "every step; only the generator update rule differs. Choose the arms in the "
             "sidebar, then **Start comparison**.")
 else:
-    compare.controls(arena)
-    compare.live_view(arena)
+    compare_view.controls(arena)
+    compare_view.live_view(arena)

@@ -1,7 +1,7 @@
 """Train: configure a run, control it, watch it live."""
 import streamlit as st
 
-from ui import live, runs, widgets
+from ui import run_view, runs, train_view, widgets
 
 st.title("Train")
 trainer = runs.current_run()
@@ -21,9 +21,9 @@ with st.sidebar:
         widgets.rule_switch(trainer)
         widgets.config_summary(trainer.cfg)
 
-live.show_flash()
-live.controls(trainer, cfg)
+run_view.show_flash()
+train_view.controls(trainer, cfg)
 if trainer is None:
     st.info("Choose a data set and settings in the sidebar, then press **Start**.")
 else:
-    live.live_view(trainer)
+    train_view.live_view(trainer)

@@ -27,7 +27,7 @@ def app_env(tmp_path, monkeypatch):
     """Checkpoints in a temp folder; a clean registry before and after."""
     monkeypatch.setenv("GANLAB_CHECKPOINT_DIR", str(tmp_path / "checkpoints"))
     monkeypatch.chdir(ROOT)
-    from ui.compare import registry as arenas
+    from ui.compare_view import registry as arenas
     from ui.runs import registry
     registry().clear()
     arenas().clear()
@@ -93,7 +93,7 @@ def test_train_page_defaults(app_env):
 @pytest.mark.parametrize("key,value,field", [
     ("cfg_g_lr", 0.0, "g_opt.lr"),
     ("cfg_batch", 1, "batch_size"),
-    ("cfg_samples", 1, "reinforce.samples_per_z"),
+    ("cfg_reinforce_samples_per_z", 1, "reinforce.samples_per_z"),
 ])
 def test_validation_message_names_the_field(app_env, key, value, field):
     at = new_app()
@@ -218,7 +218,7 @@ def test_start_reads_the_form_at_click_time(app_env):
 
 def test_one_cap_for_runs_and_comparisons(app_env):
     from core.arena import Arena
-    from ui.compare import registry as arenas
+    from ui.compare_view import registry as arenas
     cfg = preset("recommended", data="ring8")
     run = Trainer(cfg)
     registry().start(run)
@@ -389,7 +389,7 @@ def test_arena_checkpoint_resumes_the_chosen_arm(app_env):
 
 def test_checkpoints_page_lists_and_saves_live_comparisons(app_env):
     from core.arena import Arena
-    from ui.compare import registry as arenas
+    from ui.compare_view import registry as arenas
     arena = Arena(preset("recommended", data="ring8", steps=0), ["bce", "reinforce"])
     arenas().start(arena)
     wait_for(lambda: arena.step_count >= 3, what="steps")
@@ -451,7 +451,7 @@ def test_failed_run_shows_the_error_and_what_to_do(app_env, monkeypatch):
 
 def test_diverged_run_shows_the_message_and_what_to_do(app_env):
     trainer = tiny_trainer(steps=3)
-    trainer.x = torch.full_like(trainer.x, float("nan"))   # poisoned data -> NaN D loss
+    trainer.stream.x = torch.full_like(trainer.stream.x, float("nan"))   # poisoned data -> NaN D loss
     registry().start(trainer)
     wait_for(lambda: trainer.status.state == "diverged", what="divergence")
     at = train_page(trainer.run_id)

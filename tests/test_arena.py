@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-import core.arena as arena_mod
+import core.run as run_mod
 from core.arena import Arena, ArmSpec, extract_arm, weights_hash
 from core.checkpoint import load_checkpoint, save_checkpoint
-from core.compare import final_values, summarize, wide_table
+from core.multi_seed import final_values, summarize, wide_table
 from core.config import TrainConfig
 from core.trainer import Trainer
 
@@ -43,17 +43,17 @@ def test_initial_weights_are_bit_identical():
 
 def test_every_arm_receives_the_same_batches_each_step(monkeypatch):
     seen: list[tuple[str, str]] = []   # (rule, hash of real and z) per train_step call
-    real_step = arena_mod.train_step
+    real_step = run_mod.train_step
 
-    def spy(nets, batches, ctx):
+    def spy(nets, batches, ctx, fast=True):
         h = hashlib.sha256()
         for real, z in batches:
             h.update(real.numpy().tobytes())
             h.update(z.numpy().tobytes())
         seen.append((ctx.cfg.rule, h.hexdigest()))
-        return real_step(nets, batches, ctx)
+        return real_step(nets, batches, ctx, fast)
 
-    monkeypatch.setattr(arena_mod, "train_step", spy)
+    monkeypatch.setattr(run_mod, "train_step", spy)
     a = Arena(cfg(d_steps=2), ["bce", "reinforce"])
     for _ in range(6):
         a.step()
@@ -180,7 +180,7 @@ def test_arms_fork_from_a_shared_checkpoint():
     state = warm.state_dict()
     a = Arena(cfg(), ["bce", "reinforce"], init_state=state)
     assert a.step_count == 10 and a.fork_step == 10
-    assert set(a.hashes()["init"].values()) == {weights_hash(warm.nets)}
+    assert set(a.hashes()["init"].values()) == {weights_hash(warm.run)}
     for arm in a.arms.values():
         assert len(arm.log) == 10                # the warm-up history comes along
     a.step()

@@ -1,4 +1,5 @@
-"""The headless CLI, run as a real subprocess: python -m core ..."""
+"""The headless CLI, called in-process through main([...]); one real subprocess case
+(Ctrl-C) checks the `python -m core` entry point and its signal handling."""
 from __future__ import annotations
 
 import json
@@ -12,22 +13,24 @@ from pathlib import Path
 import pytest
 import torch
 
+from core.__main__ import main
+from helpers import write_image_folder
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def cli(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run([sys.executable, "-m", "core", *args], cwd=ROOT, text=True,
-                          capture_output=True, timeout=300)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"exit {proc.returncode}: {proc.stderr}")
-    return proc
+def cli(capsys, *args: str, code: int = 0) -> tuple[str, str]:
+    rc = main(list(args))
+    out, err = capsys.readouterr()
+    assert rc == code, f"exit {rc}: {err}"
+    return out, err
 
 
-def test_train_sample_info_on_ring8(tmp_path):
+def test_train_sample_info_on_ring8(tmp_path, capsys):
     out = tmp_path / "r"
-    proc = cli("train", "--data", "ring8", "--rule", "bce", "--steps", "120",
-               "--sample-every", "40", "--out", str(out))
-    assert "steps/s" in proc.stderr and "d_loss" in proc.stderr
+    _, err = cli(capsys, "train", "--data", "ring8", "--rule", "bce", "--steps", "120",
+                 "--sample-every", "40", "--out", str(out))
+    assert "steps/s" in err and "d_loss" in err
     for name in ("metrics.csv", "samples.png", "step_120.pt", "config.json"):
         assert (out / name).exists(), name
     assert len((out / "metrics.csv").read_text().splitlines()) == 121
@@ -35,25 +38,65 @@ def test_train_sample_info_on_ring8(tmp_path):
     assert state["step"] == 120 and state["config"]["data"] == "ring8"
 
     picture = tmp_path / "r.png"
-    cli("sample", str(out / "step_120.pt"), "--n", "200", "--out", str(picture))
+    cli(capsys, "sample", str(out / "step_120.pt"), "--n", "200", "--ema", "--out", str(picture))
     assert picture.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
-    info = json.loads(cli("info", str(out / "step_120.pt")).stdout)
+    info = json.loads(cli(capsys, "info", str(out / "step_120.pt"))[0])
     assert (info["step"], info["rule"], info["data"]) == (120, "bce", "ring8")
 
 
-def test_resume_continues_and_can_switch_rule(tmp_path):
+def test_resume_continues_and_can_switch_rule_and_lr(tmp_path, capsys):
     out = tmp_path / "a"
-    cli("train", "--data", "ring8", "--steps", "30", "--out", str(out))
-    cli("train", "--data", "ring8", "--steps", "50", "--resume", str(out / "step_30.pt"),
-        "--rule", "reinforce", "--out", str(out))
-    info = json.loads(cli("info", str(out / "step_50.pt")).stdout)
-    assert info["step"] == 50 and info["rule"] == "reinforce"
+    cli(capsys, "train", "--data", "ring8", "--steps", "30", "--out", str(out))
+    cli(capsys, "train", "--data", "ring8", "--steps", "50", "--resume", str(out / "step_30.pt"),
+        "--rule", "reinforce", "--lr", "5e-4", "--out", str(out))
+    state = torch.load(out / "step_50.pt", weights_only=True)
+    assert state["step"] == 50 and state["rule"] == "reinforce"
+    # the new learning rate took effect in the optimisers, not only in the config
+    assert state["config"]["g_opt"]["lr"] == 5e-4
+    assert state["g_optimizer"]["param_groups"][0]["lr"] == 5e-4
+    assert state["d_optimizer"]["param_groups"][0]["lr"] == 5e-4
+    assert state["rule_start"] == 30          # reinforce's schedule starts at the switch
 
 
-def test_image_run_writes_a_grid(tmp_path):
+def test_resume_refuses_a_different_data_set_or_seed(tmp_path, capsys):
+    out = tmp_path / "b"
+    cli(capsys, "train", "--data", "ring8", "--steps", "5", "--out", str(out))
+    _, err = cli(capsys, "train", "--data", "grid25", "--seed", "3", "--steps", "9",
+                 "--resume", str(out / "step_5.pt"), "--out", str(out), code=2)
+    assert "--data 'grid25' (the checkpoint has 'ring8')" in err and "--seed 3" in err
+
+
+def test_rule_options_and_shared_settings_from_flags(tmp_path, capsys):
+    out = tmp_path / "c"
+    cli(capsys, "train", "--data", "ring8", "--rule", "reinforce", "--steps", "6",
+        "--set", "reinforce.sigma_start=0.05", "--set", "reinforce.reward=d",
+        "--grad-clip", "2", "--d-sees", "mean", "--out", str(out))
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["reinforce"]["sigma_start"] == 0.05 and cfg["reinforce"]["reward"] == "d"
+    assert cfg["grad_clip"] == 2.0 and cfg["d_sees"] == "mean"
+
+
+def test_checkpoint_every_saves_during_the_loop(tmp_path, capsys):
+    out = tmp_path / "d"
+    cli(capsys, "train", "--data", "ring8", "--steps", "9", "--checkpoint-every", "4",
+        "--out", str(out))
+    assert sorted(p.name for p in out.glob("step_*.pt")) == ["step_4.pt", "step_8.pt",
+                                                             "step_9.pt"]
+
+
+def test_folder_data_from_flags(tmp_path, capsys):
+    images = write_image_folder(tmp_path / "imgs", n=6, bad=1)
+    out = tmp_path / "f"
+    cli(capsys, "train", "--data", "folder", "--data-root", str(images), "--steps", "3",
+        "--batch-size", "4", "--eval-every", "0", "--out", str(out))
+    assert (out / "step_3.pt").exists()
+
+
+def test_image_run_writes_a_grid(tmp_path, capsys):
     out = tmp_path / "m"
-    cli("train", "--steps", "5", "--batch-size", "16", "--out", str(out))
+    cli(capsys, "train", "--steps", "5", "--batch-size", "16", "--eval-every", "0",
+        "--out", str(out))
     from PIL import Image
 
     with Image.open(out / "samples.png") as img:
@@ -66,17 +109,20 @@ def test_image_run_writes_a_grid(tmp_path):
      "batch_size = 1 is out of range"),
     (["train", "--data", "ring8", "--steps", "0", "--out", "x"], "--steps must be a positive"),
     (["train", "--data", "ring8", "--lr", "-1", "--steps", "5", "--out", "x"], "g_opt.lr = -1.0"),
+    (["train", "--data", "ring8", "--steps", "5", "--set", "reinforce.sigma=1", "--out", "x"],
+     "unknown config field(s): reinforce.sigma"),
+    (["train", "--data", "ring8", "--steps", "5", "--set", "nonsense", "--out", "x"],
+     "must look like KEY=VALUE"),
     (["train", "--steps", "abc", "--out", "x"], "invalid int value: 'abc'"),
     (["train", "--config", "/nonexistent.json", "--steps", "5", "--out", "x"], "--config"),
     (["info", "/etc/hostname"], "is not a PyTorch checkpoint file"),
     (["sample", "/no/such.pt", "--out", "x.png"], "no such file"),
     (["frobnicate"], "invalid choice: 'frobnicate'"),
 ])
-def test_bad_arguments_exit_2_with_one_line(args, message):
-    proc = cli(*args, check=False)
-    assert proc.returncode == 2, proc.stderr
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+def test_bad_arguments_exit_2_with_one_line(args, message, capsys):
+    _, err = cli(capsys, *args, code=2)
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err, err
     assert message in lines[0]
 
 

@@ -20,7 +20,7 @@ TIMEOUT = 60
 def arenas(tmp_path, monkeypatch):
     monkeypatch.setenv("GANLAB_CHECKPOINT_DIR", str(tmp_path / "checkpoints"))
     monkeypatch.chdir(ROOT)
-    from ui.compare import registry
+    from ui.compare_view import registry
     registry().clear()
     yield registry()
     registry().clear()
@@ -103,12 +103,12 @@ def test_rule_switch_and_save(arenas, tmp_path):
 def test_reinforce_options_reach_every_arm(arenas):
     # the same REINFORCE inputs as the Train form (K too), shared by every arm
     at = page()
-    at.sidebar.number_input(key="cmp_samples").set_value(1).run()
+    at.sidebar.number_input(key="cmp_reinforce_samples_per_z").set_value(1).run()
     assert any("reinforce.samples_per_z" in e.value for e in at.error)
     assert at.button(key="cmp_start").disabled
-    at.sidebar.number_input(key="cmp_samples").set_value(6)
-    at.sidebar.number_input(key="cmp_sigma_start").set_value(0.2)
-    at.sidebar.number_input(key="cmp_sigma_end").set_value(0.05).run()
+    at.sidebar.number_input(key="cmp_reinforce_samples_per_z").set_value(6)
+    at.sidebar.number_input(key="cmp_reinforce_sigma_start").set_value(0.2)
+    at.sidebar.number_input(key="cmp_reinforce_sigma_end").set_value(0.05).run()
     at.button(key="cmp_start").click().run()
     assert not at.exception
     (arena,) = arenas.runs()

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+import dataclasses
 import json
 import os
 import pickle
@@ -43,7 +44,9 @@ BAD_FIELDS = [
     ("reinforce.samples_per_z", 100, "reinforce.samples_per_z = 100 is out of range"),
     ("reinforce.sigma_start", -1.0, "reinforce.sigma_start = -1.0"),
     ("reinforce.adv_clip", 0.0, "reinforce.adv_clip = 0.0"),
-    ("reinforce.grad_clip", -1.0, "reinforce.grad_clip = -1.0"),
+    ("grad_clip", -1.0, "grad_clip = -1.0"),
+    ("d_sees", "noise", "d_sees = 'noise' is not one of: sample, mean"),
+    ("g_ema", 1.0, "g_ema = 1.0 is out of range"),
     ("reinforce.logit_clip", 0.0, "reinforce.logit_clip = 0.0"),
     ("reinforce.cosine_every", -2, "reinforce.cosine_every = -2"),
     ("reinforce.sigma_anneal_steps", -1, "reinforce.sigma_anneal_steps = -1"),
@@ -62,6 +65,9 @@ def test_config_cross_field_rules():
         TrainConfig(data="folder")
     with pytest.raises(ConfigError, match="floor must not exceed"):
         TrainConfig().replace(**{"reinforce.sigma_start": 0.1, "reinforce.sigma_end": 0.5})
+    # auto values count too: the image start is 0.3, so a floor of 0.5 is refused
+    with pytest.raises(ConfigError, match="sigma_end = 0.5 is above reinforce.sigma_start = 0.3"):
+        TrainConfig().replace(**{"reinforce.sigma_end": 0.5})
 
 
 def test_config_round_trips_and_rejects_unknown_keys():
@@ -84,13 +90,26 @@ def test_source_preset_is_the_source_document():
     assert "recommended" in PRESETS
 
 
-def test_sigma_anneals_to_its_floor():
-    cfg = TrainConfig(data="ring8").replace(**{"reinforce.sigma_start": 0.2,
-                                               "reinforce.sigma_end": 0.05,
-                                               "reinforce.sigma_anneal_steps": 100})
-    assert cfg.sigma_at(0) == pytest.approx(0.2)
-    assert cfg.sigma_at(50) == pytest.approx(0.125)
-    assert cfg.sigma_at(10_000) == pytest.approx(0.05)
+def test_sigma_anneals_to_its_floor_and_zero_steps_means_constant():
+    from core.rules.reinforce import sigma_at
+
+    opts = TrainConfig(data="ring8").replace(**{"reinforce.sigma_start": 0.2,
+                                                "reinforce.sigma_end": 0.05,
+                                                "reinforce.sigma_anneal_steps": 100}).reinforce
+    assert sigma_at(opts, True, 0) == pytest.approx(0.2)
+    assert sigma_at(opts, True, 50) == pytest.approx(0.125)
+    assert sigma_at(opts, True, 10_000) == pytest.approx(0.05)
+    constant = dataclasses.replace(opts, sigma_anneal_steps=0)
+    assert sigma_at(constant, True, 10_000) == pytest.approx(0.2)
+
+
+def test_configs_saved_with_the_old_per_rule_clip_still_load():
+    old = TrainConfig(rule="reinforce").to_dict()
+    del old["grad_clip"], old["d_sees"], old["g_ema"], old["ema_samples"]
+    old["reinforce"]["grad_clip"] = 1.0
+    assert TrainConfig.from_dict(old).grad_clip == 1.0
+    old["rule"] = "bce"   # bce was never clipped
+    assert TrainConfig.from_dict(old).grad_clip == 0.0
 
 
 # -- checkpoints -------------------------------------------------------------------

@@ -222,9 +222,7 @@ def test_image_trainer_logs_classifier_metrics(mnist5k, classifier):
     trainer = Trainer(cfg)
     evaluator_for(trainer.data).classifier = classifier   # as if built in the background
     for _ in range(4):
-        trainer.step()
-        for hook in trainer.on_step:
-            hook(trainer)
+        trainer.step_once()   # a step and its hooks
     latest = trainer.log.latest()
     assert set(evaluate.IMAGE_METRICS) <= set(latest)
     assert latest["q_accuracy"] == classifier.accuracy

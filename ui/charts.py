@@ -3,7 +3,7 @@
 Input shape: `arms` maps an arm name to one `MetricLog.decimated(...)` dict
 ({"step:<name>": steps, "<name>": values, ...}, float32). A single run is one arm
 named "" (traces are named by metric, one colour per metric); with several arms
-(pages/compare.py) each arm gets one colour and each metric a dash style.
+(the Compare page) each arm gets one colour and each metric a dash style.
 """
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
+
+from core.metric_info import METRICS
 
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b",
            "#e377c2", "#17becf", "#7f7f7f", "#bcbd22")
@@ -37,28 +39,57 @@ class ChartSpec:
     y_range: tuple[float, float] | None = None
 
 
-# What the Train page draws, in order; a chart without data is skipped.
-CHARTS = (
-    ChartSpec("Losses", ("d_loss", "g_loss")),
-    ChartSpec("D(x) and D(G(z))", ("d_real", "d_fake"), y_range=(0.0, 1.0)),
-    ChartSpec("Reward mean ± std", ("reward_mean",), band="reward_std"),
-    ChartSpec("Gradient norms", ("g_grad_norm", "d_grad_norm")),
-    ChartSpec("Gradient cosine (REINFORCE vs BCE)", ("grad_cosine",), y_range=(-1.0, 1.0)),
-)
 QUALITY_PREFIX = "q_"
 
 
-def chart_columns() -> list[str]:
-    """Every column the CHARTS need (pass to MetricLog.decimated)."""
+def chart_specs(columns=None) -> list[ChartSpec]:
+    """The step-metric charts, in the metric registry's order, grouped by each metric's
+    `chart`; a logged column that nobody declared gets a chart of its own."""
+    groups: dict[str, list] = {}
+    for entry in METRICS.entries():
+        title = entry.extra.get("chart")
+        if title and title != "Quality" and not entry.extra.get("band_of"):
+            groups.setdefault(title, []).append(entry)
+    specs = [ChartSpec(title, tuple(e.name for e in entries),
+                       band=entries[0].extra.get("band"),
+                       y_range=entries[0].extra.get("y_range"))
+             for title, entries in groups.items()]
+    for name in sorted(columns or ()):
+        if name not in METRICS and not name.startswith(QUALITY_PREFIX):
+            specs.append(ChartSpec(name, (name,)))
+    return specs
+
+
+def chart_columns(columns=None) -> list[str]:
+    """Every column the charts need (pass to MetricLog.decimated)."""
     names: list[str] = []
-    for spec in CHARTS:
+    for spec in chart_specs(columns):
         names += [*spec.metrics, *([spec.band] if spec.band else [])]
     return names
 
 
 def quality_columns(columns) -> list[str]:
-    """The quality-metric columns (logged every M steps, NaN elsewhere)."""
-    return sorted(c for c in columns if c.startswith(QUALITY_PREFIX))
+    """The quality-metric columns (logged every M steps, NaN elsewhere), in the
+    registry's order."""
+    present = set(columns)
+    known = [m for m in METRICS if m.startswith(QUALITY_PREFIX) and m in present]
+    return known + sorted(c for c in present
+                          if c.startswith(QUALITY_PREFIX) and c not in METRICS)
+
+
+def metric_title(name: str) -> str:
+    """A metric's label with its unit and which way is better, for panel titles."""
+    entry = METRICS.get(name)
+    if entry is None:
+        return name
+    arrow = {"higher": " ↑", "lower": " ↓"}.get(entry.better or "", "")
+    return entry.title + (f" ({entry.unit})" if entry.unit else "") + arrow
+
+
+def quality_help(columns) -> str:
+    """One line per quality metric shown: what it measures (from the registry)."""
+    return "\n".join(f"- **{metric_title(m)}**: {METRICS.entry(m).help}"
+                      for m in quality_columns(columns) if m in METRICS)
 
 
 def has_data(arms: dict[str, dict], metrics) -> bool:
@@ -178,7 +209,8 @@ def quality_figure(arms: dict[str, dict], metrics, *, events=None,
     metrics = list(metrics)
     rows = max(1, math.ceil(len(metrics) / cols))
     fig = make_subplots(rows=rows, cols=min(cols, max(1, len(metrics))),
-                        subplot_titles=metrics, horizontal_spacing=0.08,
+                        subplot_titles=[metric_title(m) for m in metrics],
+                        horizontal_spacing=0.08,
                         vertical_spacing=0.18 if rows > 1 else 0.1)
     n_arms = len(arms)
     for m, metric in enumerate(metrics):
@@ -207,16 +239,17 @@ TOY_CAPTION = ("Black: real points · orange: samples from the fixed noise · ba
 
 
 def all_figures(decimated, columns, *, smoothing: float, events) -> list[tuple[str, go.Figure]]:
-    """(name, figure) for every chart that has data: the CHARTS, then the Quality group.
+    """(name, figure) for every chart that has data: chart_specs(), then the Quality group.
 
     `decimated(names)` gives {arm: decimated view} of those columns (one arm on the
     Train page, every arm on the Compare page); `columns` are all logged column names.
     """
-    arms = decimated(chart_columns())
+    specs = chart_specs(columns)
+    arms = decimated(chart_columns(columns))
     out = [(spec.metrics[0], metric_figure(arms, spec.metrics, title=spec.title,
                                            smoothing=smoothing, events=events,
                                            band=spec.band, y_range=spec.y_range))
-           for spec in CHARTS if has_data(arms, spec.metrics)]
+           for spec in specs if has_data(arms, spec.metrics)]
     quality = quality_columns(columns)
     if quality:
         q_arms = decimated(quality)

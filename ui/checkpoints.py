@@ -18,7 +18,7 @@ import torch
 from core.arena import extract_arm
 from core.checkpoint import (CheckpointError, checkpoint_summary, config_of, load_checkpoint,
                              to_bytes)
-from core.config import RULE_NAMES
+from core.rules import RULES
 from core.data import load_dataset
 from core.samples import SnapshotStore
 from core.trainer import Trainer, new_run_id
@@ -158,7 +158,7 @@ def actions(state: dict, key: str) -> None:
     c1, c2, c3, c4 = st.columns([1, 1, 1, 1], vertical_alignment="bottom")
     if c1.button("Resume training", key=f"{key}_resume", type="primary", width="stretch"):
         _launch(state, None, "resume")
-    others = [r for r in RULE_NAMES if r != info["rule"]] or list(RULE_NAMES)
+    others = [r for r in RULES if r != info["rule"]] or list(RULES)
     rule = c2.selectbox("Fine-tune with rule", others, key=f"{key}_rule")
     if c3.button("Fine-tune", key=f"{key}_finetune", width="stretch",
                  help="Continue from these weights with another update rule (RL fine-tuning: "

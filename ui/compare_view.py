@@ -14,14 +14,19 @@ import pandas as pd
 import streamlit as st
 
 from core.arena import Arena, ArmSpec
-from core.compare import DEFAULT_IMAGE_WARMUP
-from core.config import PRESETS, RULE_NAMES, ConfigError, TrainConfig, preset
+from core.config import PRESETS, ConfigError, TrainConfig, preset
+from core.data import DATASETS
+from core.multi_seed import DEFAULT_IMAGE_WARMUP
+from core.rules import RULES
 from core.trainer import new_run_id
-from ui import charts, live, runs, widgets
+from ui import charts, run_view, runs, widgets
+from ui.run_view import flash_error
 
 QUERY_KEY = "arena"
 SESSION_KEY = "attached_arena"
-DATA_CHOICES = ("ring8", "grid25", "mnist5k")
+# The data sets that need no files, 2-D first: they compare in seconds
+DATA_CHOICES = tuple(sorted(DATASETS.names(needs_root=None),
+                            key=lambda n: not DATASETS.entry(n).extra.get("is_2d")))
 NO_ARM = "(none)"
 K = "cmp_"      # session-state prefix of the form's widgets
 TABLE_COLUMNS = ("d_loss", "g_loss", "d_real", "d_fake", "reward_mean", "g_grad_norm",
@@ -59,16 +64,18 @@ def form() -> tuple[TrainConfig | None, list[ArmSpec], int]:
                         help="ring8 / grid25: 2-D mixtures (fast, show mode collapse); "
                              "mnist5k: digits, compared after a bce warm-up by default")
     c1, c2 = st.columns(2)
-    rules = [c1.selectbox("Arm 1", RULE_NAMES, index=0, key=K + "arm1"),
-             c2.selectbox("Arm 2", RULE_NAMES, index=1, key=K + "arm2")]
-    third = st.selectbox("Arm 3 (optional)", (NO_ARM, *RULE_NAMES), key=K + "arm3")
+    names = list(RULES)
+    rules = [c1.selectbox("Arm 1", names, index=0, key=K + "arm1"),
+             c2.selectbox("Arm 2", names, index=1, key=K + "arm2")]
+    third = st.selectbox("Arm 3 (optional)", (NO_ARM, *names), key=K + "arm3")
     if third != NO_ARM:
         rules.append(third)
     name = st.selectbox("Preset", list(PRESETS), key=K + "preset",
                         index=list(PRESETS).index("recommended"),
                         help="recommended: settings found to train well on this data set "
                              "(shared by every arm); source: the source document's")
-    reinforce = widgets.reinforce_options(K, "REINFORCE options (reinforce arms)")
+    options = widgets.rule_options(K, rules, "options ({} arms)")
+    shared = widgets.fairness_options(K)
     c1, c2 = st.columns(2)
     steps = c1.number_input("Compared steps (0 = until stopped)", value=3000, step=500,
                             key=K + "steps")
@@ -80,7 +87,7 @@ def form() -> tuple[TrainConfig | None, list[ArmSpec], int]:
     sample_every = c2.number_input("Sample every", value=100, step=50, key=K + "sample_every")
     batch = c1.number_input("Batch size (0 = preset)", value=0, step=64, key=K + "batch")
     changes = {"data": data, "steps": int(steps), "seed": int(seed),
-               "sample_every": int(sample_every), **reinforce}
+               "sample_every": int(sample_every), **options, **shared}
     if batch:
         changes["batch_size"] = int(batch)
     try:
@@ -98,10 +105,10 @@ def _start(cfg: TrainConfig, arms: list[ArmSpec], warmup: int) -> None:
                       run_id=new_run_id(f"arena-{cfg.data}"))
         registry().start(arena)
     except runs.CapReached as exc:
-        live.flash_error(str(exc))
+        flash_error(str(exc))
         return
     except Exception as exc:
-        live.flash_error(f"Could not start: {exc}")
+        flash_error(f"Could not start: {exc}")
         return
     attach(arena)
 
@@ -133,12 +140,13 @@ def _save(arena: Arena) -> None:
                                      f"step_{arena.step_count}.pt")
         st.session_state["cmp_saved"] = str(path)
     except RuntimeError as exc:
-        live.flash_error(str(exc))
+        flash_error(str(exc))
 
 
 def controls(arena: Arena) -> None:
     cols = st.columns(5)
-    live.run_buttons(cols, arena, registry(), "cmp", "One lockstep step of every arm while paused")
+    run_view.run_buttons(cols, arena, registry(), "cmp",
+                         "One lockstep step of every arm while paused")
     cols[3].button("New comparison", key="cmp_reset", on_click=_reset, args=(arena,),
                    width="stretch", help="Stop these arms and configure new ones")
     cols[4].button("Save checkpoint", key="cmp_save", on_click=_save, args=(arena,),
@@ -154,7 +162,7 @@ def rule_switches(arena: Arena) -> None:
     for name, arm in arena.arms.items():
         key = f"cmp_rule_{arena.run_id}_{name}"
         st.session_state.setdefault(key, arm.cfg.rule)
-        st.selectbox(f"Arm **{name}** rule", RULE_NAMES, key=key,
+        st.selectbox(f"Arm **{name}** rule", list(RULES), key=key,
                      disabled=not arena.status.live or arena.warming_up,
                      on_change=lambda n=name, k=key: arena.set_rule(n, st.session_state[k]))
 
@@ -171,12 +179,7 @@ def status(arena: Arena) -> None:
         done = max(0, s.step - arena.fork_step)
         st.progress(min(1.0, done / arena.cfg.steps),
                     text=f"{done:,} / {arena.cfg.steps:,} compared steps")
-    if s.state == "failed":
-        st.error(s.message or arena.error, icon=":material/error:")
-    elif s.state == "diverged":
-        st.warning(s.message, icon=":material/warning:")
-    elif s.message:
-        st.caption(s.message)
+    run_view.state_message(arena)
     hashes = arena.hashes()
     same = len(set(hashes["init"].values())) == 1
     init = " · ".join(f"{n} `{h}`" for n, h in hashes["init"].items())
@@ -184,6 +187,7 @@ def status(arena: Arena) -> None:
     st.caption(f"Initial weights ({start}): {init} "
                f"{'— identical' if same else '— DIFFERENT'} · one batch stream "
                f"`{hashes['batches'] or '-'}` feeds every arm")
+    st.caption(run_view.fairness_caption(arena.cfg))
 
 
 def _events(arena: Arena) -> list[tuple[int, str]]:
@@ -196,7 +200,7 @@ def _events(arena: Arena) -> list[tuple[int, str]]:
 
 def _arm_data(arena: Arena, columns: list[str]) -> dict[str, dict]:
     if arena.warming_up:   # one trace until the fork: the warm-up run
-        return {"bce warm-up": arena.warmup.log.decimated(columns, charts.MAX_POINTS)}
+        return {arena.warmup.name: arena.warmup.log.decimated(columns, charts.MAX_POINTS)}
     return {n: a.log.decimated(columns, charts.MAX_POINTS) for n, a in arena.arms.items()}
 
 
@@ -289,13 +293,11 @@ def all_arms_csv(arena: Arena) -> bytes:
 
 
 def live_view(arena: Arena) -> None:
-    was_live = arena.status.live
     c1, _ = st.columns([3, 1])
     smoothing = c1.slider("EMA smoothing", 0.0, 0.99, 0.9, 0.01, key="cmp_smoothing",
                           help="Raw values faint, smoothed bold; one colour per arm")
 
-    @st.fragment(run_every=live.POLL_S if was_live else None)
-    def view() -> None:
+    def body() -> None:
         status(arena)
         left, right = st.columns([3, 2])
         with left:
@@ -307,8 +309,6 @@ def live_view(arena: Arena) -> None:
                          height=35 * (len(table) + 1) + 3,   # every row, no scrolling
                          column_config={"metric": st.column_config.TextColumn(width="medium")})
             samples(arena)
-        if was_live and not arena.status.live:
-            st.rerun()
 
-    view()
+    run_view.live_fragment(arena, body)
     downloads(arena)

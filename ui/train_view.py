@@ -1,12 +1,9 @@
 """The Train page's run controls and its live view (status, charts, samples).
 
-One polling fragment per page (DESIGN.md 3, 11): it re-runs every POLL_S seconds
-while the run is live, is defined with run_every=None otherwise, and calls
-st.rerun() once when the run's state changes on its own (it ended, failed or
-diverged) so the buttons refresh and polling stops where the run is over.
-Buttons live outside the fragment. Run controls act through on_click callbacks,
-which run before the script, so the page draws the new state in the same run; Start
-is a plain button instead (see controls()).
+Buttons, messages and the polling fragment are shared with the Compare page
+(ui/run_view.py). Run controls act through on_click callbacks, which run before the
+script, so the page draws the new state in the same run; Start is a plain button
+instead (see controls()).
 """
 from __future__ import annotations
 
@@ -17,24 +14,8 @@ import streamlit as st
 
 from core.config import TrainConfig
 from core.trainer import Trainer, new_run_id
-from ui import charts, runs
-
-POLL_S = 1.0
-FLASH = "flash_message"        # session key: an error to show after a callback
-
-
-# -- controls ------------------------------------------------------------------------
-def flash_error(message: str) -> None:
-    """Keep an error for the page to show on its next script run (show_flash): for
-    callbacks, and for actions followed by st.rerun(), whose own output is lost."""
-    st.session_state[FLASH] = message
-
-
-def show_flash() -> None:
-    message = st.session_state.pop(FLASH, None)
-    if message:
-        st.error(message, icon=":material/block:")
-
+from ui import charts, run_view, runs
+from ui.run_view import flash_error
 
 def _start(cfg: TrainConfig) -> None:
     try:
@@ -47,36 +28,6 @@ def _start(cfg: TrainConfig) -> None:
         flash_error(f"Could not start: {exc}")
         return
     runs.attach(trainer)
-
-
-def _resume(run, registry) -> None:
-    try:
-        registry.resume(run)
-    except runs.CapReached as exc:
-        flash_error(str(exc))
-
-
-def _step(run) -> None:
-    try:
-        run.step_once()
-    except RuntimeError as exc:
-        flash_error(str(exc))
-
-
-def run_buttons(cols, run, registry, key: str, step_help: str) -> None:
-    """Pause / Resume, Step and Stop in three columns, for a Trainer or an Arena (both
-    have the same controls); `key` prefixes the widget keys."""
-    state = run.status.state
-    not_paused = state not in ("paused", "diverged")
-    if state == "running":
-        cols[0].button("Pause", key=f"{key}_pause", on_click=run.pause, width="stretch")
-    else:
-        cols[0].button("Resume", key=f"{key}_resume", disabled=not_paused,
-                       on_click=_resume, args=(run, registry), width="stretch")
-    cols[1].button("Step", key=f"{key}_step", disabled=not_paused, on_click=_step,
-                   args=(run,), width="stretch", help=step_help)
-    cols[2].button("Stop", key=f"{key}_stop", disabled=not run.status.live,
-                   on_click=run.stop, width="stretch")
 
 
 def _reset(trainer: Trainer) -> None:
@@ -96,7 +47,8 @@ def controls(trainer: Trainer | None, cfg: TrainConfig | None) -> None:
             _start(cfg)
             st.rerun()   # draw the attached run (or the flashed error) with its buttons
         return
-    run_buttons(cols, trainer, runs.registry(), "btn", "One training step while paused")
+    run_view.run_buttons(cols, trainer, runs.registry(), "btn",
+                         "One training step while paused")
     cols[3].button("Reset", key="btn_reset", on_click=_reset, args=(trainer,),
                    width="stretch", help="Stop this run and configure a new one")
     cols[4].download_button("Metrics CSV", data=trainer.log.to_csv, key="btn_csv",
@@ -105,12 +57,6 @@ def controls(trainer: Trainer | None, cfg: TrainConfig | None) -> None:
 
 
 # -- the live view -------------------------------------------------------------------
-def _fmt_time(seconds: float) -> str:
-    m, s = divmod(int(seconds), 60)
-    h, m = divmod(m, 60)
-    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
-
-
 def _steps_per_s(trainer: Trainer) -> float:
     """Throughput since this session's previous poll: steps done / wall time. The
     engine's per-step EMA swings when one step stalls (e.g. a snapshot)."""
@@ -129,22 +75,15 @@ def status(trainer: Trainer) -> None:
     with st.container(key="status_line"):
         rate = _steps_per_s(trainer)
         st.markdown(f"**{s.state}** · step **{s.step:,}** · {rate:,.0f} steps/s · "
-                    f"elapsed {_fmt_time(s.elapsed_s)} · rule **{trainer.cfg.rule}** · "
+                    f"elapsed {run_view.fmt_time(s.elapsed_s)} · rule **{trainer.cfg.rule}** · "
                     f"run `{trainer.run_id}`")
         if trainer.cfg.steps:
             st.progress(min(1.0, s.step / trainer.cfg.steps),
                         text=f"{s.step:,} / {trainer.cfg.steps:,} steps")
-    if s.state == "failed":
-        st.error(f"{s.message or trainer.error}\n\nThe weights of step {s.step:,} are kept: "
-                 "save them on the **Checkpoints** page and resume or fine-tune from the "
-                 "file, or press **Reset** to start a new run.", icon=":material/error:")
-        if trainer.error_trace:
-            with st.expander("Traceback"):
-                st.code(trainer.error_trace)
-    elif s.state == "diverged":
-        st.warning(s.message, icon=":material/warning:")
-    elif s.message:
-        st.caption(s.message)
+    run_view.state_message(trainer, f"\n\nThe weights of step {s.step:,} are kept: save "
+                           "them on the **Checkpoints** page and resume or fine-tune from the "
+                           "file, or press **Reset** to start a new run.")
+    st.caption(run_view.fairness_caption(trainer.cfg))
 
 
 def _figures(trainer: Trainer, smoothing: float) -> list[tuple[str, object]]:
@@ -208,25 +147,18 @@ def samples(trainer: Trainer) -> None:
 
 def live_view(trainer: Trainer) -> None:
     """Status, charts and samples inside the page's one polling fragment."""
-    drawn = trainer.status     # the state the buttons above were drawn for
-    was_live = drawn.live
     c1, c2 = st.columns([3, 1])
     smoothing = c1.slider("EMA smoothing", 0.0, 0.99, 0.9, 0.01, key="smoothing",
                           help="Raw values faint, smoothed bold")
     frozen = c2.toggle("Freeze charts", key="freeze",
                        help="Stop updating the charts (zooming resets on each update)")
 
-    @st.fragment(run_every=POLL_S if was_live else None)
-    def view() -> None:
+    def body() -> None:
         status(trainer)
         left, right = st.columns([2, 1])
         with left:
             metric_charts(trainer, smoothing, frozen)
         with right:
             samples(trainer)
-        if was_live and trainer.status.state != drawn.state:
-            # the run ended (stop polling) or diverged (Pause -> Resume, Step): the
-            # buttons outside this fragment must follow
-            st.rerun()
 
-    view()
+    run_view.live_fragment(trainer, body)

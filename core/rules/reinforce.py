@@ -1,0 +1,158 @@
+"""reinforce: policy gradient with D as the reward.
+
+G's output is the mean of a Gaussian policy x ~ N(G(z), sigma^2 I). K samples per z
+are scored by a reward (core/rewards.py); the advantage is the reward minus the mean
+of the other K-1 samples of the same z (leave-one-out), divided by its batch std and
+clipped. The loss is -mean(advantage * log N(x; G(z), sigma^2 I)), the log-density
+averaged over dimensions. With reward log D(x), its expected gradient points the way
+of the bce gradient only as sigma -> 0; at practical sigma the two differ (the
+grad_cosine metric measures by how much), and the estimate is far noisier.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from ..metric_info import METRICS
+from ..rewards import REWARDS
+from ..validate import ConfigError, check_choice, check_range
+from .base import Rule, option
+from .bce import bce_loss, bce_manual_grad
+
+
+@dataclass(frozen=True)
+class ReinforceOptions:
+    reward: str = option("log_d", "Reward", "What D says about a sample: "
+                         "log D(x), D(x) or the clipped logit", choices=REWARDS)
+    samples_per_z: int = option(0, "Samples per z (K, 0 = auto)",
+                                "0 = 4 on 2-D data, 8 on images; at least 2", low=0, high=64)
+    sigma_start: float = option(0.0, "sigma start (0 = auto)",
+                                "Policy std when the rule starts; 0 = 0.1 on 2-D data, "
+                                "0.3 on images", low=0.0, high=10.0)
+    sigma_end: float = option(0.0, "sigma floor (0 = auto)",
+                              "Policy std after the anneal; 0 = 0.02 on 2-D data, 0.1 on "
+                              "images; must not exceed the start", low=0.0, high=10.0)
+    sigma_anneal_steps: int = option(2000, "sigma anneal steps",
+                                     "Linear anneal from start to floor over this many steps "
+                                     "after the rule starts; 0 = no anneal (sigma stays at "
+                                     "the start value)", low=0, high=10**9)
+    adv_clip: float = option(5.0, "Advantage clip", "Normalised advantages are clipped to "
+                             "+-this", low=0.0, high=100.0)
+    logit_clip: float = option(5.0, "Logit clip", "Bound of the 'logit' reward",
+                               low=0.0, high=100.0)
+    cosine_every: int = option(50, "Gradient cosine every (steps, 0 = off)",
+                               "Every N steps, log the cosine between this rule's gradient "
+                               "and the bce gradient on the same batch", low=0, high=10**9)
+
+    def validate(self, prefix: str, cfg) -> None:
+        check_choice(f"{prefix}reward", self.reward, tuple(REWARDS))
+        check_range(f"{prefix}samples_per_z", self.samples_per_z, 0, 64, integer=True)
+        if self.samples_per_z == 1:
+            raise ConfigError(f"{prefix}samples_per_z = 1 leaves no leave-one-out baseline; "
+                              "use 0 (auto) or an integer in [2, 64]")
+        check_range(f"{prefix}sigma_start", self.sigma_start, 0.0, 10.0)
+        check_range(f"{prefix}sigma_end", self.sigma_end, 0.0, 10.0)
+        start, end = sigma_range(self, cfg.is_2d)
+        if end > start:
+            raise ConfigError(f"{prefix}sigma_end = {end:g} is above {prefix}sigma_start = "
+                              f"{start:g} (0 means auto: 0.1 / 0.02 on 2-D data, 0.3 / 0.1 on "
+                              "images); the floor must not exceed the start value")
+        check_range(f"{prefix}sigma_anneal_steps", self.sigma_anneal_steps, 0, 10**9,
+                    integer=True)
+        check_range(f"{prefix}adv_clip", self.adv_clip, 0.0, 100.0, low_open=True)
+        check_range(f"{prefix}logit_clip", self.logit_clip, 0.0, 100.0, low_open=True)
+        check_range(f"{prefix}cosine_every", self.cosine_every, 0, 10**9, integer=True)
+
+
+def samples_per_z(opts: ReinforceOptions, is_2d: bool) -> int:
+    return opts.samples_per_z or (4 if is_2d else 8)
+
+
+def sigma_range(opts: ReinforceOptions, is_2d: bool) -> tuple[float, float]:
+    start = opts.sigma_start or (0.1 if is_2d else 0.3)
+    end = opts.sigma_end or (0.02 if is_2d else 0.1)
+    return start, end
+
+
+def sigma_at(opts: ReinforceOptions, is_2d: bool, rule_step: int) -> float:
+    """Policy std `rule_step` steps after the rule started: a linear anneal from start
+    to the floor over sigma_anneal_steps (0 = no anneal)."""
+    start, end = sigma_range(opts, is_2d)
+    span = opts.sigma_anneal_steps
+    if span <= 0:
+        return start
+    return start + (end - start) * min(rule_step / span, 1.0)
+
+
+def _advantages(x: torch.Tensor, ctx) -> tuple[torch.Tensor, dict]:
+    """Normalised, clipped leave-one-out advantages of x (B, K, dim), and metrics."""
+    batch, k, dim = x.shape
+    flat = x.reshape(batch * k, dim)
+    reward = REWARDS[ctx.options.reward](flat, ctx).view(batch, k)
+    baseline = (reward.sum(1, keepdim=True) - reward) / (k - 1)
+    adv = reward - baseline
+    adv_std = adv.std()
+    clip = ctx.options.adv_clip
+    adv = (adv / (adv_std + 1e-4)).clamp_(-clip, clip)
+    metrics = {"g_loss": F.softplus(-ctx.d_logits(flat)).mean(), "reward_mean": reward.mean(),
+               "reward_std": reward.std(), "adv_std": adv_std}
+    return adv, metrics
+
+
+class ReinforceRule(Rule):
+    Options = ReinforceOptions
+
+    def emit(self, mu, ctx):
+        k = samples_per_z(ctx.options, ctx.cfg.is_2d)
+        sigma = sigma_at(ctx.options, ctx.cfg.is_2d, ctx.rule_step)
+        eps = torch.randn(mu.shape[0], k, mu.shape[1], generator=ctx.noise,
+                          device=mu.device, dtype=mu.dtype)
+        x = mu.detach().unsqueeze(1) + sigma * eps      # (B, K, dim), detached from G
+        return x[:, 0], {"x": x, "eps": eps, "sigma": sigma}
+
+    def _cosine_due(self, ctx) -> bool:
+        every = ctx.options.cosine_every
+        return bool(every) and ctx.step % every == 0
+
+    def loss(self, mu, extra, ctx):
+        x, sigma = extra["x"], extra["sigma"]
+        with torch.no_grad():
+            adv, metrics = _advantages(x, ctx)
+        dim = x.shape[2]
+        log_prob = -((x - mu.unsqueeze(1)) ** 2).sum(2) / (2 * sigma ** 2 * dim)
+        loss = -(adv * log_prob).mean()
+        metrics["sigma"] = torch.tensor(sigma)
+        if self._cosine_due(ctx):   # the backprop gradient on the same z, as a diagnostic
+            own = ctx.flat_grad(loss, retain_graph=True)
+            ref = ctx.flat_grad(bce_loss(mu, ctx)[0], retain_graph=True)
+            metrics["grad_cosine"] = F.cosine_similarity(own, ref, dim=0)
+        return loss, metrics
+
+    def fast_grad(self, mu, g_acts, extra, ctx):
+        nets = ctx.nets
+        x, eps, sigma = extra["x"], extra["eps"], extra["sigma"]
+        batch, k, dim = x.shape
+        ref = None
+        if self._cosine_due(ctx):
+            bce_manual_grad(mu, g_acts, ctx)
+            ref = nets.g_flat.grad.clone()
+        adv, metrics = _advantages(x, ctx)
+        # d loss / d mu = -sum_k adv_k (x_k - mu) / sigma^2 / dim / (B K), x - mu = sigma eps
+        grad_mu = -(adv.unsqueeze(2) * eps).sum(1) / (sigma * dim * batch * k)
+        nets.G.backward_manual(g_acts, mu, grad_mu)
+        metrics["sigma"] = torch.tensor(sigma)
+        if ref is not None:
+            metrics["grad_cosine"] = F.cosine_similarity(nets.g_flat.grad, ref, dim=0)
+        return metrics
+
+
+METRICS.register("adv_std", label="advantage std", chart="Advantage std",
+                 help="Std of the leave-one-out advantages before normalisation")
+METRICS.register("sigma", label="policy sigma", chart="Policy sigma",
+                 help="Std of the Gaussian policy around G(z)")
+METRICS.register("grad_cosine", label="cosine(rule grad, bce grad)", better="higher",
+                 chart="Gradient cosine (REINFORCE vs BCE)", y_range=(-1.0, 1.0),
+                 help="Cosine between this rule's gradient and the bce gradient on the "
+                      "same batch: 1 = same direction")

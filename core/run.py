@@ -1,0 +1,194 @@
+"""A Run: one generator/discriminator pair and everything that moves with it.
+
+Weights, optimisers, the EMA of G, the policy-noise stream, the metric log, the
+sample history, the step and where the current rule started. A Trainer drives one
+Run; an Arena drives several in lockstep on one BatchStream. Saving and restoring go
+through `state()` / `load()` here, the one restore path for every kind of run.
+"""
+from __future__ import annotations
+
+import copy
+import time
+
+import torch
+
+from .config import OptimConfig, TrainConfig
+from .data import DataSet
+from .evaluate import QualityHook
+from .metrics import MetricLog
+from .models import MLP, build_models, flatten_parameters
+from .rules import RULES
+from .samples import Snapshot, SnapshotStore, d_heatmap, grid_png, toy_extent
+from .step import Nets, StepContext, draw_batch, train_step
+
+FIXED_IMAGES = 64     # fixed-noise grid: 8 x 8
+FIXED_POINTS = 1000   # fixed-noise scatter for 2-D data
+
+
+def make_adam(flat: torch.nn.Parameter, opt_cfg: OptimConfig) -> torch.optim.Adam:
+    return torch.optim.Adam([flat], lr=opt_cfg.lr, betas=(opt_cfg.beta1, opt_cfg.beta2),
+                            fused=True)
+
+
+def build_nets(cfg: TrainConfig, data: DataSet, device: torch.device) -> Nets:
+    G, D = build_models(cfg, data.dim, data.is_image)
+    G, D = G.to(device), D.to(device)
+    g_flat, d_flat = flatten_parameters(G), flatten_parameters(D)
+    return Nets(G, D, g_flat, d_flat, make_adam(g_flat, cfg.g_opt), make_adam(d_flat, cfg.d_opt))
+
+
+def apply_optim_config(opt: torch.optim.Optimizer, opt_cfg: OptimConfig) -> None:
+    """The config's lr and betas win over those stored with a loaded optimiser state."""
+    for group in opt.param_groups:
+        group["lr"], group["betas"] = opt_cfg.lr, (opt_cfg.beta1, opt_cfg.beta2)
+
+
+def fixed_noise(cfg: TrainConfig, data: DataSet, device: torch.device) -> torch.Tensor:
+    """The z shown in every snapshot; from its own seed so it never shifts the batches."""
+    n = FIXED_IMAGES if data.is_image else FIXED_POINTS
+    gen = torch.Generator().manual_seed(cfg.seed + 7919)
+    return torch.randn(n, cfg.latent_dim, generator=gen).to(device)
+
+
+def make_snapshot(G: MLP, D: MLP, data: DataSet, z: torch.Tensor, step: int) -> Snapshot:
+    with torch.no_grad():
+        out = G(z)
+    if data.is_image:
+        return Snapshot(step, png=grid_png(out, data.image_shape))
+    extent = toy_extent(data.modes)
+    return Snapshot(step, points=out.float().cpu().numpy(),
+                    heatmap=d_heatmap(D, extent), extent=extent)
+
+
+class BatchStream:
+    """The real batches and z every run of a Trainer or Arena is fed, and the fixed
+    noise of the sample grid: one seeded stream, so lockstep arms see the same data."""
+
+    def __init__(self, cfg: TrainConfig, data: DataSet, device: torch.device) -> None:
+        self.x = data.x.to(device)
+        self.gen = torch.Generator(device).manual_seed(cfg.seed)
+        self.fixed_z = fixed_noise(cfg, data, device)
+        self.device = device
+
+    def draw(self, cfg: TrainConfig) -> list[tuple]:
+        return [draw_batch(self.x, cfg, self.gen) for _ in range(cfg.d_steps)]
+
+    def load(self, state: dict) -> None:
+        self.gen.set_state(state["rng"]["data"])
+        self.fixed_z = state["fixed_z"].to(self.device)
+
+
+class Run:
+    def __init__(self, cfg: TrainConfig, data: DataSet, device: torch.device, lock,
+                 name: str = "") -> None:
+        self.cfg = cfg
+        self.data = data
+        self.device = device
+        self.lock = lock                  # the owner's lock: guards weights, RNGs, step
+        self.name = name
+        self.nets = build_nets(cfg, data, device)
+        self.G_ema = copy.deepcopy(self.nets.G)
+        self.ema_flat = flatten_parameters(self.G_ema).requires_grad_(False)
+        self.noise_gen = torch.Generator(device).manual_seed(cfg.seed + 1)
+        self.log = MetricLog()
+        self.snapshots = SnapshotStore(cfg.max_snapshots)
+        self.step_count = 0
+        self.rule_start = 0               # step at which the current rule took over
+        self.quality = QualityHook(data)  # q_* metrics every cfg.eval_every steps
+        self.fast = True                  # use a rule's fast path where it has one
+        self._ema_dt = 0.0
+
+    @property
+    def shown_G(self) -> MLP:
+        """The generator that snapshots and quality metrics use (raw or EMA)."""
+        return self.G_ema if self.cfg.ema_samples and self.cfg.g_ema else self.nets.G
+
+    def train(self, batches: list[tuple], fixed_z: torch.Tensor) -> dict[str, float]:
+        """One iteration on the given batches: G and D update, EMA, log, snapshot.
+        The caller holds self.lock."""
+        ctx = StepContext(self.cfg, self.nets, self.step_count,
+                          self.step_count - self.rule_start, self.noise_gen)
+        start = time.perf_counter()
+        values = train_step(self.nets, batches, ctx, fast=self.fast)
+        if self.cfg.g_ema:
+            self.ema_flat.lerp_(self.nets.g_flat.detach(), 1.0 - self.cfg.g_ema)
+        dt = time.perf_counter() - start
+        self._ema_dt = dt if self._ema_dt == 0 else 0.95 * self._ema_dt + 0.05 * dt
+        values["steps_per_s"] = 1.0 / self._ema_dt   # this run's own compute rate
+        self.step_count += 1
+        self.log.append(self.step_count, {k: v for k, v in values.items()
+                                          if not k.endswith("_skipped")})
+        if self.step_count % self.cfg.sample_every == 0:
+            self.take_snapshot(fixed_z)
+        return values
+
+    def take_snapshot(self, fixed_z: torch.Tensor) -> Snapshot:
+        with self.lock:
+            snap = make_snapshot(self.shown_G, self.nets.D, self.data, fixed_z,
+                                 self.step_count)
+            self.snapshots.add(snap)
+        return snap
+
+    def set_rule(self, rule: str) -> None:
+        """Switch the generator update rule; its schedules start now; marks the log."""
+        RULES.entry(rule)   # a clear error for an unknown name
+        with self.lock:
+            if rule != self.cfg.rule:
+                self.log.add_event(self.step_count, f"rule: {self.cfg.rule} -> {rule}")
+                self.cfg = self.cfg.replace(rule=rule)
+                self.rule_start = self.step_count
+
+    # -- saving and restoring ---------------------------------------------------------
+    def state(self, run_id: str, stream: BatchStream) -> dict:
+        """This run as checkpoint fields (plain tensors and dicts; see checkpoint.py)."""
+        with self.lock:
+            return {
+                "config": self.cfg.to_dict(),
+                "run_id": run_id,
+                "step": self.step_count,
+                "rule": self.cfg.rule,
+                "rule_start": self.rule_start,
+                "generator": _cpu(self.nets.G.state_dict()),
+                "generator_ema": _cpu(self.G_ema.state_dict()),
+                "discriminator": _cpu(self.nets.D.state_dict()),
+                "g_optimizer": _cpu(self.nets.g_opt.state_dict()),
+                "d_optimizer": _cpu(self.nets.d_opt.state_dict()),
+                "rng": {"data": stream.gen.get_state(), "noise": self.noise_gen.get_state()},
+                "fixed_z": stream.fixed_z.cpu(),
+                "metrics": self.log.state(),
+                "snapshots": self.snapshots.state(),
+            }
+
+    def load(self, state: dict, *, history: bool = True) -> None:
+        """Weights, optimisers (with this run's lr and betas), EMA, noise stream, step
+        and, with `history`, the log and samples of a validated run state. The
+        optimiser states are copied: torch updates the given moment tensors in place,
+        so two runs loaded from one dict would otherwise share them."""
+        with self.lock:
+            nets = self.nets
+            nets.G.load_state_dict(state["generator"])
+            nets.D.load_state_dict(state["discriminator"])
+            nets.g_opt.load_state_dict(copy.deepcopy(state["g_optimizer"]))
+            nets.d_opt.load_state_dict(copy.deepcopy(state["d_optimizer"]))
+            apply_optim_config(nets.g_opt, self.cfg.g_opt)
+            apply_optim_config(nets.d_opt, self.cfg.d_opt)
+            self.G_ema.load_state_dict(state.get("generator_ema", state["generator"]))
+            self.noise_gen.set_state(state["rng"]["noise"])
+            self.step_count = int(state["step"])
+            saved_rule = state.get("config", {}).get("rule", self.cfg.rule)
+            self.rule_start = (int(state.get("rule_start", 0)) if saved_rule == self.cfg.rule
+                               else self.step_count)
+            if history:
+                self.log = MetricLog.from_state(state["metrics"])
+                self.snapshots = SnapshotStore.from_state(state.get("snapshots", []),
+                                                          self.cfg.max_snapshots)
+
+
+def _cpu(obj):
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu().clone()
+    if isinstance(obj, dict):
+        return {k: _cpu(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_cpu(v) for v in obj]
+    return obj

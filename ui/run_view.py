@@ -1,0 +1,103 @@
+"""What the Train and Compare pages share: run buttons, messages, the live fragment.
+
+A page's job is a Trainer or an Arena; both have the same controls and status. One
+polling fragment per page (see live_fragment) re-runs every POLL_S seconds while the
+job is live and calls st.rerun() once when its state changes on its own (it ended,
+failed or diverged), so the buttons outside the fragment always match the state.
+"""
+from __future__ import annotations
+
+import streamlit as st
+
+from ui import runs
+
+POLL_S = 1.0
+FLASH = "flash_message"        # session key: an error to show after a callback
+
+
+def flash_error(message: str) -> None:
+    """Keep an error for the page to show on its next script run (show_flash): for
+    callbacks, and for actions followed by st.rerun(), whose own output is lost."""
+    st.session_state[FLASH] = message
+
+
+def show_flash() -> None:
+    message = st.session_state.pop(FLASH, None)
+    if message:
+        st.error(message, icon=":material/block:")
+
+
+def _resume(job, registry) -> None:
+    try:
+        registry.resume(job)
+    except runs.CapReached as exc:
+        flash_error(str(exc))
+
+
+def _step(job) -> None:
+    try:
+        job.step_once()
+    except RuntimeError as exc:
+        flash_error(str(exc))
+
+
+def run_buttons(cols, job, registry, key: str, step_help: str) -> None:
+    """Pause / Resume, Step and Stop in three columns; `key` prefixes widget keys."""
+    state = job.status.state
+    not_paused = state not in ("paused", "diverged")
+    if state == "running":
+        cols[0].button("Pause", key=f"{key}_pause", on_click=job.pause, width="stretch")
+    else:
+        cols[0].button("Resume", key=f"{key}_resume", disabled=not_paused,
+                       on_click=_resume, args=(job, registry), width="stretch")
+    cols[1].button("Step", key=f"{key}_step", disabled=not_paused, on_click=_step,
+                   args=(job,), width="stretch", help=step_help)
+    cols[2].button("Stop", key=f"{key}_stop", disabled=not job.status.live,
+                   on_click=job.stop, width="stretch")
+
+
+def fmt_time(seconds: float) -> str:
+    m, s = divmod(int(seconds), 60)
+    h, m = divmod(m, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+def state_message(job, failed_hint: str = "") -> None:
+    """The job's failure, divergence or plain message under its status line."""
+    s = job.status
+    if s.state == "failed":
+        st.error(f"{s.message or job.error}{failed_hint}", icon=":material/error:")
+        if job.error_trace:
+            with st.expander("Traceback"):
+                st.code(job.error_trace)
+    elif s.state == "diverged":
+        st.warning(s.message, icon=":material/warning:")
+    elif s.message:
+        st.caption(s.message)
+
+
+def fairness_caption(cfg) -> str:
+    """The settings that decide what 'same treatment' means, in words."""
+    clip = f"clipped to norm {cfg.grad_clip:g}" if cfg.grad_clip else "not clipped"
+    sees = ("G's mean output" if cfg.d_sees == "mean"
+            else "what G emitted (the policy's samples for reinforce)")
+    ema = (f"EMA {cfg.g_ema:g} of G's weights" if cfg.ema_samples and cfg.g_ema
+           else "G's raw weights")
+    return (f"G's gradient is {clip} for every rule · D trains on {sees} · samples and "
+            f"quality use {ema}")
+
+
+def live_fragment(job, body) -> None:
+    """Run body() in the page's one polling fragment while the job is live."""
+    drawn = job.status.state      # the state the buttons outside were drawn for
+    was_live = job.status.live
+
+    @st.fragment(run_every=POLL_S if was_live else None)
+    def view() -> None:
+        body()
+        if was_live and job.status.state != drawn:
+            # ended (stop polling), diverged (Resume and Step) or failed: the buttons
+            # outside this fragment must follow
+            st.rerun()
+
+    view()
