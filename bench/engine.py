@@ -1,8 +1,10 @@
 """Engine vs the source document's loop, at the source preset on mnist5k, in one run.
 
-For each torch thread count (1 and 2 by default) the two run alternately (reference,
-engine, reference, engine, ...) so that load from other processes hits both alike;
-each one's median steps/s is reported. The engine ships with 1 thread per training
+For each torch thread count (1 and 2 by default) they run alternately (reference,
+engine, reference, engine, ...) so that load from other processes hits all alike;
+each one's median steps/s is reported. The engine is measured both ways it can
+compute G's gradient: the rules' hand-written fast path (the default where a rule
+has one) and their autograd loss (what a rule without a fast path runs). The engine ships with 1 thread per training
 thread (core.trainer.torch_threads); the source loop runs with torch's default (all
 cores). The last line is that ratio: the product as shipped vs the source as written.
 
@@ -25,10 +27,12 @@ from core.config import preset  # noqa: E402
 from core.trainer import Trainer, torch_threads  # noqa: E402
 
 
-def engine_steps_per_s(steps: int, rule: str = "bce") -> float:
-    """Headless Trainer.step() at the source preset (no thread, no UI)."""
+def engine_steps_per_s(steps: int, rule: str = "bce", fast: bool = True) -> float:
+    """Headless Trainer.step() at the source preset (no thread, no UI); `fast=False`
+    uses the rule's autograd loss instead of its fast path."""
     trainer = Trainer(preset("source", rule=rule, device="cpu", sample_every=10**9,
                              eval_every=0))
+    trainer.run.fast = fast
     for _ in range(20):   # warm-up, as in the reference
         trainer.step()
     start = time.perf_counter()
@@ -37,19 +41,29 @@ def engine_steps_per_s(steps: int, rule: str = "bce") -> float:
     return steps / (time.perf_counter() - start)
 
 
-def measure(threads: int, steps: int, rounds: int) -> tuple[float, float, float]:
+def measure(threads: int, steps: int, rounds: int) -> dict[str, float]:
+    """Median steps/s of the seed loop and of each rule x gradient path."""
     torch.set_num_threads(threads)
-    ref, eng, rl = [], [], []
+    runs = {"seed loop": lambda: seed_loop.run(steps)}
+    for rule in ("bce", "reinforce"):
+        n = steps if rule == "bce" else steps // 2
+        runs[f"{rule} fast"] = lambda r=rule, n=n: engine_steps_per_s(n, r, fast=True)
+        runs[f"{rule} autograd"] = lambda r=rule, n=n: engine_steps_per_s(n, r, fast=False)
+    seen: dict[str, list] = {name: [] for name in runs}
     for i in range(rounds):
-        ref.append(seed_loop.run(steps))
-        eng.append(engine_steps_per_s(steps))
-        rl.append(engine_steps_per_s(steps // 2, rule="reinforce"))
-        print(f"{threads} thread(s), round {i + 1}: seed loop {ref[-1]:7.1f}  "
-              f"engine bce {eng[-1]:7.1f}  engine reinforce {rl[-1]:7.1f} steps/s", flush=True)
-    r, e, p = (statistics.median(v) for v in (ref, eng, rl))
-    print(f"{threads} thread(s), median: seed loop {r:.1f}, engine bce {e:.1f} ({e / r:.2f}x), "
-          f"engine reinforce {p:.1f} steps/s", flush=True)
-    return r, e, p
+        for name, fn in runs.items():
+            seen[name].append(fn())
+        print(f"{threads} thread(s), round {i + 1}: " + "  ".join(
+            f"{name} {v[-1]:7.1f}" for name, v in seen.items()) + " steps/s", flush=True)
+    med = {name: statistics.median(v) for name, v in seen.items()}
+    ref = med["seed loop"]
+    print(f"{threads} thread(s), median: " + ", ".join(
+        f"{name} {v:.1f}" + ("" if name == "seed loop" else f" ({v / ref:.2f}x)")
+        for name, v in med.items()), flush=True)
+    for rule in ("bce", "reinforce"):
+        print(f"  {rule}: autograd / fast path = "
+              f"{med[f'{rule} autograd'] / med[f'{rule} fast']:.2f}", flush=True)
+    return med
 
 
 def main() -> None:
@@ -64,8 +78,8 @@ def main() -> None:
     print(f"torch {torch.__version__}; torch default {default_threads} threads, engine ships "
           f"with {shipped}; {args.steps} steps x {args.rounds} rounds, source preset, mnist5k")
     results = {n: measure(n, args.steps, args.rounds) for n in counts}
-    ref = results[default_threads][0]
-    eng = results[shipped][1]
+    ref = results[default_threads]["seed loop"]
+    eng = results[shipped]["bce fast"]
     print(f"engine ({shipped} thread) / seed loop (torch default, {default_threads} threads) "
           f"= {eng / ref:.2f}x")
 

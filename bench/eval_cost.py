@@ -1,4 +1,4 @@
-"""How much periodic quality evaluation slows training (DESIGN.md section 6).
+"""How much periodic quality evaluation slows training.
 
 For each interval E, one run of `--steps` steps with eval_every = E, timing the
 training steps and the evaluations separately in the same run:
@@ -9,14 +9,6 @@ printed too but swings with that load. The classifier is built before timing (it
 one-off cost is reported by tests/test_evaluate.py and the CLI).
 
     python bench/eval_cost.py --data mnist5k --every 500 1000 --steps 2000
-
-Measured on the shared 2-core CPU (n = 2,500 samples per evaluation; the load from
-other processes swung the step rate between 10 and 1,450 steps/s, so only the
-per-evaluation times and in-run ratios are meaningful):
-    ring8   about 2-20 ms per evaluation: ratio 0.997 at eval_every 1000 (0.99 at 500)
-    mnist5k about 0.3 s per evaluation (one thread): at the quiet-machine rate of
-            ~610 steps/s that is a ratio of ~0.84 at 1000 (~0.72 at 500); under load
-            0.96 at 1000. Default: eval_every = 1000 (TrainConfig).
 """
 from __future__ import annotations
 
@@ -40,8 +32,7 @@ def run(cfg, steps: int) -> tuple[float, float, int]:
         start = time.perf_counter()
         trainer.step()
         t_steps += time.perf_counter() - start
-        for hook in trainer.on_step:
-            hook(trainer)
+        trainer.after_step()   # quality metrics every eval_every steps
     n_evals = steps // cfg.eval_every if cfg.eval_every else 0
     return t_steps, trainer.quality.seconds, n_evals
 

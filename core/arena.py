@@ -134,7 +134,7 @@ class Arena(RunControls):
             for arm in self.arms.values():
                 arm.load(state)
                 arm.log.add_event(int(state["step"]), label)   # same text in every arm
-            self.stream.load(state)
+            self.stream.load(state, self.cfg.seed)
             self.step_count = self.fork_step = int(state["step"])
             self._hash_arms()
 
@@ -237,7 +237,7 @@ class Arena(RunControls):
             for name, arm in self.arms.items():
                 arm.cfg = TrainConfig.from_dict(state["arms"][name]["config"])
                 arm.load(state["arms"][name])
-                self.stream.load(state["arms"][name])
+                self.stream.load(state["arms"][name], self.cfg.seed)
             saved = state.get("init_hashes", {})
             self.init_hashes = {n: saved.get(n, weights_hash(a)) for n, a in self.arms.items()}
             self.step_count = int(state["step"])

@@ -312,9 +312,9 @@ def load_or_train_classifier(data: DataSet, cache_dir: str | Path | None = None,
 def one_thread():
     """One intra-op thread for this OS thread only (the OpenMP setting is per thread).
 
-    Measured on the 2-core CPU next to other work: 2 threads took 75 s to train the
-    mnist5k classifier, 1 thread 14 s (OpenMP spin-waits when cores are oversubscribed),
-    and a training run in another thread keeps its own setting."""
+    Next to other work on a small CPU, more threads are slower (OpenMP spin-waits when
+    cores are oversubscribed; bench/eval_cost.py measures it), and a training run in
+    another thread keeps its own setting."""
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -334,7 +334,7 @@ class Evaluator:
     """callable(G) -> {q_*: float} for one data set.
 
     Image evaluators need the classifier: `prepare()` builds it (blocking; seconds from
-    the cache, 10-30 s on 2 CPU cores the first time), `prepare_async()` builds it in a daemon
+    the cache, much longer the first time, when it trains), `prepare_async()` builds it in a daemon
     thread. `ready` says whether a call will return scores now; the trainer skips
     evaluations until it is. `unavailable` holds the reason where no scores exist.
     """

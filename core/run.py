@@ -23,6 +23,7 @@ from .step import Nets, StepContext, draw_batch, train_step
 
 FIXED_IMAGES = 64     # fixed-noise grid: 8 x 8
 FIXED_POINTS = 1000   # fixed-noise scatter for 2-D data
+RESEEDED = "random streams reseeded: the run was saved on another kind of device"
 
 
 def make_adam(flat: torch.nn.Parameter, opt_cfg: OptimConfig) -> torch.optim.Adam:
@@ -35,12 +36,6 @@ def build_nets(cfg: TrainConfig, data: DataSet, device: torch.device) -> Nets:
     G, D = G.to(device), D.to(device)
     g_flat, d_flat = flatten_parameters(G), flatten_parameters(D)
     return Nets(G, D, g_flat, d_flat, make_adam(g_flat, cfg.g_opt), make_adam(d_flat, cfg.d_opt))
-
-
-def apply_optim_config(opt: torch.optim.Optimizer, opt_cfg: OptimConfig) -> None:
-    """The config's lr and betas win over those stored with a loaded optimiser state."""
-    for group in opt.param_groups:
-        group["lr"], group["betas"] = opt_cfg.lr, (opt_cfg.beta1, opt_cfg.beta2)
 
 
 def fixed_noise(cfg: TrainConfig, data: DataSet, device: torch.device) -> torch.Tensor:
@@ -60,6 +55,17 @@ def make_snapshot(G: MLP, D: MLP, data: DataSet, z: torch.Tensor, step: int) -> 
                     heatmap=d_heatmap(D, extent), extent=extent)
 
 
+def restore_rng(gen: torch.Generator, saved: torch.Tensor, seed: int) -> bool:
+    """Set a generator's saved state. A CPU and a CUDA generator's states differ in
+    size, so a run saved on one device and resumed on the other restarts the stream
+    from `seed` instead (returns False; the caller logs it)."""
+    if saved.numel() != gen.get_state().numel():
+        gen.manual_seed(seed)
+        return False
+    gen.set_state(saved)
+    return True
+
+
 class BatchStream:
     """The real batches and z every run of a Trainer or Arena is fed, and the fixed
     noise of the sample grid: one seeded stream, so lockstep arms see the same data."""
@@ -73,9 +79,11 @@ class BatchStream:
     def draw(self, cfg: TrainConfig) -> list[tuple]:
         return [draw_batch(self.x, cfg, self.gen) for _ in range(cfg.d_steps)]
 
-    def load(self, state: dict) -> None:
-        self.gen.set_state(state["rng"]["data"])
+    def load(self, state: dict, seed: int) -> bool:
+        """The saved data stream and fixed noise; False if the stream was saved on
+        another kind of device (then it restarts from `seed`)."""
         self.fixed_z = state["fixed_z"].to(self.device)
+        return restore_rng(self.gen, state["rng"]["data"], seed)
 
 
 class Run:
@@ -159,29 +167,26 @@ class Run:
                 "snapshots": self.snapshots.state(),
             }
 
-    def load(self, state: dict, *, history: bool = True) -> None:
-        """Weights, optimisers (with this run's lr and betas), EMA, noise stream, step
-        and, with `history`, the log and samples of a validated run state. The
-        optimiser states are copied: torch updates the given moment tensors in place,
-        so two runs loaded from one dict would otherwise share them."""
+    def load(self, state: dict) -> None:
+        """Weights, optimisers (with this run's lr and betas: the config decides),
+        EMA, step, log, samples and noise stream of a validated run state."""
+        from .checkpoint import optimizer_state_for  # checkpoint imports config, data
         with self.lock:
             nets = self.nets
             nets.G.load_state_dict(state["generator"])
             nets.D.load_state_dict(state["discriminator"])
-            nets.g_opt.load_state_dict(copy.deepcopy(state["g_optimizer"]))
-            nets.d_opt.load_state_dict(copy.deepcopy(state["d_optimizer"]))
-            apply_optim_config(nets.g_opt, self.cfg.g_opt)
-            apply_optim_config(nets.d_opt, self.cfg.d_opt)
+            nets.g_opt.load_state_dict(optimizer_state_for(state["g_optimizer"], self.cfg.g_opt))
+            nets.d_opt.load_state_dict(optimizer_state_for(state["d_optimizer"], self.cfg.d_opt))
             self.G_ema.load_state_dict(state.get("generator_ema", state["generator"]))
-            self.noise_gen.set_state(state["rng"]["noise"])
             self.step_count = int(state["step"])
             saved_rule = state.get("config", {}).get("rule", self.cfg.rule)
             self.rule_start = (int(state.get("rule_start", 0)) if saved_rule == self.cfg.rule
                                else self.step_count)
-            if history:
-                self.log = MetricLog.from_state(state["metrics"])
-                self.snapshots = SnapshotStore.from_state(state.get("snapshots", []),
-                                                          self.cfg.max_snapshots)
+            self.log = MetricLog.from_state(state["metrics"])
+            self.snapshots = SnapshotStore.from_state(state.get("snapshots", []),
+                                                      self.cfg.max_snapshots)
+            if not restore_rng(self.noise_gen, state["rng"]["noise"], self.cfg.seed + 1):
+                self.log.add_event(self.step_count, RESEEDED)
 
 
 def _cpu(obj):

@@ -23,7 +23,7 @@ import torch
 
 from .config import ConfigError, TrainConfig
 from .data import load_dataset
-from .run import BatchStream, Run
+from .run import RESEEDED, BatchStream, Run
 
 STATES = ("idle", "running", "paused", "stopped", "finished", "diverged", "failed")
 LIVE_STATES = ("running", "paused", "diverged")
@@ -304,7 +304,8 @@ class Trainer(RunControls):
     def load_state_dict(self, state: dict) -> None:
         with self.lock:
             self.run.load(state)
-            self.stream.load(state)
+            if not self.stream.load(state, self.cfg.seed):
+                self.log.add_event(self.step_count, RESEEDED)
 
     @classmethod
     def from_checkpoint(cls, state: dict, *, rule: str | None = None,

@@ -116,3 +116,26 @@ def test_reinforce_options_reach_every_arm(arenas):
     for arm in arena.arms.values():
         opts = arm.cfg.reinforce
         assert (opts.samples_per_z, opts.sigma_start, opts.sigma_end) == (6, 0.2, 0.05)
+
+
+def test_a_diverged_arena_offers_resume_and_step(arenas):
+    import torch
+
+    at = page()
+    at.sidebar.number_input(key="cmp_steps").set_value(0)
+    at.button(key="cmp_start").click().run()
+    (arena,) = arenas.runs()
+    wait_for(lambda: arena.step_count >= 3)
+    assert at.button(key="cmp_pause").proto.label == "Pause"
+    with arena.lock:   # poisoned data: the next step's D loss is NaN
+        arena.stream.x = torch.full_like(arena.stream.x, float("nan"))
+    wait_for(lambda: arena.status.state == "diverged")
+    at.run()
+    assert not at.exception
+    assert "diverged at step" in at.warning[0].value
+    assert not at.button(key="cmp_resume").disabled
+    assert not at.button(key="cmp_step").disabled
+    assert not any(b.key == "cmp_pause" for b in at.button)
+    text = " ".join(c.value for c in at.caption)
+    assert "not clipped for every rule" in text and "D trains on what G emitted" in text
+    arena.stop()

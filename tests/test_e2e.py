@@ -16,6 +16,7 @@ import pytest
 import torch
 
 import browser as b
+from ui.charts import MAX_POINTS
 
 
 def test_missing_browser_skips_locally_but_fails_in_ci(monkeypatch):
@@ -62,7 +63,7 @@ def test_train_controls_and_reload(server, page):
     first = b.wait_points_above(page, 0)
     second = b.wait_points_above(page, first)
     third = b.wait_points_above(page, second)
-    assert 0 < first < second < third <= 2001
+    assert 0 < first < second < third <= MAX_POINTS + 1
 
     # Pause: the step counter holds (a fixed wait is the point of this check).
     b.click(page, "btn_pause")

@@ -13,6 +13,7 @@ import re
 import pytest
 
 import browser as b
+from ui.charts import MAX_POINTS
 
 ARM_POINTS_JS = """arm => {
   for (const gd of document.querySelectorAll('.js-plotly-plot')) {
@@ -59,7 +60,7 @@ def test_compare_bce_vs_reinforce_on_ring8(server, page):
     counts = {arm: wait_grows(page, arm, 0) for arm in ("bce", "reinforce")}
     for arm in counts:
         counts[arm] = wait_grows(page, arm, counts[arm])
-    assert all(0 < n <= 2001 for n in counts.values())
+    assert all(0 < n <= MAX_POINTS + 1 for n in counts.values())
 
     # both arms' sample panels (2-D: points over that arm's own D heatmap)
     for arm in ("bce", "reinforce"):

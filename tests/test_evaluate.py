@@ -1,4 +1,4 @@
-"""Quality metrics pinned to known answers (DESIGN.md section 6).
+"""Quality metrics pinned to known answers.
 
 The image classifier is trained once per test session into a temporary cache (about
 15 s on 2 cores), so these tests also check that training from scratch reaches the

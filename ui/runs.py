@@ -126,13 +126,10 @@ class RunRegistry:
 
 
 def configure_torch_threads() -> None:
-    """One intra-op thread per training run, set deliberately (DESIGN.md 3).
-
-    Measured on the 2-core machine: a Trainer built in one thread (a Streamlit
-    script run, which then ends) and stepped in its own thread ran ~40x slower with
-    torch's default 2 OpenMP threads than with 1; headless with 1 thread was also
-    faster (ring8 1,200 vs 740 steps/s) since the server and other runs share the
-    cores. GANLAB_TORCH_THREADS overrides it (e.g. on a bigger machine or a GPU).
+    """One intra-op thread per training run, set deliberately: the server and other
+    runs share the cores, and torch's default of one OpenMP thread per core
+    spin-waits when they are busy (bench/engine.py measures both settings).
+    GANLAB_TORCH_THREADS overrides it (e.g. on a bigger machine or a GPU).
     """
     torch.set_num_threads(torch_threads())
 
