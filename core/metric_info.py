@@ -13,19 +13,22 @@ METRICS = Registry("metric")
 _m = METRICS.register
 
 # Logged every step by the engine (the discriminator update and every rule).
-_m("d_loss", label="D loss", chart="Losses",
+# summary: in the mean +- s.e. table of a comparison over seeds (core/multi_seed.py).
+_m("d_loss", label="D loss", chart="Losses", summary=True,
    help="BCE of D on real (label 1) plus BCE on fake (label 0): the loss D descends")
-_m("g_loss", label="G loss", chart="Losses",
+_m("g_loss", label="G loss", chart="Losses", summary=True,
    help="Non-saturating BCE of D on what G emitted, -mean log D(x)")
 _m("d_real", label="D(x) on real", chart="D(x) and D(G(z))", y_range=(0.0, 1.0))
 _m("d_fake", label="D(G(z)) on fake", chart="D(x) and D(G(z))", y_range=(0.0, 1.0))
 _m("reward_mean", label="reward mean", chart="Reward mean ± std", band="reward_std",
+   summary=True,
    help="Mean reward of G's samples (bce: log D(G(z)))")
 _m("reward_std", label="reward std", chart="Reward mean ± std", band_of="reward_mean")
 _m("g_grad_norm", label="G gradient norm", chart="Gradient norms",
    help="Norm of G's gradient before clipping")
 _m("d_grad_norm", label="D gradient norm", chart="Gradient norms")
-_m("steps_per_s", label="steps/s", unit="steps/s", better="higher", chart=None)
+_m("steps_per_s", label="steps/s", unit="steps/s", better="higher", chart=None,
+   summary=True)
 
 # Quality metrics (core/evaluate.py), logged every eval_every steps.
 _m("q_high_quality", label="high-quality samples", unit="%", better="higher", kind="toy",

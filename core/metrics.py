@@ -13,12 +13,6 @@ import threading
 import numpy as np
 import pandas as pd
 
-# Logged every step by the engine, in this order (others may be added at any time).
-STEP_COLUMNS = ("d_loss", "g_loss", "d_real", "d_fake", "reward_mean", "reward_std",
-                "g_grad_norm", "d_grad_norm", "adv_std", "grad_cosine", "sigma",
-                "steps_per_s")
-
-
 class MetricLog:
     def __init__(self, capacity: int = 1024) -> None:
         self._lock = threading.Lock()

@@ -19,9 +19,10 @@ import pandas as pd
 
 from .arena import Arena
 from .config import TrainConfig
+from .metric_info import METRICS
 
 FINAL_WINDOW = 100
-SUMMARY_METRICS = ("d_loss", "g_loss", "reward_mean", "steps_per_s")
+SUMMARY_METRICS = METRICS.names(summary=True)
 DEFAULT_IMAGE_WARMUP = 3000   # images compare as "bce continued" vs "fine-tune" by default
 
 

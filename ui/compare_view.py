@@ -16,6 +16,7 @@ import streamlit as st
 from core.arena import Arena, ArmSpec
 from core.config import PRESETS, ConfigError, TrainConfig, preset
 from core.data import DATASETS
+from core.metric_info import METRICS
 from core.multi_seed import DEFAULT_IMAGE_WARMUP
 from core.rules import RULES
 from core.trainer import new_run_id
@@ -29,8 +30,6 @@ DATA_CHOICES = tuple(sorted(DATASETS.names(needs_root=None),
                             key=lambda n: not DATASETS.entry(n).extra.get("is_2d")))
 NO_ARM = "(none)"
 K = "cmp_"      # session-state prefix of the form's widgets
-TABLE_COLUMNS = ("d_loss", "g_loss", "d_real", "d_fake", "reward_mean", "g_grad_norm",
-                 "grad_cosine", "steps_per_s")
 
 
 @st.cache_resource(show_spinner=False)
@@ -215,12 +214,20 @@ def metric_charts(arena: Arena, smoothing: float) -> None:
                         config={"displaylogo": False})
 
 
+def table_columns(latest: dict) -> list[str]:
+    """Step metrics in the registry's order (undeclared ones after), then quality."""
+    step = [m for m in METRICS if m in latest and not m.startswith(charts.QUALITY_PREFIX)]
+    other = sorted(c for c in latest if c not in METRICS and c != "step"
+                   and not c.startswith(charts.QUALITY_PREFIX))
+    return step + other + charts.quality_columns(latest)
+
+
 def latest_table(arena: Arena) -> pd.DataFrame:
     rows = {}
     for name, arm in arena.arms.items():
         latest = arm.log.latest()
         row = {"rule": arm.cfg.rule, "step": f"{int(latest.get('step', 0)):,}"}
-        for col in (*TABLE_COLUMNS, *charts.quality_columns(latest)):
+        for col in table_columns(latest):
             if col in latest:
                 row[col] = f"{latest[col]:.4g}"   # strings: one column mixes kinds
         rows[name] = row

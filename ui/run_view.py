@@ -78,13 +78,13 @@ def state_message(job, failed_hint: str = "") -> None:
 
 def fairness_caption(cfg) -> str:
     """The settings that decide what 'same treatment' means, in words."""
-    clip = f"clipped to norm {cfg.grad_clip:g}" if cfg.grad_clip else "not clipped"
+    clip = f"norm clipped to {cfg.grad_clip:g}" if cfg.grad_clip else "off"
     sees = ("G's mean output" if cfg.d_sees == "mean"
-            else "what G emitted (the policy's samples for reinforce)")
-    ema = (f"EMA {cfg.g_ema:g} of G's weights" if cfg.ema_samples and cfg.g_ema
+            else "what G emitted (for reinforce: its noisy policy samples)")
+    ema = (f"the EMA ({cfg.g_ema:g}) of G's weights" if cfg.ema_samples and cfg.g_ema
            else "G's raw weights")
-    return (f"G's gradient is {clip} for every rule · D trains on {sees} · samples and "
-            f"quality use {ema}")
+    return (f"Same for every rule: G gradient clip {clip} · D trains on {sees} · samples "
+            f"and quality metrics from {ema}")
 
 
 def live_fragment(job, body) -> None:

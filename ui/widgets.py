@@ -165,6 +165,9 @@ def config_summary(cfg: TrainConfig) -> None:
         f"**G lr** {cfg.g_opt.lr:.1e} (β1 {cfg.g_opt.beta1}) · "
         f"**D lr** {cfg.d_opt.lr:.1e} (β1 {cfg.d_opt.beta1})  \n"
         f"**seed** {cfg.seed} · **device** {cfg.device} · "
-        f"**budget** {cfg.steps or 'none'}  \n"
-        + " · ".join(f"**{rule}.{name}** {value}" for rule, opts in cfg.rule_options
-                     for name, value in dataclasses.asdict(opts).items()))
+        f"**budget** {cfg.steps or 'none'}")
+    changed = {f.name: getattr(cfg.options(), f.name) for f in option_fields(type(cfg.options()))
+               if getattr(cfg.options(), f.name) != f.default}
+    if option_fields(type(cfg.options())):
+        st.caption(f"{cfg.rule} options: " + (", ".join(f"{k} = {v}" for k, v in changed.items())
+                                              or "defaults"))
