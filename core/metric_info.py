@@ -1,7 +1,8 @@
 """The metric registry: what each logged column means, read by charts, tables, CLI.
 
 Every metric a run logs is declared once, with its label, unit, which direction is
-better and the chart it is drawn on. Columns nobody declared are still logged and
+better and the chart it is drawn on (chart=None: tables and CSV only). Columns
+nobody declared are still logged and
 drawn (each on a chart of its own, titled by name), never dropped. Rules declare
 their own metrics next to their code (see core/rules/reinforce.py).
 """

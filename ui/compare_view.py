@@ -212,6 +212,7 @@ def metric_charts(arena: Arena, smoothing: float) -> None:
     for name, fig in figures:
         st.plotly_chart(fig, key=f"cmp_chart_{name}", width="stretch",
                         config={"displaylogo": False})
+    run_view.quality_notes(columns)
 
 
 def table_columns(latest: dict) -> list[str]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from ui import runs
+from ui import charts, runs
 
 POLL_S = 1.0
 FLASH = "flash_message"        # session key: an error to show after a callback
@@ -85,6 +85,14 @@ def fairness_caption(cfg) -> str:
            else "G's raw weights")
     return (f"Same for every rule: G gradient clip {clip} · D trains on {sees} · samples "
             f"and quality metrics from {ema}")
+
+
+def quality_notes(columns) -> None:
+    """What each quality metric shown measures, under the Quality chart."""
+    text = charts.quality_help(columns)
+    if text:
+        with st.expander("What the quality metrics mean"):
+            st.markdown(text)
 
 
 def live_fragment(job, body) -> None:

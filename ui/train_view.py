@@ -110,6 +110,7 @@ def metric_charts(trainer: Trainer, smoothing: float, frozen: bool) -> None:
         return
     for key, fig in figures:
         st.plotly_chart(fig, key=key, width="stretch", config={"displaylogo": False})
+    run_view.quality_notes(trainer.log.columns)
 
 
 def _real_points(trainer: Trainer, n: int = 1000) -> np.ndarray:

@@ -150,7 +150,7 @@ class ReinforceRule(Rule):
 
 METRICS.register("adv_std", label="advantage std", chart="Advantage std",
                  help="Std of the leave-one-out advantages before normalisation")
-METRICS.register("sigma", label="policy sigma", chart="Policy sigma",
+METRICS.register("sigma", label="policy sigma", chart=None,   # a schedule: table only
                  help="Std of the Gaussian policy around G(z)")
 METRICS.register("grad_cosine", label="cosine(rule grad, bce grad)", better="higher",
                  chart="Gradient cosine (REINFORCE vs BCE)", y_range=(-1.0, 1.0),
