@@ -158,10 +158,13 @@ def split_indices(n: int, seed: int = SPLIT_SEED) -> tuple[torch.Tensor, torch.T
     return perm[n_test:], perm[:n_test]
 
 
-def data_fingerprint(data: DataSet) -> str:
-    """Hash of the images, labels, split and architecture: a changed data set retrains."""
+def data_fingerprint(data: DataSet, seed: int = 0, split_seed: int = SPLIT_SEED) -> str:
+    """Hash of the images, labels, split, seed and architecture: a changed data set
+    retrains."""
     h = hashlib.sha256()
-    h.update(f"arch{ARCH_VERSION}-split{SPLIT_SEED}-{TEST_FRACTION}-{data.image_shape}".encode())
+    h.update(f"arch{ARCH_VERSION}-split{split_seed}-{TEST_FRACTION}-{data.image_shape}".encode())
+    if seed:
+        h.update(f"-seed{seed}".encode())
     h.update(data.x.detach().cpu().contiguous().numpy().tobytes())
     h.update(data.labels.detach().cpu().contiguous().numpy().tobytes())
     return h.hexdigest()[:16]
@@ -275,15 +278,18 @@ def cache_path(data: DataSet, fingerprint: str, cache_dir: str | Path | None = N
 
 
 def load_or_train_classifier(data: DataSet, cache_dir: str | Path | None = None,
-                             log=None) -> Classifier:
+                             log=None, seed: int = 0,
+                             split_seed: int = SPLIT_SEED) -> Classifier:
     """The data set's classifier: from the cache when the fingerprint matches, else
-    trained (seeded) and cached. Loaded with weights_only=True."""
+    trained (seeded) and cached. Loaded with weights_only=True. Another seed and split
+    give an independent classifier (the preference oracles use one, so that the
+    quality metrics never judge with the model that labelled the preferences)."""
     if data.labels is None or not data.is_image:
         raise ValueError(f"{data.name}: a classifier needs labelled images")
-    fingerprint = data_fingerprint(data)
+    fingerprint = data_fingerprint(data, seed, split_seed)
     path = cache_path(data, fingerprint, cache_dir)
     x, y = data.x.detach().cpu(), data.labels.detach().cpu()
-    train_idx, test_idx = split_indices(len(x))
+    train_idx, test_idx = split_indices(len(x), split_seed)
     classes = int(y.max()) + 1
     model = SmallCNN(data.image_shape, classes)
     try:
@@ -296,7 +302,8 @@ def load_or_train_classifier(data: DataSet, cache_dir: str | Path | None = None,
             log(f"training the {data.name} classifier once (cached in {path.parent}) ...")
         start = time.perf_counter()
         with one_thread():
-            model = train_classifier(x[train_idx], y[train_idx], data.image_shape, classes)
+            model = train_classifier(x[train_idx], y[train_idx], data.image_shape, classes,
+                                     seed=seed)
         seconds = time.perf_counter() - start
         probs, _ = classify(model, x[test_idx])
         accuracy = 100.0 * float((probs.argmax(1) == y[test_idx]).double().mean())

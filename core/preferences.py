@@ -1,0 +1,546 @@
+"""Preference store: human (or oracle) judgements of generated samples, in one SQLite file.
+
+Why SQLite in WAL mode with a commit per add: a click must never be lost, even if the
+Streamlit server is killed mid-write, and the UI, simulated oracles and the reward-model
+trainer all read the same single file. Why BLOB + dtype + shape columns: arrays come back
+byte-exact and a shared or downloaded file can never run code (no pickle).
+
+Why the careful open: the path is user-chosen, so a wrong file (random bytes, another
+program's SQLite database, a newer schema) is refused with a one-line error and never
+written to. Our files carry PRAGMA application_id = APPLICATION_ID and
+PRAGMA user_version = SCHEMA_VERSION.
+
+Schema 1: one table
+    judgements(id, time, judge, generator, step, data, choice, k,
+               samples, samples_dtype, samples_shape, z, z_dtype, z_shape)
+Arrays are stored little-endian; shapes as JSON lists.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import numbers
+import os
+import sqlite3
+import tempfile
+import threading
+import time as _time
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import numpy as np
+
+SCHEMA_VERSION = 1
+APPLICATION_ID = 0x474C5046          # "GLPF": GAN Lab PreFerences
+CHOICES = ("left", "right", "tie", "skip")
+BEST_CHOICES = tuple(f"best:{i}" for i in range(4)) + ("skip",)
+PAIR_P = {"left": 1.0, "right": 0.0, "tie": 0.5}
+
+_MAGIC = b"SQLite format 3\x00"
+_TABLE = "judgements"
+_DTYPES = {"uint8": np.dtype("<u1"), "float32": np.dtype("<f4")}
+_META = ("id", "time", "judge", "generator", "step", "data", "choice", "k")
+_BLOBS = ("samples", "samples_dtype", "samples_shape", "z", "z_dtype", "z_shape")
+_COLUMNS = _META + _BLOBS
+_CREATE = f"""CREATE TABLE {_TABLE} (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    time REAL NOT NULL,
+    judge TEXT NOT NULL,
+    generator TEXT NOT NULL,
+    step INTEGER NOT NULL,
+    data TEXT NOT NULL,
+    choice TEXT NOT NULL,
+    k INTEGER NOT NULL,
+    samples BLOB NOT NULL,
+    samples_dtype TEXT NOT NULL,
+    samples_shape TEXT NOT NULL,
+    z BLOB NOT NULL,
+    z_dtype TEXT NOT NULL,
+    z_shape TEXT NOT NULL)"""
+_INSERT = (f"INSERT INTO {_TABLE} ({', '.join(_COLUMNS[1:])}) "
+           f"VALUES ({', '.join('?' * (len(_COLUMNS) - 1))})")
+_CSV_HEADER = ("id", "time", "judge", "data", "generator", "step", "choice", "k",
+               "sample_shape", "latent_dim")
+
+
+class PreferenceStoreError(ValueError):
+    """One-line message: what is wrong and how to fix it (the UI shows it as is)."""
+
+
+def default_path() -> Path:
+    """Next to the checkpoints, so one folder holds everything a lab session made."""
+    return Path(os.environ.get("GANLAB_CHECKPOINT_DIR", "checkpoints")) / "preferences.sqlite"
+
+
+def choices_for(k: int) -> tuple[str, ...]:
+    """Valid choices for k shown samples (empty for an unsupported k)."""
+    return {2: CHOICES, 4: BEST_CHOICES}.get(k, ())
+
+
+@dataclass(frozen=True, eq=False)   # eq=False: arrays have no truth value; identity equality
+class Judgement:
+    """One comparison exactly as the judge saw it; the reward model learns from pairs()."""
+    samples: np.ndarray   # uint8 (k, H, W) / (k, C, H, W) images, or float32 (k, 2) points
+    z: np.ndarray         # (k, latent_dim) float32
+    choice: str           # k == 2: left/right/tie/skip; k == 4: best:<i>/skip
+    judge: str            # "person", a user name, or "oracle:<name>"
+    generator: str        # generator fingerprint
+    step: int             # generator training step
+    data: str             # data set name
+    time: float = 0.0     # unix time; 0 -> set by add()
+    id: int | None = None # row id once stored
+
+    def pairs(self) -> list[tuple[int, int, float]]:
+        """(i, j, p): p = probability that sample i beats sample j (Bradley-Terry targets)."""
+        if self.choice in PAIR_P:
+            return [(0, 1, PAIR_P[self.choice])]
+        if self.choice == "skip":
+            return []
+        best = _best_index(self.choice)
+        if best is None:
+            raise _invalid("choice", f"{self.choice!r} is not a valid choice")
+        return [(best, j, 1.0) for j in range(int(self.samples.shape[0])) if j != best]
+
+
+# ---------------------------------------------------------------- validation
+
+def _invalid(field: str, problem: str) -> PreferenceStoreError:
+    return PreferenceStoreError(f"invalid judgement: {field} {problem}")
+
+
+def _best_index(choice: str) -> int | None:
+    if isinstance(choice, str) and choice in BEST_CHOICES[:-1]:
+        return int(choice[5:])
+    return None
+
+
+def validate(j: Judgement) -> None:
+    """Refuse bad data at the door: the reward model must never train on a malformed row."""
+    if not isinstance(j, Judgement):
+        raise PreferenceStoreError(f"invalid judgement: expected a Judgement, got {type(j).__name__}")
+    k = _check_samples(j.samples)
+    _check_z(j.z, k)
+    _check_choice(j.choice, k)
+    for field in ("judge", "generator", "data"):
+        _check_text(field, getattr(j, field))
+    _check_step(j.step)
+    _check_time(j.time)
+
+
+def _check_samples(s) -> int:
+    if not isinstance(s, np.ndarray):
+        raise _invalid("samples", f"must be a numpy array, got {type(s).__name__}")
+    if s.dtype == np.uint8:
+        if s.ndim not in (3, 4):
+            raise _invalid("samples", f"uint8 images must be (k, H, W) or (k, C, H, W), got shape {s.shape}")
+    elif s.dtype == np.float32:
+        if s.ndim != 2 or s.shape[1] != 2:
+            raise _invalid("samples", f"float32 points must have shape (k, 2), got {s.shape}")
+        if not np.isfinite(s).all():
+            raise _invalid("samples", "points must be finite (found NaN or inf)")
+    else:
+        raise _invalid("samples", f"dtype must be uint8 (images) or float32 (points), got {s.dtype}")
+    if s.shape[0] not in (2, 4):
+        raise _invalid("samples", f"must hold k = 2 or 4 samples, got k = {s.shape[0]}")
+    if 0 in s.shape:
+        raise _invalid("samples", f"has an empty dimension, shape {s.shape}")
+    return int(s.shape[0])
+
+
+def _check_z(z, k: int) -> None:
+    if not isinstance(z, np.ndarray) or z.dtype != np.float32:
+        got = z.dtype if isinstance(z, np.ndarray) else type(z).__name__
+        raise _invalid("z", f"must be a float32 numpy array, got {got}")
+    if z.ndim != 2 or z.shape[0] != k or z.shape[1] < 1:
+        raise _invalid("z", f"must have shape ({k}, latent_dim) to match the {k} samples, got {z.shape}")
+    if not np.isfinite(z).all():
+        raise _invalid("z", "must be finite (found NaN or inf)")
+
+
+def _check_choice(choice, k: int) -> None:
+    if not isinstance(choice, str) or choice not in choices_for(k):
+        raise _invalid("choice", f"{choice!r} is not valid for k = {k}; use one of {', '.join(choices_for(k))}")
+
+
+def _check_text(field: str, value) -> None:
+    if not isinstance(value, str) or not value.strip():
+        raise _invalid(field, f"must be a non-empty string, got {value!r}")
+
+
+def _check_step(step) -> None:
+    if isinstance(step, bool) or not isinstance(step, numbers.Integral) or step < 0:
+        raise _invalid("step", f"must be a non-negative integer, got {step!r}")
+
+
+def _check_time(t) -> None:
+    if isinstance(t, bool) or not isinstance(t, numbers.Real) or not math.isfinite(t) or t < 0:
+        raise _invalid("time", f"must be a finite unix time >= 0 (0 = now), got {t!r}")
+
+
+# ---------------------------------------------------------------- array <-> row
+
+def _encode(arr: np.ndarray) -> tuple[bytes, str, str]:
+    name = "uint8" if arr.dtype == np.uint8 else "float32"
+    blob = np.ascontiguousarray(arr, dtype=_DTYPES[name]).tobytes()
+    return blob, name, json.dumps([int(n) for n in arr.shape])
+
+
+def _decode(blob, dtype_name, shape_text, row_id, field) -> np.ndarray:
+    """Bytes back to an array, refusing rows whose blob disagrees with its dtype/shape."""
+    dt = _DTYPES.get(dtype_name)
+    shape = _parse_shape(shape_text)
+    if (dt is None or shape is None or not isinstance(blob, bytes)
+            or math.prod(shape) * dt.itemsize != len(blob)):
+        raise PreferenceStoreError(
+            f"row {row_id} of the preference database is damaged ({field} does not match its "
+            f"dtype/shape); delete that row or restore a backup")
+    return np.frombuffer(blob, dtype=dt).reshape(shape).astype(dt.newbyteorder("="))
+
+
+def _parse_shape(text) -> tuple[int, ...] | None:
+    try:
+        shape = json.loads(text)
+    except (TypeError, ValueError):
+        return None
+    if not isinstance(shape, list) or not all(isinstance(n, int) and n >= 0 for n in shape):
+        return None
+    return tuple(shape)
+
+
+def _to_row(j: Judgement) -> tuple:
+    return (float(j.time), j.judge, j.generator, int(j.step), j.data, j.choice,
+            int(j.samples.shape[0]), *_encode(j.samples), *_encode(j.z))
+
+
+def _from_row(row) -> Judgement:
+    id_, t, judge, generator, step, data, choice, k, s, sd, ss, z, zd, zs = row
+    return Judgement(samples=_decode(s, sd, ss, id_, "samples"), z=_decode(z, zd, zs, id_, "z"),
+                     choice=choice, judge=judge, generator=generator, step=int(step),
+                     data=data, time=float(t), id=int(id_))
+
+
+def _stamped(j: Judgement) -> Judgement:
+    validate(j)
+    return replace(j, time=_time.time()) if j.time == 0 else j
+
+
+def _as_float(samples: np.ndarray) -> np.ndarray:
+    """What the reward model sees: images in [-1, 1] like the generator's output."""
+    if samples.dtype == np.uint8:
+        return samples.astype(np.float32) / np.float32(127.5) - np.float32(1.0)
+    return samples.astype(np.float32)
+
+
+def _where(judge=None, data=None, usable_only=False) -> tuple[str, list]:
+    parts, args = [], []
+    if judge is not None:
+        parts.append("judge = ?")
+        args.append(judge)
+    if data is not None:
+        parts.append("data = ?")
+        args.append(data)
+    if usable_only:
+        parts.append("choice != 'skip'")
+    return (" WHERE " + " AND ".join(parts) if parts else ""), args
+
+
+# ---------------------------------------------------------------- opening safely
+
+def _open(path: Path) -> sqlite3.Connection:
+    """Create, or open only a file that is provably ours; never write to anyone else's."""
+    _ensure_exists(path)
+    _check_header(path)
+    _check_schema(_connect_ro(path), path, close=True)
+    conn = _connect_rw(path)
+    try:
+        _check_schema(conn, path)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def _ensure_exists(path: Path) -> None:
+    if path.is_dir():
+        raise PreferenceStoreError(f"{path} is a folder; choose a file path such as {path / 'preferences.sqlite'}")
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        size = None
+    except OSError as e:
+        raise PreferenceStoreError(f"cannot read {path} ({e.strerror or e}); check the path and its permissions") from e
+    if not size:
+        _create(path, replace_empty=size == 0)
+
+
+def _create(path: Path, replace_empty: bool) -> None:
+    """Build the database in a temp file and publish it atomically: no half-made file."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".preferences-", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        raise PreferenceStoreError(f"cannot create {path} ({e.strerror or e}); choose another path") from e
+    os.close(fd)
+    try:
+        _init_schema(tmp)
+        _publish(tmp, path, replace_empty)
+    except (OSError, sqlite3.Error) as e:
+        raise PreferenceStoreError(f"cannot create {path} ({e}); choose another path") from e
+    finally:
+        for leftover in (tmp, tmp + "-journal", tmp + "-wal", tmp + "-shm"):
+            if os.path.exists(leftover):
+                os.unlink(leftover)
+
+
+def _init_schema(tmp: str) -> None:
+    conn = sqlite3.connect(tmp, isolation_level=None)
+    try:
+        conn.execute("PRAGMA journal_mode=DELETE")
+        conn.execute("BEGIN")
+        conn.execute(f"PRAGMA application_id={APPLICATION_ID}")
+        conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        conn.execute(_CREATE)
+        conn.execute("COMMIT")
+        conn.execute("PRAGMA journal_mode=WAL")
+    finally:
+        conn.close()
+
+
+def _publish(tmp: str, path: Path, replace_empty: bool) -> None:
+    """Link, not rename, so a file another process created meanwhile is kept, not replaced."""
+    if replace_empty:
+        if path.stat().st_size == 0:
+            os.replace(tmp, path)
+        return
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        return
+    except OSError:           # file system without hard links
+        if not path.exists():
+            os.replace(tmp, path)
+
+
+def _check_header(path: Path) -> None:
+    """Refuse non-SQLite and foreign files from their header bytes, before SQLite sees them."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(100)
+    except OSError as e:
+        raise PreferenceStoreError(f"cannot read {path} ({e.strerror or e}); check the path and its permissions") from e
+    if len(head) < 100 or not head.startswith(_MAGIC):
+        raise PreferenceStoreError(f"{path} is not a GAN RL Lab preference database (it is not an SQLite file); "
+                                   f"choose another file")
+    app_id = int.from_bytes(head[68:72], "big")
+    version = int.from_bytes(head[60:64], "big")
+    if app_id != APPLICATION_ID:
+        raise PreferenceStoreError(_foreign_message(path, _tables_immutable(path), version))
+    if version > SCHEMA_VERSION:
+        raise PreferenceStoreError(_newer_message(path, version))
+
+
+def _tables_immutable(path: Path) -> list[str] | None:
+    """Table names read with immutable=1, which creates no -wal/-shm and takes no locks."""
+    try:
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro&immutable=1", uri=True)
+        try:
+            return _tables(conn)
+        finally:
+            conn.close()
+    except (sqlite3.Error, ValueError, OSError):
+        return None
+
+
+def _tables(conn: sqlite3.Connection) -> list[str]:
+    rows = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' "
+                        "AND name NOT LIKE 'sqlite_%' ORDER BY name")
+    return [r[0] for r in rows]
+
+
+def _foreign_message(path: Path, tables: list[str] | None, version: int) -> str:
+    if tables == [_TABLE] and version > SCHEMA_VERSION:
+        return _newer_message(path, version)
+    has = ("its tables cannot be read" if tables is None
+           else f"it has tables {', '.join(tables)}" if tables else "it has no tables")
+    return f"{path} is not a GAN RL Lab preference database ({has}); choose another file"
+
+
+def _newer_message(path: Path, version: int) -> str:
+    return (f"{path} was written by a newer GAN RL Lab (preference schema {version}; this version "
+            f"reads {SCHEMA_VERSION}); update the lab or choose another file")
+
+
+def _connect_ro(path: Path) -> sqlite3.Connection:
+    try:
+        return sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=10)
+    except sqlite3.Error as e:
+        raise PreferenceStoreError(f"cannot open {path} ({e}); check the path and its permissions") from e
+
+
+def _connect_rw(path: Path) -> sqlite3.Connection:
+    try:
+        return sqlite3.connect(str(path), timeout=10, isolation_level=None, check_same_thread=False)
+    except sqlite3.Error as e:
+        raise PreferenceStoreError(f"cannot open {path} ({e}); check the path and its permissions") from e
+
+
+def _check_schema(conn: sqlite3.Connection, path: Path, close: bool = False) -> None:
+    """The header said ours; confirm through SQLite (which also sees the WAL)."""
+    try:
+        app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        tables = _tables(conn)
+        columns = {r[1] for r in conn.execute(f"PRAGMA table_info({_TABLE})")}
+    except sqlite3.Error as e:
+        raise PreferenceStoreError(f"{path} is not a readable SQLite database ({e}); choose another file") from e
+    finally:
+        if close:
+            conn.close()
+    if app_id != APPLICATION_ID:
+        raise PreferenceStoreError(_foreign_message(path, tables, version))
+    if version > SCHEMA_VERSION:
+        raise PreferenceStoreError(_newer_message(path, version))
+    if version != SCHEMA_VERSION or tables != [_TABLE] or not set(_COLUMNS) <= columns:
+        raise PreferenceStoreError(f"{path} is a damaged GAN RL Lab preference database (schema {version}, "
+                                   f"tables {', '.join(tables) or 'none'}); restore a backup or choose another file")
+
+
+# ---------------------------------------------------------------- the store
+
+class PreferenceStore:
+    """Judgements in one SQLite file. One connection shared under a lock, because Streamlit
+    serves sessions from several threads; every add commits before returning."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self._lock = threading.RLock()
+        self._conn: sqlite3.Connection | None = _open(self.path)
+
+    def __enter__(self) -> "PreferenceStore":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"PreferenceStore({str(self.path)!r})"
+
+    @contextmanager
+    def _locked(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            if self._conn is None:
+                raise PreferenceStoreError(f"the preference store {self.path} is closed; open it again")
+            try:
+                yield self._conn
+            except sqlite3.Error as e:
+                raise PreferenceStoreError(f"preference database {self.path} failed ({e}); "
+                                           f"check the disk and retry") from e
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One transaction: all of it is committed, or none of it."""
+        with self._locked() as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+
+    def add(self, j: Judgement) -> int:
+        """Store one click, committed before returning; returns the row id."""
+        return self.add_many([j])[0]
+
+    def add_many(self, js: Iterable[Judgement]) -> list[int]:
+        """Many judgements in one transaction (fast for oracles); all validated first."""
+        rows = [_to_row(_stamped(j)) for j in js]
+        if not rows:
+            return []
+        with self._write() as conn:
+            return [int(conn.execute(_INSERT, row).lastrowid) for row in rows]
+
+    def undo_last(self, judge: str | None = None) -> Judgement | None:
+        """Take back a mis-click: delete and return the newest row (of that judge)."""
+        where, args = _where(judge=judge)
+        with self._write() as conn:
+            row = conn.execute(f"SELECT {', '.join(_COLUMNS)} FROM {_TABLE}{where} "
+                               f"ORDER BY id DESC LIMIT 1", args).fetchone()
+            if row is None:
+                return None
+            j = _from_row(row)
+            conn.execute(f"DELETE FROM {_TABLE} WHERE id = ?", (j.id,))
+        return j
+
+    def count(self, judge: str | None = None, usable_only: bool = False) -> int:
+        """usable_only: judgements that give training pairs (not skips)."""
+        where, args = _where(judge=judge, usable_only=usable_only)
+        with self._locked() as conn:
+            return int(conn.execute(f"SELECT COUNT(*) FROM {_TABLE}{where}", args).fetchone()[0])
+
+    def judgements(self, judge: str | None = None, data: str | None = None) -> list[Judgement]:
+        """Oldest first (insertion order)."""
+        return self._select(judge=judge, data=data)
+
+    def _select(self, **filters) -> list[Judgement]:
+        where, args = _where(**filters)
+        with self._locked() as conn:
+            rows = conn.execute(f"SELECT {', '.join(_COLUMNS)} FROM {_TABLE}{where} ORDER BY id", args).fetchall()
+        return [_from_row(r) for r in rows]
+
+    def training_pairs(self, data: str | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(a, b, p) for a Bradley-Terry reward model; with no pairs, three empty (0,) arrays."""
+        a, b, p = [], [], []
+        for j in self._select(data=data, usable_only=True):
+            x = _as_float(j.samples)
+            for i, k, prob in j.pairs():
+                a.append(x[i])
+                b.append(x[k])
+                p.append(prob)
+        if not p:
+            empty = np.zeros((0,), np.float32)
+            return empty, empty.copy(), empty.copy()
+        shapes = sorted({x.shape for x in a})
+        if len(shapes) > 1:
+            raise PreferenceStoreError(f"judgements have different sample shapes {shapes}; "
+                                       f"pass data=<name> to train on one data set")
+        return np.stack(a), np.stack(b), np.asarray(p, dtype=np.float32)
+
+    def to_csv(self) -> bytes:
+        """A spreadsheet-friendly log (no pixels), UTF-8."""
+        with self._locked() as conn:
+            rows = conn.execute(f"SELECT {', '.join(_META)}, samples_shape, z_shape "
+                                f"FROM {_TABLE} ORDER BY id").fetchall()
+        out = io.StringIO()
+        writer = csv.writer(out)
+        writer.writerow(_CSV_HEADER)
+        writer.writerows(_csv_row(r) for r in rows)
+        return out.getvalue().encode("utf-8")
+
+    def close(self) -> None:
+        """Idempotent; later calls raise PreferenceStoreError."""
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+
+def _csv_row(r) -> list:
+    id_, t, judge, generator, step, data, choice, k, s_shape, z_shape = r
+    sample_shape = "x".join(str(n) for n in (_parse_shape(s_shape) or ())[1:])
+    latent = (_parse_shape(z_shape) or (0, ""))[-1]
+    iso = datetime.fromtimestamp(t, tz=timezone.utc).isoformat(timespec="milliseconds")
+    return [id_, iso, _cell(judge), _cell(data), _cell(generator), step, choice, k, sample_shape, latent]
+
+
+def _cell(text: str) -> str:
+    """Neutralise spreadsheet formulas in user-typed names (CSV injection)."""
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
