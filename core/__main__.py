@@ -14,6 +14,8 @@ from pathlib import Path
 from .checkpoint import CheckpointError, checkpoint_summary, config_of, load_checkpoint
 from .config import DEVICE_NAMES, PRESETS, ConfigError, TrainConfig, preset
 from .data import DATASETS, DataError
+from .preferences import PreferenceStoreError
+from .reward_model import RewardModelError
 from .rules import RULES
 
 
@@ -289,6 +291,58 @@ def cmd_extract(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_feedback_simulate(args: argparse.Namespace) -> int:
+    from .evaluate import generator_from_state
+    from .feedback import simulate
+    from .oracles import make_oracle
+    from .preferences import PreferenceStore, default_path
+
+    if not 1 <= args.pairs <= 100_000:
+        raise UsageError(f"--pairs {args.pairs}: use between 1 and 100000")
+    if not 0 <= args.noise <= 100:
+        raise UsageError(f"--noise {args.noise}: use 0 (always the better sample) to 100")
+    state = load_checkpoint(args.source)
+    if state.get("kind") == "arena":
+        raise UsageError(f"{args.source} is an arena checkpoint; extract an arm first")
+    G, data = generator_from_state(state, ema=args.ema)
+    oracle = make_oracle(args.oracle, data)
+    store = PreferenceStore(args.db or default_path())
+    try:
+        n = simulate(store, G, data, oracle, n=args.pairs, noise=args.noise, seed=args.seed,
+                     step=int(state["step"]), k=args.best_of)
+        print(f"stored {n} judgements by oracle:{args.oracle} of {data.name} samples in "
+              f"{store.path} ({store.count()} in all)")
+    finally:
+        store.close()
+    return 0
+
+
+def cmd_reward_train(args: argparse.Namespace) -> int:
+    from .data import load_by_name
+    from .feedback import train_from_store
+    from .preferences import PreferenceStore, default_path
+
+    store = PreferenceStore(args.db or default_path())
+    try:
+        names = sorted({j.data for j in store.judgements(judge=args.judge)})
+        if args.data is None and len(names) != 1:
+            raise UsageError(f"{store.path} holds judgements of {', '.join(names) or 'nothing'}"
+                             "; choose one with --data" if names else
+                             f"{store.path} holds no judgements yet: judge on the Feedback "
+                             "page or run python -m core feedback simulate")
+        data = load_by_name(args.data or names[0])
+        model = train_from_store(store, data, judge=args.judge, features=args.features,
+                                 seed=args.seed)
+    finally:
+        store.close()
+    path = model.save(args.out)
+    m = model.metrics
+    print(f"wrote {path}: {m['pairs']} pairs ({m['held_out_pairs']} held out), features "
+          f"{m['features']}, held-out accuracy {m['held_out_acc']:.3f}, "
+          f"held-out BT loss {m['held_out_loss']:.3f}")
+    return 0
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     print(json.dumps(checkpoint_summary(load_checkpoint(args.checkpoint)), indent=2))
     return 0
@@ -365,6 +419,35 @@ def make_parser() -> argparse.ArgumentParser:
     extract.add_argument("--out", required=True)
     extract.set_defaults(func=cmd_extract)
 
+    feedback = sub.add_parser("feedback", help="preference judgements (see the Feedback page)")
+    fsub = feedback.add_subparsers(dest="feedback_command", required=True, parser_class=_Parser)
+    sim = fsub.add_parser("simulate", help="let a synthetic oracle judge a generator's samples")
+    sim.add_argument("--from", dest="source", required=True, help="a run checkpoint")
+    sim.add_argument("--oracle", required=True,
+                     help="thick, centred, digit:K (images); upper, angle:DEG (2-D)")
+    sim.add_argument("--pairs", type=int, default=400, help="comparisons to judge (400)")
+    sim.add_argument("--noise", type=float, default=0.0,
+                     help="Bradley-Terry temperature in units of the oracle's spread on real "
+                          "data: 0 = always the better sample")
+    sim.add_argument("--best-of", type=int, choices=[2, 4], default=2,
+                     help="2: pairs; 4: pick the best of 4 (3 pairs per judgement)")
+    sim.add_argument("--db", help="preference database (default checkpoints/preferences.sqlite)")
+    sim.add_argument("--seed", type=int, default=0)
+    sim.add_argument("--ema", action="store_true", help="judge G's EMA weights")
+    sim.set_defaults(func=cmd_feedback_simulate)
+
+    reward = sub.add_parser("reward", help="reward models learnt from preferences")
+    rsub = reward.add_subparsers(dest="reward_command", required=True, parser_class=_Parser)
+    rtrain = rsub.add_parser("train", help="fit a Bradley-Terry ensemble on a preference store")
+    rtrain.add_argument("--db", help="preference database (default checkpoints/preferences.sqlite)")
+    rtrain.add_argument("--out", required=True, help="reward model file to write (.pt)")
+    rtrain.add_argument("--data", choices=list(DATASETS), help="data set of the judgements")
+    rtrain.add_argument("--judge", help="only this judge's judgements (e.g. oracle:thick)")
+    rtrain.add_argument("--features", help="frozen features: multi (images, default), "
+                        "classifier, pixels; raw (2-D)")
+    rtrain.add_argument("--seed", type=int, default=0)
+    rtrain.set_defaults(func=cmd_reward_train)
+
     info = sub.add_parser("info", help="print what a checkpoint holds, as JSON")
     info.add_argument("checkpoint")
     info.set_defaults(func=cmd_info)
@@ -379,7 +462,8 @@ def main(argv: list[str] | None = None) -> int:
         from .trainer import torch_threads
         torch.set_num_threads(torch_threads())  # deliberate: see torch_threads()
         return args.func(args)
-    except (UsageError, ConfigError, CheckpointError, DataError) as exc:
+    except (UsageError, ConfigError, CheckpointError, DataError, PreferenceStoreError,
+            RewardModelError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

@@ -27,9 +27,18 @@ def clipped_logit(x: torch.Tensor, ctx) -> torch.Tensor:
     return ctx.d_logits(x).clamp(-c, c)
 
 
+def preference(x: torch.Tensor, ctx) -> torch.Tensor:
+    """The preference reward model's standardised score (core/reward_model.py)."""
+    from .reward_model import cached_reward_model
+    return cached_reward_model(ctx.options.reward_model).score(x)
+
+
 REWARDS.register("log_d", log_d, label="log D(x)",
                  help="log D(x): with it the REINFORCE direction matches bce as sigma -> 0")
 REWARDS.register("d", d_prob, label="D(x)",
                  help="D(x), the source's R_G; flat (no signal) where D is near 0")
 REWARDS.register("logit", clipped_logit, label="clipped logit",
                  help="D's logit clipped to +-logit_clip (mode-seeking)")
+REWARDS.register("preference", preference, label="preference model",
+                 help="a reward model fit to people's (or an oracle's) preferences; set the "
+                      "reward_model file")

@@ -11,6 +11,7 @@ grad_cosine metric measures by how much), and the estimate is far noisier.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -26,6 +27,9 @@ from .bce import bce_loss, bce_manual_grad
 class ReinforceOptions:
     reward: str = option("log_d", "Reward", "What D says about a sample: "
                          "log D(x), D(x) or the clipped logit", choices=REWARDS)
+    reward_model: str = option("", "Reward model file (reward 'preference')",
+                               "A file saved by the Feedback page or `python -m core reward "
+                               "train`")
     samples_per_z: int = option(0, "Samples per z (K, 0 = auto)",
                                 "0 = 4 on 2-D data, 8 on images; at least 2", low=0, high=64)
     sigma_start: float = option(0.0, "sigma start (0 = auto)",
@@ -48,6 +52,13 @@ class ReinforceOptions:
 
     def validate(self, prefix: str, cfg) -> None:
         check_choice(f"{prefix}reward", self.reward, tuple(REWARDS))
+        if not isinstance(self.reward_model, str):
+            raise ConfigError(f"{prefix}reward_model = {self.reward_model!r} must be a path")
+        if self.reward == "preference" and not Path(self.reward_model).is_file():
+            raise ConfigError(f"{prefix}reward = 'preference' needs {prefix}reward_model: the "
+                              f"path of a reward model file ({self.reward_model!r} is not a "
+                              "file); train one on the Feedback page or with python -m core "
+                              "reward train")
         check_range(f"{prefix}samples_per_z", self.samples_per_z, 0, 64, integer=True)
         if self.samples_per_z == 1:
             raise ConfigError(f"{prefix}samples_per_z = 1 leaves no leave-one-out baseline; "
