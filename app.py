@@ -9,6 +9,7 @@ PAGES = Path(__file__).parent / "pages"
 pages = [
     st.Page(PAGES / "train.py", title="Train", icon=":material/model_training:", default=True),
     st.Page(PAGES / "compare.py", title="Compare", icon=":material/compare:"),
+    st.Page(PAGES / "feedback.py", title="Feedback", icon=":material/thumbs_up_down:"),
     st.Page(PAGES / "checkpoints.py", title="Checkpoints", icon=":material/save:"),
 ]
 

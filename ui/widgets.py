@@ -52,6 +52,8 @@ def _option_input(f: dataclasses.Field, key: str):
         fmt = (lambda n: choices.entry(n).title) if isinstance(choices, Registry) else str
         return st.selectbox(label, names, index=names.index(f.default), key=key,
                             format_func=fmt, help=help_text)
+    if f.type in ("str", str):
+        return st.text_input(label, value=f.default, key=key, help=help_text)
     if f.type in ("bool", bool):
         return st.checkbox(label, value=f.default, key=key, help=help_text)
     if f.type in ("int", int):

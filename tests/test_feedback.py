@@ -1,0 +1,166 @@
+"""The preference loop: oracles, the Bradley-Terry reward model, the 'preference'
+reward, the CLI commands and the Feedback page (AppTest)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from core.__main__ import main
+from core.checkpoint import load_checkpoint
+from core.config import TrainConfig
+from core.data import load_by_name
+from core.feedback import pairs_from_store, simulate
+from core.oracles import make_oracle
+from core.preferences import PreferenceStore
+from core.reward_model import (RewardModelError, agreement, bt_loss, load_reward_model,
+                               train_reward_model)
+from core.trainer import Trainer
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def oracle_pairs(data_name: str, spec: str, n: int, noise: float = 0.0, seed: int = 0):
+    data = load_by_name(data_name)
+    oracle = make_oracle(spec, data)
+    gen = torch.Generator().manual_seed(seed)
+    idx = torch.randint(len(data.x), (2 * n,), generator=gen)
+    a, b = data.x[idx[:n]], data.x[idx[n:]]
+    return data, oracle, a, b, oracle.prob_left(a, b, noise).round()
+
+
+def test_bt_loss_value_gradient_and_ties():
+    r_a = torch.tensor([2.0, -1.0, 0.5], requires_grad=True)
+    r_b = torch.tensor([0.0, 1.0, 0.5])
+    p = torch.tensor([1.0, 0.0, 0.5])
+    loss = bt_loss(r_a, r_b, p)
+    d = (r_a - r_b).detach()
+    expected = -(p * torch.nn.functional.logsigmoid(d)
+                 + (1 - p) * torch.nn.functional.logsigmoid(-d)).mean()
+    assert float(loss.detach()) == pytest.approx(float(expected))
+    loss.backward()
+    torch.testing.assert_close(r_a.grad, (torch.sigmoid(d) - p) / 3)
+    # a tie between equal scores is already optimal: zero gradient
+    assert float(r_a.grad[2]) == 0.0
+
+
+def test_oracles_are_deterministic_under_a_seed_and_noise_flips_some_answers():
+    data = load_by_name("ring8")
+    oracle = make_oracle("angle:90", data)
+    a, b = data.x[:300], data.x[300:600]
+    first = oracle.judge(a, b, 0.5, torch.Generator().manual_seed(4))
+    assert first == oracle.judge(a, b, 0.5, torch.Generator().manual_seed(4))
+    exact = oracle.judge(a, b, 0.0, torch.Generator().manual_seed(4))
+    agree = sum(x == y for x, y in zip(first, exact)) / len(exact)
+    assert 0.55 < agree < 0.99
+    with pytest.raises(Exception, match="does not judge ring8"):
+        make_oracle("thick", data)
+
+
+def test_reward_model_ranks_fresh_pairs_well_and_round_trips(tmp_path):
+    data, oracle, a, b, p = oracle_pairs("ring8", "angle:90", 300)
+    model = train_reward_model(a, b, p, data, seed=1)
+    _, _, a2, b2, _ = oracle_pairs("ring8", "angle:90", 1000, seed=9)
+    with torch.no_grad():
+        fresh = agreement(model.score(a2) - model.score(b2), oracle.prob_left(a2, b2, 0.0))
+    assert fresh > 0.8, fresh
+    assert len(model.heads) == 3 and model.metrics["held_out_pairs"] == 60
+    path = model.save(tmp_path / "rm.pt")
+    again = load_reward_model(path)
+    with torch.no_grad():
+        torch.testing.assert_close(again.score(a2), model.score(a2))
+    (tmp_path / "bad.pt").write_bytes(b"not a model")
+    with pytest.raises(RewardModelError, match="is not a reward model file"):
+        load_reward_model(tmp_path / "bad.pt")
+    torch.save({"kind": "reward_model", "schema_version": 1}, tmp_path / "half.pt")
+    with pytest.raises(RewardModelError, match="not a usable reward model"):
+        load_reward_model(tmp_path / "half.pt")
+
+
+def test_simulate_store_train_and_fine_tune_on_the_preference_reward(tmp_path, capsys):
+    trainer = Trainer(TrainConfig(data="ring8", latent_dim=2, batch_size=64, eval_every=0))
+    for _ in range(30):
+        trainer.step()
+    ckpt = trainer.save_checkpoint(tmp_path / "g.pt")
+    db = tmp_path / "p.sqlite"
+    assert main(["feedback", "simulate", "--from", str(ckpt), "--oracle", "upper",
+                 "--pairs", "60", "--best-of", "4", "--db", str(db)]) == 0
+    store = PreferenceStore(db)
+    assert store.count(judge="oracle:upper") == 60
+    a, b, p = pairs_from_store(store, load_by_name("ring8"))
+    assert a.shape == (180, 2) and bool((p == 1).all())   # best of 4: 3 pairs each
+    store.close()
+    rm = tmp_path / "rm.pt"
+    assert main(["reward", "train", "--db", str(db), "--out", str(rm)]) == 0
+    assert "held-out accuracy" in capsys.readouterr().out
+    out = tmp_path / "ft"
+    assert main(["train", "--resume", str(ckpt), "--rule", "reinforce", "--steps", "40",
+                 "--set", "reinforce.reward=preference", "--set",
+                 f"reinforce.reward_model={rm}", "--out", str(out)]) == 0
+    state = load_checkpoint(out / "step_40.pt")
+    assert state["config"]["reinforce"]["reward"] == "preference"
+    assert main(["train", "--data", "ring8", "--steps", "5", "--rule", "reinforce", "--set",
+                 "reinforce.reward=preference", "--out", str(tmp_path / "x")]) == 2
+    assert "needs reinforce.reward_model" in capsys.readouterr().err
+
+
+def test_an_oracle_simulation_of_digit_images_stores_uint8_pixels(tmp_path):
+    trainer = Trainer(TrainConfig(g_hidden=(16,), d_hidden=(16,), batch_size=8, eval_every=0))
+    trainer.step()
+    store = PreferenceStore(tmp_path / "p.sqlite")
+    data = load_by_name("mnist5k")
+    assert simulate(store, trainer.nets.G, data, make_oracle("thick", data), n=5,
+                    noise=0.1) == 5
+    (j, *_) = store.judgements()
+    assert j.samples.dtype.name == "uint8" and j.samples.shape == (2, 28, 28)
+    assert j.choice in ("left", "right") and j.judge == "oracle:thick"
+
+
+# -- the Feedback page (AppTest) -------------------------------------------------------------
+@pytest.fixture
+def feedback_env(tmp_path, monkeypatch):
+    monkeypatch.setenv("GANLAB_CHECKPOINT_DIR", str(tmp_path))
+    monkeypatch.chdir(ROOT)
+    trainer = Trainer(TrainConfig(g_hidden=(16,), d_hidden=(16,), batch_size=8, eval_every=0))
+    trainer.step()
+    trainer.save_checkpoint(tmp_path / "digits" / "step_1.pt")
+    from ui.feedback_view import _stores
+    _stores().clear()
+    yield tmp_path
+    for s in _stores().values():
+        s.close()
+    _stores().clear()
+
+
+def feedback_page():
+    from streamlit.testing.v1 import AppTest
+    return AppTest.from_file(str(ROOT / "pages" / "feedback.py"), default_timeout=60).run()
+
+
+def test_feedback_page_judge_ten_undo_one_reload_shows_nine(feedback_env):
+    at = feedback_page()
+    assert not at.exception, at.exception
+    assert [type(e).__name__ for e in at.main].count("Image") == 2   # left and right
+    for i in range(10):
+        at.button(key="fb_left" if i % 2 else "fb_right").click().run()
+        assert not at.exception
+    at.button(key="fb_undo").click().run()
+    again = feedback_page()      # a reload: a new session, the same database
+    assert "person: 9 judgements" in again.get("progress")[0].proto.text
+    store = PreferenceStore(feedback_env / "preferences.sqlite")
+    assert store.count(judge="person") == 9
+    choices = [j.choice for j in store.judgements()]
+    assert choices == ["right", "left"] * 4 + ["right"]
+    store.close()
+
+
+def test_feedback_page_best_of_four_gives_three_pairs(feedback_env):
+    at = feedback_page()
+    at.radio(key="fb_mode").set_value("Best of 4").run()
+    at.button(key="fb_best2").click().run()
+    assert not at.exception
+    store = PreferenceStore(feedback_env / "preferences.sqlite")
+    (j,) = store.judgements()
+    assert j.choice == "best:2" and len(j.pairs()) == 3
+    store.close()

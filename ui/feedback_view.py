@@ -1,0 +1,226 @@
+"""The Feedback page's pieces: where samples come from, the comparison, the buttons,
+and training a reward model in the background.
+
+A comparison (two samples, or four for "best of 4") is drawn once and kept in the
+session until it is judged, so a rerun never swaps what the person is looking at.
+Every click is committed to the preference store at once (core/preferences.py).
+"""
+from __future__ import annotations
+
+import copy
+import io
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import plotly.graph_objects as go
+import streamlit as st
+import torch
+from PIL import Image
+from torch import nn
+
+from core import feedback
+from core.data import DataSet
+from core.evaluate import generator_from_state
+from core.preferences import PreferenceStore, PreferenceStoreError, default_path
+from core.reward_model import RewardModel
+from ui import checkpoints as ck
+from ui import compare_view, runs
+
+TARGET = 200          # suggested judgements before training a reward model
+SHOWN_PX = 280        # images are shown upscaled to this width
+CURRENT = "fb_current"
+PAIR_BUTTONS = (("left", "Left is better", "Left"), ("right", "Right is better", "Right"),
+                ("tie", "Equal", "Down"), ("skip", "Skip", "S"))
+
+
+@dataclass
+class Source:
+    label: str
+    G: nn.Module          # a CPU copy: judging never touches a training run's weights
+    data: DataSet
+    step: int
+    fingerprint: str
+
+
+def _live(label: str, run) -> Source:
+    with run.lock:
+        G = copy.deepcopy(run.shown_G).cpu().eval()
+        step = run.step_count
+    return Source(label, G, run.data, step, feedback.generator_fingerprint(G))
+
+
+def _file(label: str, path: Path) -> Source:
+    state, error = ck.load_file(str(path), path.stat().st_mtime_ns)
+    if error:
+        raise ValueError(error)
+    if state.get("kind") == "arena":
+        raise ValueError("an arena checkpoint: judge one of its arms while it runs, or "
+                         "extract an arm first")
+    G, data = generator_from_state(state)
+    return Source(label, G, data, int(state["step"]), feedback.generator_fingerprint(G))
+
+
+def sources() -> dict:
+    """label -> a function giving a fresh Source: runs, arena arms, saved checkpoints."""
+    out = {}
+    for t in runs.registry().runs():
+        out[f"run {t.run_id}"] = lambda t=t, k=f"run {t.run_id}": _live(k, t.run)
+    for a in compare_view.registry().runs():
+        for name, arm in a.arms.items():
+            label = f"arena {a.run_id} · arm {name}"
+            out[label] = lambda arm=arm, k=label: _live(k, arm)
+    root = ck.checkpoint_dir()
+    for path in ck.checkpoint_files():
+        label = f"file {path.relative_to(root)}"
+        out[label] = lambda p=path, k=label: _file(k, p)
+    return out
+
+
+@st.cache_resource(show_spinner=False)
+def _stores() -> dict:
+    return {}
+
+
+def store(path: str) -> PreferenceStore:
+    """One open store per database path in this server process."""
+    cache = _stores()
+    if path not in cache:
+        cache[path] = PreferenceStore(path)
+    return cache[path]
+
+
+def db_path_input() -> str:
+    return st.text_input("Preference database", value=str(default_path()), key="fb_db",
+                         help="One SQLite file; every click is saved at once")
+
+
+# -- the comparison ------------------------------------------------------------------------
+def new_comparison(source: Source, k: int, model: RewardModel | None) -> dict:
+    gen = torch.Generator().manual_seed(int(np.random.SeedSequence().entropy % 2**31))
+    x, z = feedback.draw(source.G, k, gen, model)
+    return {"x": x, "z": z, "k": k, "label": source.label, "step": source.step,
+            "fingerprint": source.fingerprint, "data": source.data}
+
+
+def _png(pixels: np.ndarray) -> bytes:
+    image = Image.fromarray(pixels if pixels.ndim == 2 else pixels.transpose(1, 2, 0))
+    image = image.resize((SHOWN_PX, SHOWN_PX), Image.NEAREST)
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _points_figure(data: DataSet, points: np.ndarray, names: list[str]) -> go.Figure:
+    real = data.x[:1000].numpy()
+    fig = go.Figure(go.Scatter(x=real[:, 0], y=real[:, 1], mode="markers", name="real",
+                               marker={"size": 4, "color": "#bbb"}))
+    for name, (px, py) in zip(names, points):
+        fig.add_trace(go.Scatter(x=[px], y=[py], mode="markers+text", text=[name], name=name,
+                                 textposition="top center", marker={"size": 14}))
+    fig.update_layout(height=420, margin={"l": 10, "r": 10, "t": 10, "b": 10},
+                      showlegend=False, plot_bgcolor="white")
+    fig.update_yaxes(scaleanchor="x", scaleratio=1)
+    return fig
+
+
+NAMES = {2: ["Left", "Right"], 4: ["A", "B", "C", "D"]}
+
+
+def show(current: dict) -> None:
+    shown = feedback.to_display(current["x"], current["data"])
+    names = NAMES[current["k"]]
+    if current["data"].is_image:
+        for col, name, pixels in zip(st.columns(current["k"]), names, shown):
+            col.image(_png(pixels), caption=name, width="stretch")
+    else:
+        st.plotly_chart(_points_figure(current["data"], shown, names), key="fb_points")
+
+
+def record(db: PreferenceStore, current: dict, choice: str, judge: str) -> None:
+    """on_click of a choice button: commit it, then draw the next comparison."""
+    j = feedback.judgement(current["x"], current["z"], choice, judge, current["data"],
+                           current["fingerprint"], current["step"])
+    try:
+        db.add(j)
+    except PreferenceStoreError as exc:
+        st.session_state["fb_error"] = str(exc)
+        return
+    st.session_state.pop(CURRENT, None)
+
+
+def undo(db: PreferenceStore, judge: str) -> None:
+    gone = db.undo_last(judge)
+    st.session_state["fb_undone"] = (f"Removed judgement {gone.id} ({gone.choice})"
+                                     if gone else "Nothing to undo")
+
+
+def buttons(db: PreferenceStore, current: dict, judge: str) -> None:
+    if current["k"] == 2:
+        cols = st.columns(len(PAIR_BUTTONS) + 1)
+        for col, (choice, label, key) in zip(cols, PAIR_BUTTONS):
+            col.button(label, key=f"fb_{choice}", on_click=record, width="stretch",
+                       args=(db, current, choice, judge), shortcut=key,
+                       type="primary" if choice in ("left", "right") else "secondary")
+    else:
+        cols = st.columns(5)
+        for i, (col, name) in enumerate(zip(cols, NAMES[4])):
+            col.button(f"{name} is best", key=f"fb_best{i}", on_click=record, width="stretch",
+                       args=(db, current, f"best:{i}", judge), shortcut=str(i + 1),
+                       type="primary")
+        cols[4].button("Skip", key="fb_skip", on_click=record, args=(db, current, "skip", judge),
+                       shortcut="S", width="stretch")
+    st.button("Undo last", key="fb_undo", on_click=undo, args=(db, judge), shortcut="U")
+
+
+# -- reward model training in the background ------------------------------------------------
+class RewardJob:
+    """Fits a reward model in a daemon thread; the page polls `history` and `state`."""
+
+    def __init__(self, db: PreferenceStore, data: DataSet, judge: str | None, out: Path):
+        self.history: list[dict] = []
+        self.state, self.message, self.model = "running", "", None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(db, data, judge, out),
+                                        daemon=True, name="reward-model")
+        self._thread.start()
+
+    def _run(self, db, data, judge, out) -> None:
+        try:
+            torch.set_num_threads(1)
+            self.model = feedback.train_from_store(db, data, judge, progress=self.history.append,
+                                                   should_stop=self._stop.is_set)
+            self.model.save(out)
+            m = self.model.metrics
+            self.state = "done"
+            self.message = (f"Saved {out}: {m['pairs']} pairs, held-out accuracy "
+                            f"{m['held_out_acc']:.3f} (BT loss {m['held_out_loss']:.3f}). Use "
+                            f"it as reward 'preference' with reward_model = {out}.")
+        except Exception as exc:   # shown on the page; the store is untouched
+            self.state, self.message = "failed", f"{type(exc).__name__}: {exc}"
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+@st.cache_resource(show_spinner=False)
+def jobs() -> dict:
+    return {}
+
+
+def history_figure(history: list[dict]) -> go.Figure:
+    fig = go.Figure()
+    for member in sorted({h["member"] for h in history}):
+        rows = [h for h in history if h["member"] == member]
+        fig.add_trace(go.Scatter(x=[h["epoch"] for h in rows],
+                                 y=[h["held_out_acc"] for h in rows], mode="lines",
+                                 name=f"member {member + 1}: held-out accuracy"))
+        fig.add_trace(go.Scatter(x=[h["epoch"] for h in rows],
+                                 y=[h["held_out_loss"] for h in rows], mode="lines",
+                                 line={"dash": "dot"}, name=f"member {member + 1}: held-out loss"))
+    fig.update_layout(height=300, margin={"l": 10, "r": 10, "t": 30, "b": 10},
+                      title="Reward model: held-out accuracy and Bradley-Terry loss",
+                      plot_bgcolor="white", legend={"orientation": "h"})
+    fig.update_xaxes(title_text="epoch")
+    return fig
