@@ -55,6 +55,10 @@ def overrides(args: argparse.Namespace) -> dict:
         out["ema_samples"] = True
     if args.lr is not None:
         out.update({"g_opt.lr": args.lr, "d_opt.lr": args.lr})
+    if args.reward_model is not None:
+        out["rlhf.reward_model"] = args.reward_model
+    if args.kl is not None:
+        out["rlhf.kl"] = args.kl
     for item in args.set or []:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
@@ -370,6 +374,8 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
                    "0.995); 0 = off")
     p.add_argument("--ema-samples", action="store_true",
                    help="snapshots and quality metrics from G's EMA weights")
+    p.add_argument("--reward-model", help="rlhf rule: the preference reward model file")
+    p.add_argument("--kl", type=float, help="rlhf rule: weight of the KL to the start")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="any config field, e.g. --set reinforce.sigma_start=0.05 "
                         "(repeatable; rule options are <rule>.<option>)")

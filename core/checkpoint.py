@@ -6,7 +6,8 @@ callable is refused. Layout (schema 1):
 
     schema_version, kind ("run" or "arena"), torch_version, saved_at,
     config (TrainConfig.to_dict()), run_id, step, rule, rule_start (optional),
-    generator, generator_ema (optional), discriminator, g_optimizer, d_optimizer
+    generator, generator_ema and generator_ref (optional; the rlhf rule's KL anchor),
+    discriminator, g_optimizer, d_optimizer
     (state dicts), rng {data, noise} (generator states), fixed_z,
     metrics {columns, events}, snapshots,
     arms (arena checkpoints only: name -> the per-arm fields above)
@@ -277,9 +278,9 @@ def _validate_run(state, name: str) -> TrainConfig:
     g_sizes = [cfg.latent_dim, *cfg.g_hidden, dim]
     d_sizes = [dim, *cfg.d_hidden, 1]
     _check_weights(name, "generator", state["generator"], g_sizes)
-    if "generator_ema" in state:
-        _check_weights(name, "generator_ema", state["generator_ema"], g_sizes,
-                       like="generator")
+    for key in ("generator_ema", "generator_ref"):
+        if key in state:
+            _check_weights(name, key, state[key], g_sizes, like="generator")
     _check_weights(name, "discriminator", state["discriminator"], d_sizes)
     _check_optimizer(name, "g_optimizer", state["g_optimizer"], "generator",
                      _n_params(g_sizes))

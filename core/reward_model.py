@@ -34,8 +34,12 @@ class RewardModelError(ValueError):
     """The file is not a usable reward model; the message says why."""
 
 
-def feature_fn(kind: str, data: DataSet):
-    """x (n, dim) in model space -> features (n, f), frozen (differentiable in x)."""
+def feature_fn(kind: str, data):
+    """x (n, dim) in model space -> features (n, f), frozen (differentiable in x).
+    `data` is a DataSet or a function giving one (loaded only for classifier features)."""
+    if kind in ("pixels", "raw"):
+        return lambda x: x.float()
+    data = data() if callable(data) else data
     if kind == "classifier":
         from .evaluate import load_or_train_classifier
         model = load_or_train_classifier(data).model
@@ -56,8 +60,6 @@ def feature_fn(kind: str, data: DataSet):
             return torch.cat([model.features(x), c1.mean((2, 3)), c2.mean((2, 3)),
                               img.mean((1, 2, 3)).unsqueeze(1)], 1)
         return multi
-    if kind in ("pixels", "raw"):
-        return lambda x: x.float()
     raise ConfigError(f"features {kind!r} is not one of: classifier, pixels, raw")
 
 
@@ -103,7 +105,7 @@ class RewardModel:
 
     def _feats(self, x: torch.Tensor) -> torch.Tensor:
         if self._features is None:
-            self._features = feature_fn(self.features, load_by_name(self.data))
+            self._features = feature_fn(self.features, lambda: load_by_name(self.data))
         return (self._features(x) - self.feat_mean) / self.feat_std
 
     def head_scores(self, feats: torch.Tensor) -> torch.Tensor:

@@ -96,6 +96,7 @@ class Run:
         self.name = name
         self.nets = build_nets(cfg, data, device)
         self.G_ema = copy.deepcopy(self.nets.G)
+        self.G_ref = self._frozen_copy()  # G when the rule started (KL-anchored rules)
         self.ema_flat = flatten_parameters(self.G_ema).requires_grad_(False)
         self.noise_gen = torch.Generator(device).manual_seed(cfg.seed + 1)
         self.log = MetricLog()
@@ -106,6 +107,13 @@ class Run:
         self.fast = True                  # use a rule's fast path where it has one
         self._ema_dt = 0.0
 
+    def _frozen_copy(self) -> MLP:
+        return copy.deepcopy(self.nets.G).requires_grad_(False)
+
+    @property
+    def uses_reference(self) -> bool:
+        return getattr(RULES[self.cfg.rule], "uses_reference", False)
+
     @property
     def shown_G(self) -> MLP:
         """The generator that snapshots and quality metrics use (raw or EMA)."""
@@ -115,7 +123,7 @@ class Run:
         """One iteration on the given batches: G and D update, EMA, log, snapshot.
         The caller holds self.lock."""
         ctx = StepContext(self.cfg, self.nets, self.step_count,
-                          self.step_count - self.rule_start, self.noise_gen)
+                          self.step_count - self.rule_start, self.noise_gen, ref=self.G_ref)
         start = time.perf_counter()
         values = train_step(self.nets, batches, ctx, fast=self.fast)
         if self.cfg.g_ema:
@@ -145,6 +153,7 @@ class Run:
                 self.log.add_event(self.step_count, f"rule: {self.cfg.rule} -> {rule}")
                 self.cfg = self.cfg.replace(rule=rule)
                 self.rule_start = self.step_count
+                self.G_ref = self._frozen_copy()
 
     # -- saving and restoring ---------------------------------------------------------
     def state(self, run_id: str, stream: BatchStream) -> dict:
@@ -165,6 +174,8 @@ class Run:
                 "fixed_z": stream.fixed_z.cpu(),
                 "metrics": self.log.state(),
                 "snapshots": self.snapshots.state(),
+                **({"generator_ref": _cpu(self.G_ref.state_dict())} if self.uses_reference
+                   else {}),
             }
 
     def load(self, state: dict) -> None:
@@ -180,8 +191,10 @@ class Run:
             self.G_ema.load_state_dict(state.get("generator_ema", state["generator"]))
             self.step_count = int(state["step"])
             saved_rule = state.get("config", {}).get("rule", self.cfg.rule)
-            self.rule_start = (int(state.get("rule_start", 0)) if saved_rule == self.cfg.rule
-                               else self.step_count)
+            same_rule = saved_rule == self.cfg.rule
+            self.rule_start = int(state.get("rule_start", 0)) if same_rule else self.step_count
+            self.G_ref.load_state_dict(state["generator_ref"] if same_rule and
+                                       "generator_ref" in state else state["generator"])
             self.log = MetricLog.from_state(state["metrics"])
             self.snapshots = SnapshotStore.from_state(state.get("snapshots", []),
                                                       self.cfg.max_snapshots)

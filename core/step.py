@@ -37,6 +37,8 @@ class StepContext:
     step: int                    # global step
     rule_step: int               # steps since this rule started (schedules start here)
     noise: torch.Generator       # policy noise only (the arena shares data and z streams)
+    ref: Any = None              # G frozen when the rule started (KL-anchored rules)
+    z: Any = None                # the z of the batch G is updated on
     _logits: tuple = field(default=(None, None), repr=False)
 
     @property
@@ -78,8 +80,10 @@ def clip_(grad: torch.Tensor, max_norm: float) -> torch.Tensor:
     return norm
 
 
-def discriminator_step(nets: Nets, real: torch.Tensor, fake: torch.Tensor) -> dict:
-    """One BCE step of D on real vs fake (one forward over both).
+def discriminator_step(nets: Nets, real: torch.Tensor, fake: torch.Tensor,
+                       update: bool = True) -> dict:
+    """One BCE step of D on real vs fake (one forward over both); with update=False
+    only its metrics (a rule that freezes D).
 
     The loss is BCE(real, 1) + BCE(fake, 0), each a batch mean: what is logged as
     d_loss is exactly what is differentiated."""
@@ -90,7 +94,7 @@ def discriminator_step(nets: Nets, real: torch.Tensor, fake: torch.Tensor) -> di
     probs = torch.sigmoid(logits)
     nets.D.backward_manual(acts, logits, (probs - labels) / n_real)
     d_norm = nets.d_flat.grad.norm()
-    skipped = guarded_step(nets.d_opt, d_norm)
+    skipped = guarded_step(nets.d_opt, d_norm) if update else torch.zeros(())
     loss = F.binary_cross_entropy_with_logits(logits, labels, reduction="sum") / n_real
     return {"d_loss": loss, "d_real": probs[:n_real].mean(), "d_fake": probs[n_real:].mean(),
             "d_grad_norm": d_norm, "d_skipped": skipped}
@@ -119,7 +123,9 @@ def train_step(nets: Nets, batches: list[tuple], ctx: StepContext,
     cfg = ctx.cfg
     rule = RULES[cfg.rule]
     fast = uses_fast_path(cfg.rule, fast)
+    update_d = getattr(ctx.options, "train_d", True)
     for i, (real, z) in enumerate(batches):
+        ctx.z = z
         if not fast and i == len(batches) - 1:
             with torch.enable_grad():
                 mu_graph = nets.G(z)      # the autograd forward the G loss needs
@@ -127,7 +133,8 @@ def train_step(nets: Nets, batches: list[tuple], ctx: StepContext,
         else:
             mu, g_acts = nets.G.forward_cached(z)
         sample, extra = rule.emit(mu, ctx)
-        d_out = discriminator_step(nets, real, mu if cfg.d_sees == "mean" else sample)
+        d_out = discriminator_step(nets, real, mu if cfg.d_sees == "mean" else sample,
+                                   update_d)
     if fast:
         g_out = rule.fast_grad(mu, g_acts, extra, ctx)
     else:

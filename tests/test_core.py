@@ -14,7 +14,7 @@ from core.data import load_dataset
 from core.models import build_models
 from core.trainer import Trainer
 from core.rules import RULES
-from helpers import write_idx_mnist, write_image_folder
+from helpers import rule_changes, write_idx_mnist, write_image_folder
 
 TINY = dict(g_hidden=(16,), d_hidden=(16,), latent_dim=8, batch_size=8, sample_every=2)
 
@@ -42,9 +42,11 @@ def params(module) -> torch.Tensor:
 
 @pytest.mark.parametrize("rule", list(RULES))
 @pytest.mark.parametrize("data", DATA)
-def test_every_rule_on_every_data_source_trains(rule, data, data_roots):
-    cfg = tiny(data=data, rule=rule, data_root=data_roots.get(data, ""))
-    trainer = Trainer(cfg.replace(**{"reinforce.cosine_every": 2}))
+def test_every_rule_on_every_data_source_trains(rule, data, data_roots, tmp_path):
+    cfg = tiny(data=data, data_root=data_roots.get(data, ""))
+    cfg = cfg.replace(rule=rule, **{"reinforce.cosine_every": 2},
+                      **rule_changes(rule, load_dataset(cfg), tmp_path))
+    trainer = Trainer(cfg)
     g0, d0 = params(trainer.nets.G), params(trainer.nets.D)
     for _ in range(4):
         values = trainer.step()
@@ -131,15 +133,17 @@ def _metrics(trainer: Trainer) -> np.ndarray:
 
 
 @pytest.mark.parametrize("rule", list(RULES))
-def test_same_seed_gives_identical_metrics(rule):
+def test_same_seed_gives_identical_metrics(rule, tmp_path):
+    base = TrainConfig(data="mnist5k", seed=5, batch_size=16)
+    base = base.replace(rule=rule, **rule_changes(rule, load_dataset(base), tmp_path))
     runs = []
     for _ in range(2):
-        trainer = Trainer(TrainConfig(data="mnist5k", rule=rule, seed=5, batch_size=16))
+        trainer = Trainer(base)
         for _ in range(20):
             trainer.step()
         runs.append(_metrics(trainer))
     np.testing.assert_array_equal(runs[0], runs[1])
-    other = Trainer(TrainConfig(data="mnist5k", rule=rule, seed=6, batch_size=16))
+    other = Trainer(base.replace(seed=6))
     for _ in range(20):
         other.step()
     assert not np.array_equal(runs[0], _metrics(other), equal_nan=True)
@@ -149,8 +153,9 @@ def test_same_seed_gives_identical_metrics(rule):
 def test_save_load_continue_equals_uninterrupted(rule, tmp_path):
     from core.checkpoint import config_of, load_checkpoint
 
-    cfg = TrainConfig(data="ring8", rule=rule, seed=3, sample_every=5)
-    cfg = cfg.replace(**{"reinforce.cosine_every": 4})
+    cfg = TrainConfig(data="ring8", seed=3, sample_every=5)
+    cfg = cfg.replace(rule=rule, **{"reinforce.cosine_every": 4},
+                      **rule_changes(rule, load_dataset(cfg), tmp_path))
     straight = Trainer(cfg)
     for _ in range(30):
         straight.step()

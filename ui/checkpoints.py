@@ -22,7 +22,7 @@ from core.rules import RULES
 from core.data import load_dataset
 from core.samples import SnapshotStore
 from core.trainer import Trainer, new_run_id
-from ui import charts, runs
+from ui import charts, runs, widgets
 
 
 def checkpoint_dir() -> Path:
@@ -122,9 +122,10 @@ def load_upload(upload) -> tuple[dict | None, str | None]:
 
 
 # -- actions on one checkpoint ---------------------------------------------------------
-def _launch(state: dict, rule: str | None, prefix: str) -> None:
+def _launch(state: dict, rule: str | None, prefix: str, options: dict | None = None) -> None:
     try:
-        trainer = Trainer.from_checkpoint(state, rule=rule, run_id=new_run_id(prefix))
+        trainer = Trainer.from_checkpoint(state, rule=rule, run_id=new_run_id(prefix),
+                                          **(options or {}))
         runs.registry().start(trainer)
     except runs.CapReached as exc:
         st.error(str(exc), icon=":material/block:")
@@ -160,10 +161,12 @@ def actions(state: dict, key: str) -> None:
         _launch(state, None, "resume")
     others = [r for r in RULES if r != info["rule"]] or list(RULES)
     rule = c2.selectbox("Fine-tune with rule", others, key=f"{key}_rule")
-    if c3.button("Fine-tune", key=f"{key}_finetune", width="stretch",
-                 help="Continue from these weights with another update rule (RL fine-tuning: "
-                      "pretrain with bce, continue with reinforce)"):
-        _launch(state, rule, f"finetune-{rule}")
+    finetune = c3.button("Fine-tune", key=f"{key}_finetune", width="stretch",
+                         help="Continue from these weights with another update rule (RL "
+                              "fine-tuning: pretrain with bce, continue with reinforce or rlhf)")
+    options = widgets.rule_options(f"{key}_opt_", [rule], "{} options for the fine-tune")
+    if finetune:
+        _launch(state, rule, f"finetune-{rule}", options)
     if c4.toggle("Show samples", key=f"{key}_samples"):
         show_samples(state, key)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 from ..registry import Registry
 from .bce import BceRule
 from .reinforce import ReinforceRule
+from .rlhf import RlhfRule
 
 RULES = Registry("rule")
 RULES.register("bce", BceRule(), label="bce",
@@ -11,3 +12,6 @@ RULES.register("bce", BceRule(), label="bce",
 RULES.register("reinforce", ReinforceRule(), label="reinforce",
                help="Policy gradient with D as the reward: Gaussian policy around G(z), "
                     "K samples per z, leave-one-out baseline")
+RULES.register("rlhf", RlhfRule(), label="rlhf (preferences)",
+               help="Fine-tune on a preference reward model with a KL anchor to the "
+                    "generator the fine-tune started from")

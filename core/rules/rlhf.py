@@ -1,0 +1,146 @@
+"""rlhf: fine-tune G on a preference reward model, kept close to where it started.
+
+Policy x = G(z) + sigma eps. Per sample, the reward is the reward model's standardised
+ensemble score, minus `uncertainty` x the members' spread (stay where the model
+knows), plus `realism` x log D(x). The objective is E[reward] - kl x KL, where the KL
+to the reference policy (G frozen when the rule started, same sigma, same z) is exact:
+||G(z) - G_ref(z)||^2 / (2 sigma^2) in nats. Two estimators of the reward's gradient:
+"reinforce" (K samples per z, leave-one-out baseline: the DDPO / DPOK family) and
+"pathwise" (backprop through the reward model: the ReFL / DRaFT family). The KL term's
+gradient is exact either way.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from ..metric_info import METRICS
+from ..validate import ConfigError, check_choice, check_range
+from .base import Rule, option
+
+ESTIMATORS = ("reinforce", "pathwise")
+
+
+@dataclass(frozen=True)
+class RlhfOptions:
+    reward_model: str = option("", "Reward model file", "Saved by the Feedback page or "
+                               "`python -m core reward train`")
+    kl: float = option(0.01, "KL weight (beta)", "Weight of KL(policy || the generator the "
+                       "fine-tune started from); 0 = no anchor (over-optimises)",
+                       low=0.0, high=1e4)
+    uncertainty: float = option(0.0, "Uncertainty penalty (k)", "Reward minus k x the "
+                                "ensemble's spread", low=0.0, high=100.0)
+    realism: float = option(0.0, "Realism weight (lambda)", "Reward plus lambda x log D(x)",
+                            low=0.0, high=100.0)
+    estimator: str = option("reinforce", "Estimator", "reinforce: leave-one-out policy "
+                            "gradient; pathwise: backprop through the reward model",
+                            choices=ESTIMATORS)
+    sigma: float = option(0.0, "sigma (0 = auto)", "Policy std: 0 = 0.1 on 2-D data, "
+                          "0.2 on images", low=0.0, high=10.0)
+    samples_per_z: int = option(0, "Samples per z (K, 0 = auto)", "reinforce estimator: "
+                                "0 = 4 on 2-D data, 8 on images", low=0, high=64)
+    adv_clip: float = option(5.0, "Advantage clip", "reinforce estimator", low=0.0, high=100.0)
+    train_d: bool = option(True, "Keep training D", "Whether D goes on learning during "
+                           "the fine-tune (it matters only with a realism weight)")
+
+    def validate(self, prefix: str, cfg) -> None:
+        if not isinstance(self.reward_model, str):
+            raise ConfigError(f"{prefix}reward_model = {self.reward_model!r} must be a path")
+        if cfg.rule == "rlhf" and not Path(self.reward_model).is_file():
+            raise ConfigError(f"{prefix}reward_model = {self.reward_model!r} is not a file: "
+                              "the rlhf rule needs a reward model (train one on the Feedback "
+                              "page or with python -m core reward train)")
+        check_range(f"{prefix}kl", self.kl, 0.0, 1e4)
+        check_range(f"{prefix}uncertainty", self.uncertainty, 0.0, 100.0)
+        check_range(f"{prefix}realism", self.realism, 0.0, 100.0)
+        check_choice(f"{prefix}estimator", self.estimator, ESTIMATORS)
+        check_range(f"{prefix}sigma", self.sigma, 0.0, 10.0)
+        check_range(f"{prefix}samples_per_z", self.samples_per_z, 0, 64, integer=True)
+        if self.samples_per_z == 1:
+            raise ConfigError(f"{prefix}samples_per_z = 1 leaves no leave-one-out baseline; "
+                              "use 0 (auto) or an integer in [2, 64]")
+        check_range(f"{prefix}adv_clip", self.adv_clip, 0.0, 100.0, low_open=True)
+        if not isinstance(self.train_d, bool):
+            raise ConfigError(f"{prefix}train_d = {self.train_d!r} must be true or false")
+
+
+def sigma_of(opts: RlhfOptions, is_2d: bool) -> float:
+    return opts.sigma or (0.1 if is_2d else 0.2)
+
+
+def exact_kl(mu: torch.Tensor, mu_ref: torch.Tensor, sigma: float) -> torch.Tensor:
+    """KL(N(mu, s^2 I) || N(mu_ref, s^2 I)) per row, in nats."""
+    return ((mu - mu_ref) ** 2).sum(-1) / (2 * sigma ** 2)
+
+
+class RlhfRule(Rule):
+    Options = RlhfOptions
+    uses_reference = True
+
+    def _model(self, ctx):
+        from ..reward_model import RewardModelError, cached_reward_model
+        model = cached_reward_model(ctx.options.reward_model)
+        if model.data != ctx.cfg.data:
+            raise RewardModelError(f"reward model {ctx.options.reward_model!r} was trained on "
+                                   f"{model.data} samples, but this run is on {ctx.cfg.data}")
+        return model
+
+    def emit(self, mu, ctx):
+        opts, is_2d = ctx.options, ctx.cfg.is_2d
+        k = 1 if opts.estimator == "pathwise" else (opts.samples_per_z or (4 if is_2d else 8))
+        sigma = sigma_of(opts, is_2d)
+        eps = torch.randn(mu.shape[0], k, mu.shape[1], generator=ctx.noise,
+                          device=mu.device, dtype=mu.dtype)
+        return mu.detach() + sigma * eps[:, 0], {"eps": eps, "sigma": sigma}
+
+    def _reward(self, x: torch.Tensor, ctx) -> tuple[torch.Tensor, torch.Tensor]:
+        """(total reward, the reward model's score) per row of x."""
+        opts, model = ctx.options, self._model(ctx)
+        score = model.score(x)
+        reward = score
+        if opts.uncertainty:
+            reward = reward - opts.uncertainty * model.uncertainty(x)
+        if opts.realism:
+            reward = reward + opts.realism * -F.softplus(-ctx.d_logits(x)).squeeze(-1)
+        return reward, score
+
+    def loss(self, mu, extra, ctx):
+        opts, eps, sigma = ctx.options, extra["eps"], extra["sigma"]
+        batch, k, dim = eps.shape
+        with torch.no_grad():
+            mu_ref = ctx.ref(ctx.z)
+        kl = exact_kl(mu, mu_ref, sigma)
+        if opts.estimator == "pathwise":
+            x = mu + sigma * eps[:, 0]
+            reward, score = self._reward(x, ctx)
+            reward_term = -reward.mean()
+            adv_std = torch.tensor(float("nan"))
+        else:
+            x = mu.detach().unsqueeze(1) + sigma * eps
+            with torch.no_grad():
+                reward, score = self._reward(x.reshape(batch * k, dim), ctx)
+                reward, score = reward.view(batch, k), score.view(batch, k)
+                adv = reward - (reward.sum(1, keepdim=True) - reward) / (k - 1)
+                adv_std = adv.std()
+                adv = adv.clamp(-opts.adv_clip, opts.adv_clip)
+            log_prob = -((x - mu.unsqueeze(1)) ** 2).sum(2) / (2 * sigma ** 2)
+            reward_term = -(adv * log_prob).mean()
+        loss = reward_term + opts.kl * kl.mean()
+        with torch.no_grad():
+            logits = ctx.d_logits(mu.detach())
+        return loss, {"g_loss": F.softplus(-logits).mean(), "reward_mean": reward.mean(),
+                      "reward_std": reward.std(), "rm_score": score.mean(),
+                      "kl": kl.detach().mean(), "sqrt_kl": kl.detach().mean().sqrt(),
+                      "adv_std": adv_std, "sigma": torch.tensor(sigma)}
+
+
+METRICS.register("rm_score", label="reward model score (proxy)", better="higher",
+                 chart="Preference reward vs KL",
+                 help="The reward model's standardised score of the policy's samples")
+METRICS.register("kl", label="KL to the start (nats)", unit="nats", chart=None,
+                 help="Exact KL of the policy to the generator the fine-tune started from")
+METRICS.register("sqrt_kl", label="sqrt KL to the start", chart="Distance from the start",
+                 help="sqrt(KL): the x axis of reward-model over-optimisation plots")
