@@ -50,6 +50,7 @@ from torch.nn import functional as F
 from .checkpoint import write_atomic
 from .data import DataSet
 from .metric_info import METRICS, quality_names
+from .rules import RULES
 
 TOY_METRICS = quality_names("toy")       # declared with their labels in metric_info
 IMAGE_METRICS = quality_names("image")
@@ -501,6 +502,10 @@ class QualityHook:
         start = time.perf_counter()
         try:
             values = ev(run.shown_G, lock=run.lock)
+            extra = getattr(RULES[run.cfg.rule], "quality", None)
+            if extra is not None:   # a rule's own metrics on the same evaluation z
+                with run.lock:
+                    values.update(extra(run, eval_noise(EVAL_SAMPLES, run.cfg.latent_dim)))
         except Exception as exc:  # a broken metric must not kill the training run
             ev.error = f"{type(exc).__name__}: {exc}"
             run.log.add_event(step, f"quality metrics failed: {ev.error}")

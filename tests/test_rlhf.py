@@ -95,3 +95,24 @@ def test_rlhf_needs_a_reward_model_and_the_cli_takes_one(ring, capsys):
     assert main(["compare", "--data", "ring8", "--rules", f"bce,rlhf:reward_model={ring['rm']}",
                  "--steps", "20", "--eval-every", "0", "--out", str(ring["root"] / "cmp")]) == 0
     assert "rlhf" in (ring["root"] / "cmp" / "summary.md").read_text()
+
+
+def test_quality_evaluations_log_proxy_gold_and_kl_for_the_panel(ring):
+    from ui import charts
+
+    trainer = fine_tune(ring, gold_oracle="upper")
+    trainer.run.cfg = trainer.cfg.replace(eval_every=20)
+    for _ in range(60):
+        trainer.step_once()
+    frame = trainer.log.to_frame().dropna(subset=["q_gold"])
+    assert list(frame.step) == [220, 240, 260]
+    assert (frame.q_sqrt_kl > 0).all()
+    from core.evaluate import EVAL_SAMPLES, eval_noise
+    oracle = make_oracle("upper", trainer.data)
+    with torch.no_grad():
+        start = float(oracle.utility(trainer.run.G_ref(eval_noise(EVAL_SAMPLES, 2))).mean())
+    assert frame.q_gold.iloc[-1] > start / oracle.scale     # the true preference improved
+    names = [name for name, _ in charts.all_figures(
+        lambda cols: {"": trainer.log.decimated(cols, charts.MAX_POINTS)},
+        trainer.log.columns, smoothing=0.0, events=[])]
+    assert "overopt" in names

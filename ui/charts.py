@@ -235,6 +235,38 @@ def quality_figure(arms: dict[str, dict], metrics, *, events=None,
     return fig
 
 
+OVEROPT = ("q_sqrt_kl", "q_rm", "q_gold")
+
+
+def overoptimisation_figure(arms: dict[str, dict]) -> go.Figure:
+    """Proxy (reward model) and gold (oracle) score against sqrt(KL) to the start, per
+    arm; the gold peak is marked as the suggested checkpoint (Gao et al.: the proxy
+    keeps rising while the gold score peaks and falls)."""
+    fig = go.Figure()
+    for a, (arm, data) in enumerate(arms.items()):
+        kl = dict(zip(np.asarray(data.get("step:q_sqrt_kl", ())).tolist(),
+                      np.asarray(data.get("q_sqrt_kl", ())).tolist()))
+        for m, metric in enumerate(("q_rm", "q_gold")):
+            steps = [s for s in np.asarray(data.get("step:" + metric, ())).tolist() if s in kl]
+            values = dict(zip(np.asarray(data.get("step:" + metric, ())).tolist(),
+                              np.asarray(data.get(metric, ())).tolist()))
+            if not steps:
+                continue
+            color, dash = _style(a, m, max(2, len(arms)))
+            fig.add_trace(go.Scatter(
+                x=[kl[s] for s in steps], y=[values[s] for s in steps], mode="lines+markers",
+                name=_label(arm, metric_title(metric)), text=[f"step {s:,}" for s in steps],
+                line={"color": color, "dash": dash}))
+            if metric == "q_gold":
+                best = max(steps, key=lambda s: values[s])
+                fig.add_annotation(x=kl[best], y=values[best], text=f"gold peak: step {best:,}",
+                                   showarrow=True, arrowhead=2, font={"size": 10})
+    fig = _base_layout(fig, "Over-optimisation: score vs sqrt(KL) to the start", HEIGHT + 40)
+    fig.update_xaxes(title_text="sqrt KL to the start")
+    fig.update_layout(hovermode="closest")
+    return fig
+
+
 TOY_CAPTION = ("Black: real points · orange: samples from the fixed noise · background: "
                "D(x), red = D says real, blue = fake")
 
@@ -256,6 +288,8 @@ def all_figures(decimated, columns, *, smoothing: float, events) -> list[tuple[s
         q_arms = decimated(quality)
         if has_data(q_arms, quality):
             out.append(("quality", quality_figure(q_arms, quality, events=events)))
+    if "q_sqrt_kl" in quality:
+        out.append(("overopt", overoptimisation_figure(decimated(list(OVEROPT)))))
     return out
 
 

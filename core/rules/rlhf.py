@@ -43,6 +43,9 @@ class RlhfOptions:
     samples_per_z: int = option(0, "Samples per z (K, 0 = auto)", "reinforce estimator: "
                                 "0 = 4 on 2-D data, 8 on images", low=0, high=64)
     adv_clip: float = option(5.0, "Advantage clip", "reinforce estimator", low=0.0, high=100.0)
+    gold_oracle: str = option("", "Gold oracle (optional)", "An oracle that stands for the "
+                              "person (e.g. digit:7, upper): its score is logged with the "
+                              "quality metrics, to see over-optimisation")
     train_d: bool = option(True, "Keep training D", "Whether D goes on learning during "
                            "the fine-tune (it matters only with a realism weight)")
 
@@ -63,6 +66,8 @@ class RlhfOptions:
             raise ConfigError(f"{prefix}samples_per_z = 1 leaves no leave-one-out baseline; "
                               "use 0 (auto) or an integer in [2, 64]")
         check_range(f"{prefix}adv_clip", self.adv_clip, 0.0, 100.0, low_open=True)
+        if not isinstance(self.gold_oracle, str):
+            raise ConfigError(f"{prefix}gold_oracle = {self.gold_oracle!r} must be text")
         if not isinstance(self.train_d, bool):
             raise ConfigError(f"{prefix}train_d = {self.train_d!r} must be true or false")
 
@@ -137,6 +142,39 @@ class RlhfRule(Rule):
                       "adv_std": adv_std, "sigma": torch.tensor(sigma)}
 
 
+    @torch.no_grad()
+    def quality(self, run, z: torch.Tensor) -> dict[str, float]:
+        """Extra quality metrics on the evaluation z: the proxy (reward model) and, with
+        a gold oracle, the true score, against sqrt(KL) to the start (Gao et al.)."""
+        opts = run.cfg.options()
+        mu = run.shown_G(z)
+        kl = exact_kl(mu, run.G_ref(z), sigma_of(opts, run.cfg.is_2d)).mean()
+        from ..reward_model import cached_reward_model
+        out = {"q_rm": float(cached_reward_model(opts.reward_model).score(mu).mean()),
+               "q_sqrt_kl": float(kl.sqrt())}
+        if opts.gold_oracle:
+            oracle = _oracle(opts.gold_oracle, run.data)
+            out["q_gold"] = float(oracle.utility(mu).mean()) / oracle.scale
+        return out
+
+
+_ORACLES: dict = {}
+
+
+def _oracle(spec: str, data):
+    from ..oracles import make_oracle
+    if (spec, data.name) not in _ORACLES:
+        _ORACLES[spec, data.name] = make_oracle(spec, data)
+    return _ORACLES[spec, data.name]
+
+
+METRICS.register("q_rm", label="reward model score (proxy)", better="higher", chart="Quality",
+                 help="The reward model's standardised score of G's mean output (rlhf)")
+METRICS.register("q_gold", label="gold oracle score", better="higher", chart="Quality",
+                 help="The gold oracle's utility of G's mean output, in units of its spread "
+                      "on real data (rlhf with a gold oracle)")
+METRICS.register("q_sqrt_kl", label="sqrt KL to the start", chart="Quality",
+                 help="sqrt of the exact KL of the policy to where the fine-tune started")
 METRICS.register("rm_score", label="reward model score (proxy)", better="higher",
                  chart="Preference reward vs KL",
                  help="The reward model's standardised score of the policy's samples")
