@@ -1,7 +1,10 @@
 """A reward model learnt from preferences: Bradley-Terry heads on frozen features.
 
-Features: for images the quality classifier's penultimate layer ("classifier"), or the
-raw pixels ("pixels", a baseline); for 2-D points the coordinates ("raw"). Each of
+Features, frozen: for images "multi" (the default: the quality classifier's
+penultimate layer, its class log-probabilities, its conv layers' mean activations and
+the mean ink, under a linear head; chosen by bench/feedback.py over its penultimate
+layer alone, "classifier", or the raw pixels, "pixels"); for 2-D points the
+coordinates ("raw", under a small MLP). Each of
 `members` small MLP heads (an ensemble, so disagreement is available) learns
 r(x) with the Bradley-Terry loss -[p log s(r_a - r_b) + (1-p) log s(r_b - r_a)]
 (p = 1, 0, or 0.5 for a tie), on a bootstrap of 80% of the pairs, stopping early on
@@ -57,8 +60,9 @@ def feature_fn(kind: str, data):
             img = x.float().reshape(-1, *model.image_shape)
             c1 = F.relu(model.conv1(img))
             c2 = F.relu(model.conv2(F.max_pool2d(c1, 2)))
-            return torch.cat([model.features(x), c1.mean((2, 3)), c2.mean((2, 3)),
-                              img.mean((1, 2, 3)).unsqueeze(1)], 1)
+            feats = model.features(x)
+            return torch.cat([feats, F.log_softmax(model.fc2(feats), 1), c1.mean((2, 3)),
+                              c2.mean((2, 3)), img.mean((1, 2, 3)).unsqueeze(1)], 1)
         return multi
     raise ConfigError(f"features {kind!r} is not one of: classifier, pixels, raw")
 
