@@ -108,3 +108,20 @@ def train_from_store(store: PreferenceStore, data: DataSet, judge: str | None = 
                      **options) -> RewardModel:
     a, b, p = pairs_from_store(store, data, judge)
     return train_reward_model(a, b, p, data, **options)
+
+
+@torch.no_grad()
+def blind_win_rate(G_new: nn.Module, G_base: nn.Module, oracle: Oracle, n: int = 1000,
+                   noise: float = 0.0, seed: int = 0) -> float:
+    """Share of n pairs (a sample of each generator, on independent z, shown in random
+    order) in which the oracle prefers G_new's sample; ties count half."""
+    gen = torch.Generator().manual_seed(seed)
+    new = G_new(torch.randn(n, latent_dim(G_new), generator=gen))
+    base = G_base(torch.randn(n, latent_dim(G_base), generator=gen))
+    flip = torch.rand(n, generator=gen) < 0.5          # which side the new sample is on
+    left = torch.where(flip.unsqueeze(1), base, new)
+    right = torch.where(flip.unsqueeze(1), new, base)
+    answers = oracle.judge(left, right, noise, gen)
+    wins = [0.5 if a == "tie" else float((a == "left") != bool(f))
+            for a, f in zip(answers, flip.tolist())]
+    return sum(wins) / n

@@ -72,6 +72,14 @@ if c1.button("Train reward model", key="fb_train", disabled=job is not None and
     fv.jobs()[db_path] = job = fv.RewardJob(db, current["data"], None, Path(out))
 c2.download_button("Judgements CSV", data=db.to_csv, file_name="preferences.csv",
                    mime="text/csv", key="fb_csv", on_click="ignore")
+if job is not None and job.state == "done":
+    if st.button("Fine-tune with these preferences", key="fb_finetune", type="primary",
+                 help=f"A comparison from this generator: {', '.join(fv.FINE_TUNE_ARMS)}, "
+                      f"{fv.FINE_TUNE_STEPS:,} steps each, on the Compare page"):
+        try:
+            fv.fine_tune(sources[label](), Path(out))
+        except Exception as exc:   # the slot limit, a stale source: say so, keep the page
+            st.error(f"Could not start the fine-tune: {exc}", icon=":material/error:")
 if job is not None:
     @st.fragment(run_every=run_view.POLL_S if job.state == "running" else None)
     def progress() -> None:

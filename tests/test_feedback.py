@@ -164,3 +164,55 @@ def test_feedback_page_best_of_four_gives_three_pairs(feedback_env):
     (j,) = store.judgements()
     assert j.choice == "best:2" and len(j.pairs()) == 3
     store.close()
+
+
+def test_feedback_to_reward_model_to_fine_tune_comparison(feedback_env):
+    """The whole flow, an oracle standing in for the person: judgements -> Train reward
+    model (background) -> Fine-tune with these preferences -> an arena of bce,
+    reinforce and rlhf from the judged generator."""
+    import time
+
+    from ui.compare_view import registry as arenas
+    from ui.feedback_view import jobs
+
+    trainer = Trainer(TrainConfig(data="ring8", latent_dim=2, batch_size=64, eval_every=0))
+    for _ in range(20):
+        trainer.step()
+    trainer.save_checkpoint(feedback_env / "ring" / "step_20.pt")
+    data = load_by_name("ring8")
+    store = PreferenceStore(feedback_env / "preferences.sqlite")
+    simulate(store, trainer.nets.G, data, make_oracle("upper", data), n=40, noise=0.1)
+    store.close()
+    arenas().clear()
+    jobs().clear()
+    at = feedback_page()
+    at.selectbox(key="fb_source").set_value("file ring/step_20.pt").run()
+    at.button(key="fb_train").click().run()
+    (job,) = jobs().values()
+    end = time.monotonic() + 60
+    while job.state == "running" and time.monotonic() < end:
+        time.sleep(0.1)
+    assert job.state == "done", job.message
+    at.run()
+    assert "Saved" in at.success[0].value
+    at.button(key="fb_finetune").click().run()
+    (arena,) = arenas().runs()
+    try:
+        assert list(arena.arms) == ["bce", "reinforce", "rlhf"] and arena.fork_step == 20
+        assert arena.arms["rlhf"].cfg.rlhf.reward_model.endswith("ring8.pt")
+    finally:
+        arenas().clear()
+        jobs().clear()
+
+
+def test_blind_win_rate_is_a_half_against_itself_and_high_for_a_better_generator():
+    from core.feedback import blind_win_rate
+
+    data = load_by_name("ring8")
+    oracle = make_oracle("upper", data)
+    G = Trainer(TrainConfig(data="ring8", latent_dim=2, eval_every=0)).nets.G
+    assert 0.4 < blind_win_rate(G, G, oracle, n=2000) < 0.6
+    shifted = Trainer(TrainConfig(data="ring8", latent_dim=2, eval_every=0)).nets.G
+    with torch.no_grad():
+        shifted.layers[-1].bias[1] += 3.0    # every sample moved up
+    assert blind_win_rate(shifted, G, oracle, n=500) > 0.95

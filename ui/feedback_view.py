@@ -12,6 +12,7 @@ import io
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import plotly.graph_objects as go
@@ -42,13 +43,14 @@ class Source:
     data: DataSet
     step: int
     fingerprint: str
+    state: Callable[[], dict]   # the run state a fine-tune starts from
 
 
-def _live(label: str, run) -> Source:
+def _live(label: str, run, state) -> Source:
     with run.lock:
         G = copy.deepcopy(run.shown_G).cpu().eval()
         step = run.step_count
-    return Source(label, G, run.data, step, feedback.generator_fingerprint(G))
+    return Source(label, G, run.data, step, feedback.generator_fingerprint(G), state)
 
 
 def _file(label: str, path: Path) -> Source:
@@ -59,18 +61,20 @@ def _file(label: str, path: Path) -> Source:
         raise ValueError("an arena checkpoint: judge one of its arms while it runs, or "
                          "extract an arm first")
     G, data = generator_from_state(state)
-    return Source(label, G, data, int(state["step"]), feedback.generator_fingerprint(G))
+    return Source(label, G, data, int(state["step"]), feedback.generator_fingerprint(G),
+                  lambda: state)
 
 
 def sources() -> dict:
     """label -> a function giving a fresh Source: runs, arena arms, saved checkpoints."""
     out = {}
     for t in runs.registry().runs():
-        out[f"run {t.run_id}"] = lambda t=t, k=f"run {t.run_id}": _live(k, t.run)
+        out[f"run {t.run_id}"] = lambda t=t, k=f"run {t.run_id}": _live(k, t.run, t.state_dict)
     for a in compare_view.registry().runs():
         for name, arm in a.arms.items():
             label = f"arena {a.run_id} · arm {name}"
-            out[label] = lambda arm=arm, k=label: _live(k, arm)
+            out[label] = lambda a=a, n=name, k=label: _live(k, a.arms[n],
+                                                            lambda: a.arm_state(n))
     root = ck.checkpoint_dir()
     for path in ck.checkpoint_files():
         label = f"file {path.relative_to(root)}"
@@ -172,6 +176,27 @@ def buttons(db: PreferenceStore, current: dict, judge: str) -> None:
         cols[4].button("Skip", key="fb_skip", on_click=record, args=(db, current, "skip", judge),
                        shortcut="S", width="stretch")
     st.button("Undo last", key="fb_undo", on_click=undo, args=(db, judge), shortcut="U")
+
+
+# -- fine-tuning on the preferences ----------------------------------------------------------
+FINE_TUNE_ARMS = ("bce", "reinforce", "rlhf")
+FINE_TUNE_STEPS = 2000
+
+
+def fine_tune(source: Source, model_path: Path, steps: int = FINE_TUNE_STEPS) -> None:
+    """Start a comparison from the judged generator: bce continued, reinforce (D as the
+    reward) and rlhf (these preferences), then open it on the Compare page."""
+    from core.arena import Arena
+    from core.checkpoint import config_of
+    from core.trainer import new_run_id
+
+    state = source.state()
+    cfg = config_of(state).replace(steps=steps, **{"rlhf.reward_model": str(model_path)})
+    arena = Arena(cfg, list(FINE_TUNE_ARMS), init_state=state,
+                  run_id=new_run_id(f"arena-rlhf-{cfg.data}"))
+    compare_view.registry().start(arena)
+    compare_view.attach(arena)
+    st.switch_page("pages/compare.py", query_params={compare_view.QUERY_KEY: arena.run_id})
 
 
 # -- reward model training in the background ------------------------------------------------
