@@ -81,8 +81,12 @@ if job is not None and job.state == "done":
         except Exception as exc:   # the slot limit, a stale source: say so, keep the page
             st.error(f"Could not start the fine-tune: {exc}", icon=":material/error:")
 if job is not None:
-    @st.fragment(run_every=run_view.POLL_S if job.state == "running" else None)
+    was_running = job.state == "running"
+
+    @st.fragment(run_every=run_view.POLL_S if was_running else None)
     def progress() -> None:
+        if was_running and job.state != "running":
+            st.rerun()   # the page's buttons (Fine-tune) follow the finished job
         if job.history:
             st.plotly_chart(fv.history_figure(job.history), key="fb_history")
         if job.state == "running":
