@@ -76,7 +76,9 @@ def centred(x: torch.Tensor, data: DataSet) -> torch.Tensor:
 
 
 def upper(x: torch.Tensor, data: DataSet) -> torch.Tensor:
-    return x[:, 1].float()
+    """Being in the upper half, as a smooth step: higher up inside a half is no better
+    (a person asked for the upper half would not reward leaving the data upwards)."""
+    return torch.tanh(x[:, 1].float() / 0.2)
 
 
 def angle_near(theta_deg: float):
@@ -111,7 +113,7 @@ ORACLES.register("digit", lambda param: digit(int(param)), kinds=("image",), nee
                  builds=True, label="prefer digit k",
                  help="log-probability of class k from an independently trained classifier")
 ORACLES.register("upper", lambda param: upper, kinds=("2d",), label="prefer the upper half",
-                 help="larger y")
+                 help="a smooth step at y = 0: tanh(y / 0.2)")
 ORACLES.register("angle", lambda param: angle_near(float(param)), kinds=("2d",),
                  needs_param=True, label="prefer angle near θ (degrees)",
                  help="cosine of the angle to θ")
