@@ -263,13 +263,11 @@ def _validate_run(state, name: str) -> TrainConfig:
     if missing:
         raise CheckpointError(f"{name} is missing {', '.join(missing)}")
     cfg = _config(name, state)
-    from .data import load_dataset  # data shape decides the first / last layer sizes
-    try:
-        data = load_dataset(cfg)
-        dim, is_image = int(data.dim), bool(data.is_image)
-    except Exception as exc:
-        raise CheckpointError(f"{name}: its data set {cfg.data!r} cannot be loaded here: "
-                              f"{_clip(str(exc))}") from None
+    # The data set's shape decides the first / last layer sizes; it comes from the
+    # registry, so validating never reads (or creates) the data root a file names.
+    from .data import sample_shape
+    shape = sample_shape(cfg.data, cfg.image_size)
+    dim, is_image = math.prod(shape), len(shape) == 3
     step = _check_int(name, "step", state["step"], 0, MAX_STEP)
     if "rule_start" in state:
         _check_int(name, "rule_start", state["rule_start"], 0, step,

