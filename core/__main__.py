@@ -1,26 +1,43 @@
 """Headless CLI: python -m core {train,sample,info,...} --help
 
-Bad arguments exit with status 2 and a one-line message, never a traceback.
+Every failure a user can cause ends as one line on stderr, `error: ...`, exit status 2,
+never a traceback (`python -m core --debug ...` re-raises to show it). A bug prints
+`error: internal error: ...` and exits 1; Ctrl-C (and SIGTERM during train) exits 130.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
-from .checkpoint import CheckpointError, checkpoint_summary, config_of, load_checkpoint
-from .config import DEVICE_NAMES, PRESETS, ConfigError, TrainConfig, preset
-from .data import DATASETS, DataError
-from .preferences import PreferenceStoreError
-from .reward_model import RewardModelError
-from .rules import RULES
-
-
-class UsageError(Exception):
-    """Bad input from the command line: printed as one line, exit status 2."""
+# Ctrl-C while torch loads is held until it has loaded, then exits 130: raised inside a
+# C++ extension's import, KeyboardInterrupt can abort the process ("terminate called").
+_HELD: list = []
+_BEFORE = (signal.signal(signal.SIGINT, lambda *_: _HELD.append(True))
+           if __name__ == "__main__" else None)
+try:
+    from .checkpoint import CheckpointError, checkpoint_summary, config_of, load_checkpoint
+    from .config import DEVICE_NAMES, PRESETS, ConfigError, TrainConfig, preset
+    from .data import DATASETS, DataError
+    from .preferences import PreferenceStoreError
+    from .reward_model import RewardModelError
+    from .rules import RULES
+    from .cli_checks import (SEED_MAX, UsageError, as_float, as_int, as_seed,
+                             check_out_dir, check_out_file, json_problem, one_line,
+                             read_config_file, short)
+finally:
+    if __name__ == "__main__":
+        signal.signal(signal.SIGINT, _BEFORE if _BEFORE is not None
+                      else signal.default_int_handler)
+if _HELD:
+    print("interrupted", file=sys.stderr)
+    sys.exit(130)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -31,15 +48,27 @@ class _Parser(argparse.ArgumentParser):
 def build_config(args: argparse.Namespace) -> TrainConfig:
     """Preset or --config file, then the explicit command-line overrides."""
     if args.config:
+        raw = read_config_file(args.config)
         try:
-            raw = json.loads(Path(args.config).read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise UsageError(f"--config {args.config}: {exc}") from None
-        cfg = TrainConfig.from_dict(raw)
-        return cfg.replace(**overrides(args)) if overrides(args) else cfg
+            cfg = TrainConfig.from_dict(raw)
+        except ConfigError:
+            raise
+        except (RecursionError, ValueError, OverflowError) as exc:  # bad values in the file
+            raise UsageError(f"--config {args.config}: {one_line(exc)}") from None
+        changes = overrides(args)
+        return _configured(lambda: cfg.replace(**changes)) if changes else cfg
     changes = overrides(args)
     changes.setdefault("data", "mnist5k")
-    return preset(args.preset, **changes)
+    return _configured(lambda: preset(args.preset, **changes))
+
+
+def _configured(make) -> TrainConfig:
+    try:
+        return make()
+    except ConfigError:
+        raise
+    except (RecursionError, ValueError, OverflowError) as exc:
+        raise UsageError(f"bad setting: {one_line(exc)}") from None
 
 
 def overrides(args: argparse.Namespace) -> dict:
@@ -62,18 +91,28 @@ def overrides(args: argparse.Namespace) -> dict:
     for item in args.set or []:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
-            raise UsageError(f"--set {item!r} must look like KEY=VALUE, e.g. "
+            raise UsageError(f"--set {short(item)!r} must look like KEY=VALUE, e.g. "
                              "--set reinforce.sigma_start=0.05")
-        out[key.strip()] = _value(value.strip())
+        if key.strip() == "rule_options":
+            raise UsageError("--set rule_options: set one rule option at a time, as "
+                             "--set <rule>.<option>=VALUE")
+        out[key.strip()] = _value(key.strip(), value.strip())
     return out
 
 
-def _value(text: str):
+def _value(key: str, text: str):
     """A --set value as JSON where it parses (numbers, true/false), else a string."""
     try:
-        return json.loads(text)
+        value = json.loads(text)
     except json.JSONDecodeError:
         return text
+    except (RecursionError, ValueError):  # deep nesting; integers of > 4300 digits
+        raise UsageError(f"--set {key}: the value is not a usable number or JSON "
+                         "value") from None
+    problem = json_problem(value)
+    if problem:
+        raise UsageError(f"--set {key}: {problem}")
+    return value
 
 
 class Progress:
@@ -104,19 +143,25 @@ class Progress:
 def cmd_train(args: argparse.Namespace) -> int:
     from .trainer import Trainer
 
-    out = Path(args.out)
+    out = check_out_dir("--out", args.out)
     if args.resume:
         trainer = _trainer_from_checkpoint(args.resume, args, out)
     else:
         cfg = build_config(args)
         if not cfg.steps:
             raise UsageError("--steps must be a positive number of steps")
-        trainer = Trainer(cfg, run_id=out.name, run_dir=out)
+        trainer = Trainer(cfg, run_id=Path(os.path.abspath(out)).name, run_dir=out)
         trainer.take_snapshot()
     cfg = trainer.cfg
     interrupted = []
-    previous = signal.signal(signal.SIGINT, lambda *_: interrupted.append(True))
-    out.mkdir(parents=True, exist_ok=True)  # after the handler: Ctrl-C from here on saves
+    # Ctrl-C and SIGTERM (a scheduler, `kill`) both stop the loop, save and exit 130
+    previous = {sig: signal.signal(sig, lambda *_: interrupted.append(True))
+                for sig in STOP_SIGNALS}
+    try:
+        out.mkdir(parents=True, exist_ok=True)  # after the handler: Ctrl-C from here saves
+    except BaseException:
+        _restore(previous)
+        raise
     every = cfg.eval_every
     if every and trainer.step_count < cfg.steps:  # no UI waits: build the classifier now
         trainer.quality.prepare(log=lambda msg: print(msg, file=sys.stderr, flush=True))
@@ -133,7 +178,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         if last:
             progress.update(trainer.step_count, last, force=True)
     finally:
-        signal.signal(signal.SIGINT, previous)
+        _restore(previous)
         progress.close()
     diverged = trainer.status.state == "diverged"
     if diverged:
@@ -143,6 +188,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(f"{'interrupted; ' if interrupted else ''}{'diverged; ' if diverged else ''}"
           f"saved {path}")
     return 130 if interrupted else (1 if diverged else 0)
+
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def _restore(handlers: dict) -> None:
+    for sig, handler in handlers.items():
+        signal.signal(sig, handler)
 
 
 # On --resume the checkpoint's data stream and weights continue, so these cannot change.
@@ -172,7 +225,8 @@ def _trainer_from_checkpoint(path: str, args, out: Path):
     for key in FIXED_ON_RESUME:
         changes.pop(key, None)
     rule = changes.pop("rule", None)
-    return Trainer.from_checkpoint(state, rule=rule, run_id=out.name, run_dir=out, **changes)
+    return _configured(lambda: Trainer.from_checkpoint(
+        state, rule=rule, run_id=Path(os.path.abspath(out)).name, run_dir=out, **changes))
 
 
 def write_run_outputs(trainer, out: Path) -> None:
@@ -211,12 +265,18 @@ def scatter_png(data, points) -> bytes:
     return buf.getvalue()
 
 
+SAMPLE_MAX = 100_000
+
+
 def cmd_sample(args: argparse.Namespace) -> int:
     import torch
 
     from .evaluate import generator_from_state
     from .samples import grid_png
 
+    if not 1 <= args.n <= SAMPLE_MAX:
+        raise UsageError(f"--n {args.n}: use between 1 and {SAMPLE_MAX} samples")
+    out_path = check_out_file("--out", args.out)
     state = load_checkpoint(args.checkpoint)
     if state.get("kind") == "arena":
         raise UsageError(f"{args.checkpoint} is an arena checkpoint; extract an arm first")
@@ -227,8 +287,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
         out = G(z)
     png = (grid_png(out, data.image_shape) if data.is_image
            else scatter_png(data, out.numpy()))
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_bytes(png)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    out_path.write_bytes(png)
     print(f"wrote {args.out} ({args.n} samples from step {state['step']})")
     return 0
 
@@ -255,6 +315,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from .arena import ArmSpec
     from .multi_seed import DEFAULT_IMAGE_WARMUP, run_compare
 
+    out = check_out_dir("--out", args.out)
     cfg = build_config(args)
     if not cfg.steps:
         raise UsageError("--steps must be a positive number of compared steps")
@@ -273,8 +334,11 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if warmup < 0:
         raise UsageError(f"--warmup-steps {warmup}: use 0 or more")
     seeds = [cfg.seed + i for i in range(args.seeds)]
-    table = run_compare(cfg, arms, seeds, Path(args.out), warmup_steps=warmup)
-    print((Path(args.out) / "summary.md").read_text())
+    if seeds[-1] > SEED_MAX:
+        raise UsageError(f"--seed {cfg.seed} with --seeds {args.seeds} goes past the largest "
+                         f"seed, {SEED_MAX}")
+    table = run_compare(cfg, arms, seeds, out, warmup_steps=warmup)
+    print((out / "summary.md").read_text())
     print(f"wrote {args.out}/summary.csv, summary.md, seed_*/<arm>/metrics.csv, "
           f"seed_*/samples.png, seed_*/arena.pt ({len(table)} arms)")
     return 0
@@ -284,6 +348,7 @@ def cmd_extract(args: argparse.Namespace) -> int:
     from .arena import extract_arm
     from .checkpoint import save_checkpoint
 
+    out = check_out_file("--out", args.out)
     state = load_checkpoint(args.checkpoint)
     if state.get("kind") != "arena":
         raise UsageError(f"{args.checkpoint} is a single-run checkpoint, not an arena")
@@ -291,7 +356,7 @@ def cmd_extract(args: argparse.Namespace) -> int:
         arm = extract_arm(state, args.arm)
     except KeyError as exc:
         raise UsageError(exc.args[0]) from None
-    print(f"wrote {save_checkpoint(arm, args.out)} (arm {args.arm}, step {arm['step']})")
+    print(f"wrote {save_checkpoint(arm, out)} (arm {args.arm}, step {arm['step']})")
     return 0
 
 
@@ -326,6 +391,7 @@ def cmd_reward_train(args: argparse.Namespace) -> int:
     from .feedback import train_from_store
     from .preferences import PreferenceStore, default_path
 
+    out = check_out_file("--out", args.out)
     store = PreferenceStore(args.db or default_path())
     try:
         names = sorted({j.data for j in store.judgements(judge=args.judge)})
@@ -339,7 +405,7 @@ def cmd_reward_train(args: argparse.Namespace) -> int:
                                  seed=args.seed)
     finally:
         store.close()
-    path = model.save(args.out)
+    path = model.save(out)
     m = model.metrics
     print(f"wrote {path}: {m['pairs']} pairs ({m['held_out_pairs']} held out), features "
           f"{m['features']}, held-out accuracy {m['held_out_acc']:.3f}, "
@@ -358,24 +424,24 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-root", help="root folder for mnist / fashion-mnist / folder data")
     p.add_argument("--preset", choices=list(PRESETS), default="source")
     p.add_argument("--config", help="JSON file with a full config (TrainConfig.to_dict())")
-    p.add_argument("--steps", type=int, help="number of training steps")
-    p.add_argument("--seed", type=int)
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--lr", type=float, help="learning rate of both G and D")
+    p.add_argument("--steps", type=as_int, help="number of training steps")
+    p.add_argument("--seed", type=as_seed)
+    p.add_argument("--batch-size", type=as_int)
+    p.add_argument("--lr", type=as_float, help="learning rate of both G and D")
     p.add_argument("--device", choices=DEVICE_NAMES)
-    p.add_argument("--sample-every", type=int)
-    p.add_argument("--checkpoint-every", type=int)
-    p.add_argument("--eval-every", type=int, help="quality metrics interval in steps; 0 = off")
-    p.add_argument("--grad-clip", type=float, help="G gradient-norm clip, every rule alike; "
+    p.add_argument("--sample-every", type=as_int)
+    p.add_argument("--checkpoint-every", type=as_int)
+    p.add_argument("--eval-every", type=as_int, help="quality metrics interval in steps; 0 = off")
+    p.add_argument("--grad-clip", type=as_float, help="G gradient-norm clip, every rule alike; "
                    "0 = off (default)")
     p.add_argument("--d-sees", choices=["sample", "mean"], help="D's fake batch: what G "
                    "emitted (default) or G's mean output")
-    p.add_argument("--g-ema", type=float, help="decay of the EMA of G's weights (default "
+    p.add_argument("--g-ema", type=as_float, help="decay of the EMA of G's weights (default "
                    "0.995); 0 = off")
     p.add_argument("--ema-samples", action="store_true",
                    help="snapshots and quality metrics from G's EMA weights")
     p.add_argument("--reward-model", help="rlhf rule: the preference reward model file")
-    p.add_argument("--kl", type=float, help="rlhf rule: weight of the KL to the start")
+    p.add_argument("--kl", type=as_float, help="rlhf rule: weight of the KL to the start")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="any config field, e.g. --set reinforce.sigma_start=0.05 "
                         "(repeatable; rule options are <rule>.<option>)")
@@ -384,6 +450,8 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
 
 def make_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="python -m core", description="GAN RL Lab headless engine")
+    parser.add_argument("--debug", action="store_true",
+                        help="show the traceback of an error instead of one line")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     train = sub.add_parser("train", help="train one run")
@@ -394,15 +462,15 @@ def make_parser() -> argparse.ArgumentParser:
 
     sample = sub.add_parser("sample", help="write a sample grid (or scatter) from a checkpoint")
     sample.add_argument("checkpoint")
-    sample.add_argument("--n", type=int, default=64)
-    sample.add_argument("--seed", type=int, default=0)
+    sample.add_argument("--n", type=as_int, default=64)
+    sample.add_argument("--seed", type=as_seed, default=0)
     sample.add_argument("--ema", action="store_true", help="use G's EMA weights")
     sample.add_argument("--out", required=True)
     sample.set_defaults(func=cmd_sample)
 
     evaluate = sub.add_parser("eval", help="print the quality metrics of a checkpoint")
     evaluate.add_argument("checkpoint")
-    evaluate.add_argument("--n", type=int, default=2500, help="generated samples (2500)")
+    evaluate.add_argument("--n", type=as_int, default=2500, help="generated samples (2500)")
     evaluate.add_argument("--json", action="store_true", help="print JSON")
     evaluate.add_argument("--ema", action="store_true", help="evaluate G's EMA weights")
     evaluate.set_defaults(func=cmd_eval)
@@ -412,9 +480,9 @@ def make_parser() -> argparse.ArgumentParser:
     compare.set_defaults(preset="recommended", func=cmd_compare, rule=None)
     compare.add_argument("--rules", default="bce,reinforce",
                          help="arms, comma-separated: bce,reinforce or reinforce:reward=d")
-    compare.add_argument("--seeds", type=int, default=1,
+    compare.add_argument("--seeds", type=as_int, default=1,
                          help="repeat over this many seeds (from --seed, default 0)")
-    compare.add_argument("--warmup-steps", type=int, help="train bce this many steps, then "
+    compare.add_argument("--warmup-steps", type=as_int, help="train bce this many steps, then "
                          "fork the arms from it (default: 0 on 2-D data, "
                          "3000 on images)")
 
@@ -431,14 +499,14 @@ def make_parser() -> argparse.ArgumentParser:
     sim.add_argument("--from", dest="source", required=True, help="a run checkpoint")
     sim.add_argument("--oracle", required=True,
                      help="thick, centred, digit:K (images); upper, angle:DEG (2-D)")
-    sim.add_argument("--pairs", type=int, default=400, help="comparisons to judge (400)")
-    sim.add_argument("--noise", type=float, default=0.0,
+    sim.add_argument("--pairs", type=as_int, default=400, help="comparisons to judge (400)")
+    sim.add_argument("--noise", type=as_float, default=0.0,
                      help="Bradley-Terry temperature in units of the oracle's spread on real "
                           "data: 0 = always the better sample")
-    sim.add_argument("--best-of", type=int, choices=[2, 4], default=2,
+    sim.add_argument("--best-of", type=as_int, choices=[2, 4], default=2,
                      help="2: pairs; 4: pick the best of 4 (3 pairs per judgement)")
     sim.add_argument("--db", help="preference database (default checkpoints/preferences.sqlite)")
-    sim.add_argument("--seed", type=int, default=0)
+    sim.add_argument("--seed", type=as_seed, default=0)
     sim.add_argument("--ema", action="store_true", help="judge G's EMA weights")
     sim.set_defaults(func=cmd_feedback_simulate)
 
@@ -451,7 +519,7 @@ def make_parser() -> argparse.ArgumentParser:
     rtrain.add_argument("--judge", help="only this judge's judgements (e.g. oracle:thick)")
     rtrain.add_argument("--features", help="frozen features: multi (images, default), "
                         "classifier, pixels; raw (2-D)")
-    rtrain.add_argument("--seed", type=int, default=0)
+    rtrain.add_argument("--seed", type=as_seed, default=0)
     rtrain.set_defaults(func=cmd_reward_train)
 
     info = sub.add_parser("info", help="print what a checkpoint holds, as JSON")
@@ -460,18 +528,79 @@ def make_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Failures a user can cause (bad arguments, files, settings): one line, exit status 2.
+USER_ERRORS = (UsageError, ConfigError, CheckpointError, DataError, PreferenceStoreError,
+               RewardModelError)
+
+
+def _wants_debug(argv: list[str] | None) -> bool:
+    """--debug among the global options (before the subcommand), for errors that come
+    before (or from) parsing."""
+    for arg in sys.argv[1:] if argv is None else argv:
+        if arg == "--debug":
+            return True
+        if not arg.startswith("-"):
+            return False
+    return False
+
+
+def os_error_message(exc: OSError) -> str:
+    path = exc.filename if exc.filename is not None else ""
+    what = exc.strerror or one_line(exc) or type(exc).__name__
+    if path == "":
+        return f"{what}"
+    return f"{path}: {what}; check the path (is its folder writable? does it exist?)"
+
+
+@contextlib.contextmanager
+def _sigint_held():
+    """Hold Ctrl-C while modules load (see _HELD), then raise KeyboardInterrupt."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held: list = []
+    before = signal.signal(signal.SIGINT, lambda *_: held.append(True))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, before if before is not None
+                      else signal.default_int_handler)
+    if held:
+        raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
+    debug = _wants_debug(argv)
     try:
         args = make_parser().parse_args(argv)
-        import torch
+        debug = args.debug
+        with _sigint_held():
+            import torch
 
-        from .trainer import torch_threads
+            from .trainer import torch_threads
         torch.set_num_threads(torch_threads())  # deliberate: see torch_threads()
         return args.func(args)
-    except (UsageError, ConfigError, CheckpointError, DataError, PreferenceStoreError,
-            RewardModelError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print("interrupted", file=sys.stderr)
+        return 130
+    except USER_ERRORS as exc:
+        if debug:
+            raise
+        print(f"error: {one_line(exc)}", file=sys.stderr)
         return 2
+    except OSError as exc:   # writing outputs: a read-only place, /proc, a name too long
+        if debug:
+            raise
+        print(f"error: {os_error_message(exc)}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # a bug: say so in one line; --debug shows the traceback
+        if debug:
+            raise
+        print(f"error: internal error: {type(exc).__name__}: {one_line(exc)} "
+              "(run with --debug for the traceback)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

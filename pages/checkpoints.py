@@ -3,6 +3,7 @@ import streamlit as st
 
 from ui import checkpoints as ck
 from ui import compare_view, run_view, runs
+from ui.text import code, plain
 
 st.title("Checkpoints")
 registry = runs.registry()
@@ -15,9 +16,9 @@ def runs_in_memory() -> None:
     if not trainers and not arenas:
         st.caption("No runs in this server yet: start one on the Train or Compare page.")
     for t in trainers:
-        ck.run_card(t, f"rule {t.cfg.rule} · data {t.cfg.data}")
+        ck.run_card(t, f"rule {plain(t.cfg.rule)} · data {plain(t.cfg.data)}")
     for a in arenas:
-        ck.run_card(a, f"comparison {' vs '.join(a.arms)} · data {a.cfg.data} "
+        ck.run_card(a, f"comparison {plain(' vs '.join(a.arms))} · data {plain(a.cfg.data)} "
                        "(one file with every arm)", warming_up=a.warming_up)
     if any_live and not any(t.status.live for t in trainers) and not arenas:
         st.rerun()
@@ -29,17 +30,17 @@ runs_in_memory()
 st.subheader("Saved checkpoints")
 files = ck.checkpoint_files()
 if not files:
-    st.caption(f"No checkpoints in `{ck.checkpoint_dir()}` yet: use Save now above.")
+    st.caption(f"No checkpoints in {code(ck.checkpoint_dir())} yet: use Save now above.")
 else:
     root = ck.checkpoint_dir()
     with st.container(key="checkpoint_table"):
         st.dataframe(ck.table(files), hide_index=True)
-        st.caption(f"{len(files)} checkpoint file(s) in `{root}`")
+        st.caption(f"{len(files)} checkpoint file(s) in {code(root)}")
     path = st.selectbox("Checkpoint", files, key="checkpoint_file",
                         format_func=lambda p: str(p.relative_to(root)))
     state, error = ck.load_file(str(path), path.stat().st_mtime_ns)
     if error:
-        st.error(error, icon=":material/error:")
+        st.error(plain(error), icon=":material/error:")
     else:
         st.download_button("Download this checkpoint", data=path.read_bytes, key="dl_file",
                            file_name=ck.download_name(state.get("run_id") or path.parent.name,
@@ -52,7 +53,7 @@ upload = st.file_uploader("A .pt file saved by GAN RL Lab", type=["pt"], key="up
 if upload is not None:
     state, error = ck.load_upload(upload)
     if error:
-        st.error(f"Not loaded: {error}", icon=":material/error:")
+        st.error(f"Not loaded: {plain(error)}", icon=":material/error:")
     else:
-        st.success(f"{upload.name} is a valid checkpoint.", icon=":material/check:")
+        st.success(f"{plain(upload.name)} is a valid checkpoint.", icon=":material/check:")
         ck.actions(state, key="upload")

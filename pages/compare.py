@@ -2,12 +2,13 @@
 import streamlit as st
 
 from ui import compare_view, run_view
+from ui.text import code
 
 st.title("Compare update rules")
 arena = compare_view.current()
 wanted = st.query_params.get(compare_view.QUERY_KEY)
 if wanted and arena is None:
-    st.warning(f"Comparison `{wanted}` is not running in this server (it may have been "
+    st.warning(f"Comparison {code(wanted)} is not running in this server (it may have been "
                "restarted). Start a new one.")
     compare_view.detach()
 

@@ -6,6 +6,7 @@ import streamlit as st
 from core.reward_model import RewardModelError, cached_reward_model
 from ui import feedback_view as fv
 from ui import run_view
+from ui.text import code, plain
 
 st.title("Feedback")
 
@@ -27,14 +28,14 @@ with st.sidebar:
 try:
     db = fv.store(db_path)
 except Exception as exc:
-    st.error(f"Cannot use this preference database: {exc}", icon=":material/error:")
+    st.error(f"Cannot use this preference database: {plain(exc)}", icon=":material/error:")
     st.stop()
 model = None
 if model_path:
     try:
         model = cached_reward_model(model_path)
     except RewardModelError as exc:
-        st.warning(str(exc))
+        st.warning(plain(exc))
 
 k = 2 if mode == "Pairs" else 4
 current = st.session_state.get(fv.CURRENT)
@@ -42,23 +43,23 @@ if current is None or current["label"] != label or current["k"] != k:
     try:
         source = sources[label]()
     except Exception as exc:
-        st.error(f"Cannot sample from {label}: {exc}", icon=":material/error:")
+        st.error(f"Cannot sample from {plain(label)}: {plain(exc)}", icon=":material/error:")
         st.stop()
     current = st.session_state[fv.CURRENT] = fv.new_comparison(source, k, model)
 
 mine = db.count(judge=judge)
 st.progress(min(1.0, mine / fv.TARGET),
-            text=f"{judge}: {mine} judgements of a suggested {fv.TARGET} "
-                 f"({db.count()} in {db.path.name} by everyone)")
+            text=f"{plain(judge)}: {mine} judgements of a suggested {fv.TARGET} "
+                 f"({db.count()} in {plain(db.path.name)} by everyone)")
 for key in ("fb_error", "fb_undone"):
     message = st.session_state.pop(key, None)
     if message:
-        (st.error if key == "fb_error" else st.toast)(message)
+        (st.error if key == "fb_error" else st.toast)(plain(message))
 st.markdown("**Which sample is better?**" if k == 2 else "**Which sample is the best?**")
 fv.show(current)
 fv.buttons(db, current, judge)
-st.caption(f"{current['data'].name} samples from {current['label']} at step "
-           f"{current['step']:,} (generator `{current['fingerprint']}`). Keys: "
+st.caption(f"{plain(current['data'].name)} samples from {plain(current['label'])} at step "
+           f"{current['step']:,} (generator {code(current['fingerprint'])}). Keys: "
            + ("Left / Right arrows, Down = equal, S = skip" if k == 2 else "1-4, S = skip")
            + ", U = undo.")
 
@@ -79,7 +80,7 @@ if job is not None and job.state == "done":
         try:
             fv.fine_tune(sources[label](), Path(out))
         except Exception as exc:   # the slot limit, a stale source: say so, keep the page
-            st.error(f"Could not start the fine-tune: {exc}", icon=":material/error:")
+            st.error(f"Could not start the fine-tune: {plain(exc)}", icon=":material/error:")
 if job is not None:
     was_running = job.state == "running"
 
@@ -92,7 +93,7 @@ if job is not None:
         if job.state == "running":
             st.caption(f"training: {len(job.history)} epochs so far")
         elif job.state == "done":
-            st.success(job.message, icon=":material/check:")
+            st.success(plain(job.message), icon=":material/check:")
         else:
-            st.error(job.message, icon=":material/error:")
+            st.error(plain(job.message), icon=":material/error:")
     progress()

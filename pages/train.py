@@ -2,12 +2,13 @@
 import streamlit as st
 
 from ui import run_view, runs, train_view, widgets
+from ui.text import code
 
 st.title("Train")
 trainer = runs.current_run()
 wanted = runs.requested_run_id()
 if wanted and trainer is None:
-    st.warning(f"Run `{wanted}` is not running in this server (it may have been restarted). "
+    st.warning(f"Run {code(wanted)} is not running in this server (it may have been restarted). "
                "Start a new run, or resume it from a checkpoint on the Checkpoints page.")
     runs.detach()
 

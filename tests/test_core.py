@@ -11,7 +11,7 @@ import torch
 
 from core.config import TrainConfig
 from core.data import load_dataset
-from core.models import build_models
+
 from core.trainer import Trainer
 from core.rules import RULES
 from helpers import rule_changes, write_idx_mnist, write_image_folder

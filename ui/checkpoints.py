@@ -23,6 +23,7 @@ from core.data import load_dataset
 from core.samples import SnapshotStore
 from core.trainer import Trainer, new_run_id
 from ui import charts, runs, widgets
+from ui.text import code, plain
 
 
 def checkpoint_dir() -> Path:
@@ -75,11 +76,11 @@ def run_card(run, what: str, warming_up: bool = False) -> None:
     s = run.status
     with st.container(border=True, key=f"run_{run.run_id}"):
         c1, c2, c3 = st.columns([4, 1, 1], vertical_alignment="center")
-        c1.markdown(f"`{run.run_id}` · **{s.state}** · step {s.step:,} · {what}")
+        c1.markdown(f"{code(run.run_id)} · **{s.state}** · step {s.step:,} · {what}")
         if c2.button("Save now", key=f"save_{run.run_id}", width="stretch",
                      disabled=warming_up, help="Save after the bce warm-up" if warming_up
                      else None):
-            st.toast(f"Saved {save_now(run)}")
+            st.toast(f"Saved {plain(save_now(run))}")
             st.rerun()   # the table below lists the new file
         c3.download_button(
             "Download", data=live_state_bytes(run), key=f"dl_{run.run_id}",
@@ -131,7 +132,7 @@ def _launch(state: dict, rule: str | None, prefix: str, options: dict | None = N
         st.error(str(exc), icon=":material/block:")
         return
     except Exception as exc:
-        st.error(f"Could not start from this checkpoint: {exc}", icon=":material/error:")
+        st.error(f"Could not start from this checkpoint: {plain(exc)}", icon=":material/error:")
         return
     runs.attach(trainer)
     st.switch_page("pages/train.py", query_params={runs.QUERY_KEY: trainer.run_id})
@@ -141,7 +142,7 @@ def choose_arm(state: dict, key: str) -> dict:
     """A comparison (arena) checkpoint holds one run per arm: the user picks one, and
     the actions below work on it as a single run."""
     arms = state["arms"]
-    st.caption(f"Comparison checkpoint `{state.get('run_id')}` with {len(arms)} arms: "
+    st.caption(f"Comparison checkpoint {code(state.get('run_id'))} with {len(arms)} arms: "
                "resume, fine-tune or sample one of them as a single run.")
     name = st.selectbox("Arm", list(arms), key=f"{key}_arm",
                         format_func=lambda n: f"{n} (rule {arms[n].get('rule')})")
@@ -154,8 +155,8 @@ def actions(state: dict, key: str) -> None:
     if state.get("kind") == "arena":
         state = choose_arm(state, key)
     info = checkpoint_summary(state)
-    st.caption(f"run `{info['run_id']}` · step {info['step']:,} · rule {info['rule']} · "
-               f"data {info['data']}")
+    st.caption(f"run {code(info['run_id'])} · step {info['step']:,} · rule "
+               f"{plain(info['rule'])} · data {plain(info['data'])}")
     c1, c2, c3, c4 = st.columns([1, 1, 1, 1], vertical_alignment="bottom")
     if c1.button("Resume training", key=f"{key}_resume", type="primary", width="stretch"):
         _launch(state, None, "resume")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import atexit
 
-import numpy as np
 import pandas as pd
 import streamlit as st
 
@@ -22,6 +21,7 @@ from core.rules import RULES
 from core.trainer import new_run_id
 from ui import charts, run_view, runs, widgets
 from ui.run_view import flash_error
+from ui.text import code, plain
 
 QUERY_KEY = "arena"
 SESSION_KEY = "attached_arena"
@@ -153,7 +153,7 @@ def controls(arena: Arena) -> None:
                    help="One file with every arm (extract an arm with python -m core extract)")
     saved = st.session_state.pop("cmp_saved", None)
     if saved:
-        st.toast(f"Saved {saved}")
+        st.toast(f"Saved {plain(saved)}")
 
 
 def rule_switches(arena: Arena) -> None:
@@ -161,7 +161,7 @@ def rule_switches(arena: Arena) -> None:
     for name, arm in arena.arms.items():
         key = f"cmp_rule_{arena.run_id}_{name}"
         st.session_state.setdefault(key, arm.cfg.rule)
-        st.selectbox(f"Arm **{name}** rule", list(RULES), key=key,
+        st.selectbox(f"Arm **{plain(name)}** rule", list(RULES), key=key,
                      disabled=not arena.status.live or arena.warming_up,
                      on_change=lambda n=name, k=key: arena.set_rule(n, st.session_state[k]))
 
@@ -169,10 +169,11 @@ def rule_switches(arena: Arena) -> None:
 # -- the live view -------------------------------------------------------------------------
 def status(arena: Arena) -> None:
     s = arena.status
-    arms = " vs ".join(f"**{n}**" for n in arena.arms)
+    arms = " vs ".join(f"**{plain(n)}**" for n in arena.arms)
     with st.container(key="cmp_status_line"):
         st.markdown(f"**{s.state}** · step **{s.step:,}** · {s.steps_per_s:,.0f} lockstep "
-                    f"steps/s · {arms} on {arena.cfg.data} · arena `{arena.run_id}`",
+                    f"steps/s · {arms} on {plain(arena.cfg.data)} · "
+                    f"arena {code(arena.run_id)}",
                     help="Each step trains every arm once on the same batch and z")
     if arena.cfg.steps and not arena.warming_up:
         done = max(0, s.step - arena.fork_step)
@@ -181,11 +182,11 @@ def status(arena: Arena) -> None:
     run_view.state_message(arena)
     hashes = arena.hashes()
     same = len(set(hashes["init"].values())) == 1
-    init = " · ".join(f"{n} `{h}`" for n, h in hashes["init"].items())
+    init = " · ".join(f"{plain(n)} {code(h)}" for n, h in hashes["init"].items())
     start = "the warm-up" if arena.fork_step else "step 0"
     st.caption(f"Initial weights ({start}): {init} "
                f"{'— identical' if same else '— DIFFERENT'} · one batch stream "
-               f"`{hashes['batches'] or '-'}` feeds every arm")
+               f"{code(hashes['batches'] or '-')} feeds every arm")
     st.caption(run_view.fairness_caption(arena.cfg))
 
 
@@ -263,7 +264,7 @@ def samples(arena: Arena) -> None:
         snap = arm.snapshots.at_step(step)
         with col.container(key=f"cmp_grid_{name}"):
             if snap is None:
-                st.caption(f"{name}: no samples yet")
+                st.caption(f"{plain(name)}: no samples yet")
             elif snap.png is not None:
                 st.image(snap.png, caption=f"{name} ({arm.cfg.rule}) at step {snap.step:,}",
                          width="stretch")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import streamlit as st
 
 from ui import charts, runs
+from ui.text import plain
 
 POLL_S = 1.0
 FLASH = "flash_message"        # session key: an error to show after a callback
@@ -66,14 +67,14 @@ def state_message(job, failed_hint: str = "") -> None:
     """The job's failure, divergence or plain message under its status line."""
     s = job.status
     if s.state == "failed":
-        st.error(f"{s.message or job.error}{failed_hint}", icon=":material/error:")
+        st.error(f"{plain(s.message or job.error)}{failed_hint}", icon=":material/error:")
         if job.error_trace:
             with st.expander("Traceback"):
                 st.code(job.error_trace)
     elif s.state == "diverged":
-        st.warning(s.message, icon=":material/warning:")
+        st.warning(plain(s.message), icon=":material/warning:")
     elif s.message:
-        st.caption(s.message)
+        st.caption(plain(s.message))
 
 
 def fairness_caption(cfg) -> str:

@@ -16,6 +16,7 @@ from core.config import TrainConfig
 from core.trainer import Trainer, new_run_id
 from ui import charts, run_view, runs
 from ui.run_view import flash_error
+from ui.text import code
 
 def _start(cfg: TrainConfig) -> None:
     try:
@@ -76,7 +77,7 @@ def status(trainer: Trainer) -> None:
         rate = _steps_per_s(trainer)
         st.markdown(f"**{s.state}** · step **{s.step:,}** · {rate:,.0f} steps/s · "
                     f"elapsed {run_view.fmt_time(s.elapsed_s)} · rule **{trainer.cfg.rule}** · "
-                    f"run `{trainer.run_id}`")
+                    f"run {code(trainer.run_id)}")
         if trainer.cfg.steps:
             st.progress(min(1.0, s.step / trainer.cfg.steps),
                         text=f"{s.step:,} / {trainer.cfg.steps:,} steps")

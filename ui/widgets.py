@@ -15,6 +15,8 @@ from core.data import DATASETS
 from core.registry import Registry
 from core.rules import RULES
 from core.rules.base import option_fields
+from ui.text import plain
+
 
 DEFAULT_PRESET = "recommended"
 KEY = "cfg_"   # session-state prefix of every form widget
@@ -171,5 +173,5 @@ def config_summary(cfg: TrainConfig) -> None:
     changed = {f.name: getattr(cfg.options(), f.name) for f in option_fields(type(cfg.options()))
                if getattr(cfg.options(), f.name) != f.default}
     if option_fields(type(cfg.options())):
-        st.caption(f"{cfg.rule} options: " + (", ".join(f"{k} = {v}" for k, v in changed.items())
-                                              or "defaults"))
+        shown = ", ".join(f"{k} = {v}" for k, v in changed.items())
+        st.caption(f"{cfg.rule} options: " + (plain(shown) or "defaults"))
