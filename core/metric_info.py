@@ -57,7 +57,3 @@ def quality_names(kind: str) -> tuple[str, ...]:
     """The quality metrics of a kind of data ("toy" or "image")."""
     return METRICS.names(kind=kind)
 
-
-def label(name: str) -> str:
-    entry = METRICS.get(name)
-    return entry.title if entry else name
