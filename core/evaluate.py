@@ -57,6 +57,7 @@ IMAGE_METRICS = quality_names("image")
 QUALITY_METRICS = TOY_METRICS + IMAGE_METRICS
 EVAL_SAMPLES = 2500        # the PacGAN / VEEGAN sample size
 EVAL_SEED = 4242           # fixed z: successive evaluations differ only by the weights
+FIRST_EVAL = 100           # the first quality point comes this early in a run
 HQ_STDS = 3.0              # "high quality": within 3 std of the nearest mode
 CONFIDENT = 0.9            # max-softmax above which a prediction counts for coverage
 COVER_SHARE = 0.2          # a class is covered with >= 20% of a uniform share
@@ -464,15 +465,17 @@ def evaluate_state(state: dict, n: int = EVAL_SAMPLES, log=None, ema: bool = Fal
 
 # -- trainer integration -----------------------------------------------------------------
 class QualityHook:
-    """A Run's step hook: every cfg.eval_every steps, log the q_* metrics at that
-    step. Runs in the training thread, so the UI never waits; an image run whose
-    classifier is not built yet starts building it in another thread and skips
-    evaluations until it is ready (the run never freezes)."""
+    """A Run's step hook: log the q_* metrics at step min(eval_every, FIRST_EVAL) (a
+    first point early in a run), then every cfg.eval_every steps. Runs in the training
+    thread, so the UI never waits; an image run whose classifier is not built yet
+    builds it in another thread (from the run's start, see warm_up) and evaluates as
+    soon as it is ready (the run never freezes)."""
 
     def __init__(self, data: DataSet) -> None:
         self.data = data
         self.evaluator: Evaluator | None = None
         self.skipped = 0
+        self.pending = False        # an evaluation fell due while the classifier was building
         self.last_step = -1         # the step last evaluated (never twice)
         self.seconds = 0.0          # total time spent evaluating (for cost reports)
 
@@ -483,12 +486,25 @@ class QualityHook:
         if not self.evaluator.unavailable:
             self.evaluator.prepare(log)
 
+    def warm_up(self, run) -> None:
+        """Start building the classifier in the background when a run starts, so the
+        first quality point does not wait for it."""
+        if run.cfg.eval_every:
+            if self.evaluator is None:
+                self.evaluator = evaluator_for(self.data)
+            if not self.evaluator.unavailable:
+                self.evaluator.prepare_async()
+
     def __call__(self, run, final: bool = False) -> None:
-        """Evaluate run.shown_G every cfg.eval_every steps, and at the final step when
+        """Evaluate run.shown_G when due (see the class), and at the final step when
         `final` (so a budget that is not a multiple of eval_every ends evaluated)."""
         every = run.cfg.eval_every
         step = run.step_count
-        if not every or step == self.last_step or (step % every and not final):
+        if not every or step == self.last_step:
+            return
+        due = final or step % every == 0 or step == min(every, FIRST_EVAL)
+        if not (due or (self.pending and self.evaluator is not None
+                        and self.evaluator.ready)):
             return
         if self.evaluator is None:
             self.evaluator = evaluator_for(self.data)
@@ -498,7 +514,9 @@ class QualityHook:
         if not ev.ready:
             ev.prepare_async()
             self.skipped += 1
+            self.pending = True
             return
+        self.pending = False
         start = time.perf_counter()
         try:
             values = ev(run.shown_G, lock=run.lock)

@@ -171,6 +171,8 @@ class RunControls:
             return
         if self.step_count == 0 and not any(r.snapshots.all() for r in self.active_runs()):
             self.take_snapshot()
+        for run in self.active_runs():
+            run.quality.warm_up(run)
         self._stop.clear()
         self._pause.clear()
         self._state = "running"

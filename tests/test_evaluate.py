@@ -22,6 +22,7 @@ from core.data import (GRID25_STD, RING8_STD, DataSet, grid25_modes, load_by_nam
 from core.evaluate import (Evaluator, QualityHook, class_scores, evaluator_for,
                            frechet_distance, kl_to_uniform, load_or_train_classifier,
                            split_indices, toy_quality)
+from core.metrics import MetricLog
 from core.trainer import Trainer
 
 TOYS = [("ring8", ring8_modes, RING8_STD), ("grid25", grid25_modes, GRID25_STD)]
@@ -256,3 +257,41 @@ def test_changed_or_corrupt_cache_retrains(tmp_path):
     changed = DataSet("tiny", -x, data.labels, (1, 28, 28))
     load_or_train_classifier(changed, tmp_path)
     assert len(list(tmp_path.glob("tiny-*.pt"))) == 2
+
+
+def test_first_quality_point_comes_early_and_a_late_classifier_catches_up():
+    """eval_every 1000: the first point is at step 100, not 1000. An evaluation that
+    falls due while the classifier is still building happens once it is ready."""
+    from core.evaluate import FIRST_EVAL
+
+    trainer = Trainer(TrainConfig(data="ring8", latent_dim=2, eval_every=1000))
+    for _ in range(FIRST_EVAL + 1):
+        trainer.step_once()
+    assert list(trainer.log.to_frame().dropna(subset=["q_modes"]).step) == [FIRST_EVAL]
+
+    class Late:
+        unavailable, error, ready = None, None, False
+
+        def prepare_async(self):
+            pass
+
+        def __call__(self, G, lock=None):
+            return {"q_modes": 3.0}
+
+    hook = QualityHook(data=None)
+    hook.evaluator = Late()
+
+    class FakeRun:
+        cfg = TrainConfig(eval_every=5)
+        step_count = 5
+        lock = None
+        shown_G = None
+        log = MetricLog()
+
+    run = FakeRun()
+    hook(run)                              # due at 5, classifier not ready: pending
+    assert hook.pending and hook.skipped == 1
+    run.step_count, hook.evaluator.ready = 7, True
+    run.log.append(7, {"d_loss": 1.0})
+    hook(run)                              # ready at 7: evaluated now, not at 10
+    assert hook.last_step == 7 and run.log.latest()["q_modes"] == 3.0

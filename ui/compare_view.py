@@ -188,6 +188,7 @@ def status(arena: Arena) -> None:
                f"{'— identical' if same else '— DIFFERENT'} · one batch stream "
                f"{code(hashes['batches'] or '-')} feeds every arm")
     st.caption(run_view.fairness_caption(arena.cfg))
+    run_view.quality_notice(arena.active_runs()[0])
 
 
 def _events(arena: Arena) -> list[tuple[int, str]]:

@@ -88,6 +88,15 @@ def fairness_caption(cfg) -> str:
             f"and quality metrics from {ema}")
 
 
+def quality_notice(run) -> None:
+    """Say so while the quality classifier is being built (first use of a data set)."""
+    ev = run.quality.evaluator
+    if ev is not None and not ev.ready and not ev.unavailable and not ev.error:
+        st.caption(f":material/hourglass_top: Training the {run.data.name} quality classifier "
+                   "(first use of this data set only; it is cached). Quality points appear "
+                   "as soon as it is ready.")
+
+
 def quality_notes(columns) -> None:
     """What each quality metric shown measures, under the Quality chart."""
     text = charts.quality_help(columns)

@@ -85,6 +85,7 @@ def status(trainer: Trainer) -> None:
                            "them on the **Checkpoints** page and resume or fine-tune from the "
                            "file, or press **Reset** to start a new run.")
     st.caption(run_view.fairness_caption(trainer.cfg))
+    run_view.quality_notice(trainer.run)
 
 
 def _figures(trainer: Trainer, smoothing: float) -> list[tuple[str, object]]:
