@@ -243,14 +243,15 @@ class RunControls:
     def can_save(self) -> bool:
         return True
 
-    def save_checkpoint(self, path: str | Path | None = None) -> Path:
-        """Save state_dict() atomically; by default to <run_dir>/step_<N>.pt, where
-        run_dir defaults to checkpoints/<run_id>. The file is named after the step
-        the saved state holds."""
+    def save_checkpoint(self, path: str | Path | None = None,
+                        folder: str | Path | None = None) -> Path:
+        """Save state_dict() atomically; by default to <folder>/step_<N>.pt, where
+        folder defaults to run_dir, then checkpoints/<run_id>. The file is named after
+        the step the saved state holds (a running run moves on while it is saved)."""
         from .checkpoint import save_checkpoint  # avoid an import cycle
         state = self.state_dict()
         if path is None:
-            base = self.run_dir or Path("checkpoints") / self.run_id
+            base = folder or self.run_dir or Path("checkpoints") / self.run_id
             path = Path(base) / f"step_{state['step']}.pt"
         return save_checkpoint(state, path, kind=self.checkpoint_kind)
 
@@ -296,6 +297,15 @@ class Trainer(RunControls):
     def set_rule(self, rule: str) -> None:
         """Switch the generator update rule on a live run; leaves a marker in the log."""
         self.run.set_rule(rule)
+
+    def extend(self, steps: int) -> None:
+        """A budget `steps` past the current step, for Continue after a stop or the end
+        of the budget (the caller starts the thread again)."""
+        if self.thread_alive:
+            raise RuntimeError("the run is still training; stop or pause it first")
+        with self.lock:
+            self.run.cfg = self.cfg.replace(steps=self.step_count + int(steps))
+            self.log.add_event(self.step_count, f"continued for {int(steps):,} steps")
 
     # -- checkpoints ----------------------------------------------------------------
     def state_dict(self) -> dict:

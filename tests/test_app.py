@@ -460,3 +460,21 @@ def test_diverged_run_shows_the_message_and_what_to_do(app_env):
     assert "fine-tune with lower learning rates" in warning.value and "resume" in warning.value
     assert not at.error and not at.button(key="btn_resume").disabled
     trainer.stop()
+
+
+def test_a_finished_run_can_continue_and_be_saved(app_env):
+    trainer = registry().add(tiny_trainer(steps=0))
+    trainer.run.cfg = trainer.cfg.replace(steps=6)
+    trainer.start()
+    wait_for(lambda: trainer.status.state == "finished", what="the budget")
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT)
+    at.query_params["run"] = trainer.run_id
+    at.run()
+    at.button(key="btn_save").click().run()
+    assert not at.exception
+    assert (app_env / trainer.run_id / "step_6.pt").exists()
+    at.number_input(key="btn_more_steps").set_value(10).run()
+    at.button(key="btn_continue").click().run()
+    wait_for(lambda: trainer.status.state == "finished" and trainer.step_count == 16,
+             what="the continued budget")
+    assert any("continued for 10 steps" in text for _, text in trainer.log.events)

@@ -65,8 +65,7 @@ def table(files: list[Path]) -> pd.DataFrame:
 
 def save_now(run) -> Path:
     """Save a Trainer, or an Arena (one file with every arm, as the Compare page does)."""
-    path = checkpoint_dir() / run.run_id / f"step_{run.step_count}.pt"
-    return run.save_checkpoint(path)
+    return run.save_checkpoint(folder=checkpoint_dir() / run.run_id)
 
 
 def run_card(run, what: str, warming_up: bool = False) -> None:

@@ -135,8 +135,7 @@ def _reset(arena: Arena) -> None:
 def _save(arena: Arena) -> None:
     from ui.checkpoints import checkpoint_dir
     try:
-        path = arena.save_checkpoint(checkpoint_dir() / arena.run_id /
-                                     f"step_{arena.step_count}.pt")
+        path = arena.save_checkpoint(folder=checkpoint_dir() / arena.run_id)
         st.session_state["cmp_saved"] = str(path)
     except RuntimeError as exc:
         flash_error(str(exc))

@@ -55,6 +55,41 @@ def controls(trainer: Trainer | None, cfg: TrainConfig | None) -> None:
     cols[4].download_button("Metrics CSV", data=trainer.log.to_csv, key="btn_csv",
                             file_name=f"{trainer.run_id}_metrics.csv", mime="text/csv",
                             on_click="ignore", width="stretch")
+    if trainer.status.state in ("stopped", "finished"):
+        after_the_end(trainer)
+
+
+def _continue(trainer: Trainer) -> None:
+    # read the box here, not via args: callback args are bound one script run earlier
+    steps = int(st.session_state["btn_more_steps"])
+    try:
+        trainer.extend(steps)
+        runs.registry().start(trainer)
+    except (runs.CapReached, RuntimeError, ValueError) as exc:
+        flash_error(str(exc))
+
+
+def _save(trainer: Trainer) -> None:
+    from ui.checkpoints import save_now
+    try:
+        st.session_state["train_saved"] = str(save_now(trainer))
+    except Exception as exc:   # a full disk, an unwritable folder: say so
+        flash_error(f"Could not save: {exc}")
+
+
+def after_the_end(trainer: Trainer) -> None:
+    """A stopped or finished run is not a dead end: continue it, or save it."""
+    c1, c2, c3, _ = st.columns([1.2, 1, 1.2, 1.6], vertical_alignment="bottom")
+    c1.number_input("Continue for (steps)", min_value=1, value=1000, step=500,
+                    key="btn_more_steps")
+    c2.button("Continue", key="btn_continue", type="primary", on_click=_continue,
+              args=(trainer,), width="stretch",
+              help="Train on from where the run stopped, with the same settings")
+    c3.button("Save checkpoint", key="btn_save", on_click=_save, args=(trainer,),
+              width="stretch", help="Save to the Checkpoints page's folder")
+    saved = st.session_state.pop("train_saved", None)
+    if saved:
+        st.toast(f"Saved {saved}")
 
 
 # -- the live view -------------------------------------------------------------------
