@@ -140,3 +140,17 @@ def test_a_diverged_arena_offers_resume_and_step(arenas):
     assert "Same for every rule: G gradient clip off" in text
     assert "D trains on what G emitted" in text
     arena.stop()
+
+
+def test_verdict_names_the_arm_that_leads_on_quality():
+    from core.arena import Arena
+    from core.config import preset
+    from ui.compare_view import verdict
+
+    arena = Arena(preset("recommended", data="ring8", eval_every=10), ["bce", "reinforce"])
+    assert verdict(arena) is None                  # no evaluation yet
+    for _ in range(10):
+        arena.step_once()
+    text = verdict(arena)
+    assert text and "at step 10" in text and "modes covered" in text and "leads" in text
+    arena.stop()

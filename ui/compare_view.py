@@ -224,6 +224,41 @@ def table_columns(latest: dict) -> list[str]:
     return step + other + charts.quality_columns(latest)
 
 
+def verdict(arena: Arena) -> str | None:
+    """Which arm leads on each quality measure that has a better direction, at the
+    latest evaluation all arms share, in words (None before the first one)."""
+    latest = {}
+    for name, arm in arena.arms.items():
+        frame = arm.log.to_frame()
+        q = [c for c in charts.quality_columns(frame.columns)
+             if (METRICS.get(c) and METRICS.entry(c).better)]
+        rows = frame.dropna(subset=q, how="all") if q else frame.iloc[0:0]
+        if rows.empty:
+            return None
+        latest[name] = rows.iloc[-1]
+    steps = {int(row["step"]) for row in latest.values()}
+    common = [c for c in charts.quality_columns(next(iter(latest.values())).index)
+              if METRICS.get(c) and METRICS.entry(c).better
+              and all(c in row and pd.notna(row[c]) for row in latest.values())]
+    if not common or len(steps) != 1:
+        return None
+    wins: dict[str, list[str]] = {name: [] for name in latest}
+    parts = []
+    for c in common:
+        entry = METRICS.entry(c)
+        values = {n: float(row[c]) for n, row in latest.items()}
+        best = (max if entry.better == "higher" else min)(values, key=values.get)
+        if list(values.values()).count(values[best]) == 1:
+            wins[best].append(entry.title)
+        parts.append(f"{entry.title} {' vs '.join(f'{v:.3g}' for v in values.values())}")
+    leader = max(wins, key=lambda n: len(wins[n]))
+    head = (f"**{leader}** leads on {len(wins[leader])} of {len(common)} quality measures"
+            if wins[leader] else "No arm leads on any quality measure")
+    return (f"{head} at step {steps.pop():,} ({', '.join(parts)}; arms in the order "
+            f"{', '.join(latest)}). One seed: run several (python -m core compare --seeds "
+            "N) before trusting a gap.")
+
+
 def latest_table(arena: Arena) -> pd.DataFrame:
     rows = {}
     for name, arm in arena.arms.items():
@@ -312,6 +347,9 @@ def live_view(arena: Arena) -> None:
         with left:
             metric_charts(arena, smoothing)
         with right:
+            said = verdict(arena)
+            if said:
+                st.info(said, icon=":material/balance:")
             st.markdown("**Latest metrics per arm**")
             table = latest_table(arena)
             st.dataframe(table, key="cmp_table", width="stretch", hide_index=True,
