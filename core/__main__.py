@@ -312,20 +312,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from .arena import ArmSpec
     from .multi_seed import DEFAULT_IMAGE_WARMUP, run_compare
 
     out = check_out_dir("--out", args.out)
     cfg = build_config(args)
     if not cfg.steps:
         raise UsageError("--steps must be a positive number of compared steps")
-    try:
-        arms = [ArmSpec.parse(text) for text in args.rules.split(",") if text.strip()]
-    except ValueError as exc:
-        raise UsageError(f"--rules: {exc}") from None
-    if len(arms) < 2 or any(a.rule not in RULES for a in arms):
-        raise UsageError(f"--rules {args.rules!r}: give two or more of {', '.join(RULES)}, "
-                         "comma-separated (options as reinforce:sigma_start=0.05)")
+    arms = _parse_arms(args.rules)
     if not 1 <= args.seeds <= 100:
         raise UsageError(f"--seeds {args.seeds}: use between 1 and 100")
     warmup = args.warmup_steps
@@ -337,11 +330,81 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if seeds[-1] > SEED_MAX:
         raise UsageError(f"--seed {cfg.seed} with --seeds {args.seeds} goes past the largest "
                          f"seed, {SEED_MAX}")
-    table = run_compare(cfg, arms, seeds, out, warmup_steps=warmup)
+    table = run_compare(cfg, arms, seeds, out, warmup_steps=warmup,
+                        **_backend_options(args))
     print((out / "summary.md").read_text())
     print(f"wrote {args.out}/summary.csv, summary.md, seed_*/<arm>/metrics.csv, "
           f"seed_*/samples.png, seed_*/arena.pt ({len(table)} arms)")
-    return 0
+    return _failed(table.attrs.get("failures", []), len(seeds), "seed")
+
+
+def _backend_options(args: argparse.Namespace) -> dict:
+    """--backend, --workers, --address, checked (Ray's presence included) before a run."""
+    from .runner import import_ray
+    if args.workers is not None and not 1 <= args.workers <= 4096:
+        raise UsageError(f"--workers {args.workers}: use between 1 and 4096")
+    if args.address is not None and args.backend != "ray":
+        raise UsageError("--address is for --backend ray")
+    if args.address is not None and not args.address.strip():
+        raise UsageError("--address is empty: use auto or HOST:PORT")
+    if args.backend == "ray":
+        import_ray()
+    return {"backend": args.backend, "workers": args.workers, "address": args.address}
+
+
+def _failed(failures: list, total: int, what: str) -> int:
+    """Exit status 1 where some tasks failed twice (their results are missing)."""
+    if not failures:
+        return 0
+    print(f"error: {len(failures)} of {total} {what}s failed twice and are missing from the "
+          f"summary: " + "; ".join(f"{f.task.key}: {f.error}" for f in failures),
+          file=sys.stderr)
+    return 1
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from .multi_seed import DEFAULT_IMAGE_WARMUP
+    from .sweep import parse_grid, run_sweep
+
+    out = check_out_dir("--out", args.out)
+    cfg = build_config(args)
+    if not cfg.steps:
+        raise UsageError("--steps must be a positive number of steps")
+    arms = _parse_arms(args.rules)
+    if not 1 <= args.seeds <= 100:
+        raise UsageError(f"--seeds {args.seeds}: use between 1 and 100")
+    if cfg.seed + args.seeds - 1 > SEED_MAX:
+        raise UsageError(f"--seed {cfg.seed} with --seeds {args.seeds} goes past the largest "
+                         f"seed, {SEED_MAX}")
+    try:
+        grid = parse_grid(args.grid or [], cfg)
+    except ValueError as exc:
+        raise UsageError(f"--grid: {one_line(exc)}") from None
+    warmup = args.warmup_steps
+    if warmup is None:
+        warmup = 0 if cfg.is_2d else DEFAULT_IMAGE_WARMUP
+    if warmup < 0:
+        raise UsageError(f"--warmup-steps {warmup}: use 0 or more")
+    seeds = [cfg.seed + i for i in range(args.seeds)]
+    result = run_sweep(cfg, arms, grid, seeds, out, warmup_steps=warmup,
+                       **_backend_options(args))
+    print((out / "sweep.md").read_text())
+    print(f"wrote {args.out}/sweep.csv, sweep.md, "
+          + "".join(f"{p.name}, " for p in result.heatmaps)
+          + f"<point>/seed_*/ ({len(result.points)} grid points x {len(seeds)} seeds)")
+    return _failed(result.failures, len(result.points) * len(seeds), "task")
+
+
+def _parse_arms(text: str) -> list:
+    from .arena import ArmSpec
+    try:
+        arms = [ArmSpec.parse(item) for item in text.split(",") if item.strip()]
+    except ValueError as exc:
+        raise UsageError(f"--rules: {exc}") from None
+    if len(arms) < 2 or any(a.rule not in RULES for a in arms):
+        raise UsageError(f"--rules {text!r}: give two or more of {', '.join(RULES)}, "
+                         "comma-separated (options as reinforce:sigma_start=0.05)")
+    return arms
 
 
 def cmd_extract(args: argparse.Namespace) -> int:
@@ -448,6 +511,17 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="run folder for metrics, samples, checkpoints")
 
 
+def add_backend_options(p: argparse.ArgumentParser) -> None:
+    """Where compare's and sweep's tasks run (core/runner.py)."""
+    p.add_argument("--backend", choices=["serial", "local", "ray"], default="local",
+                   help="serial: in this process; local: a process pool on this machine "
+                        "(default); ray: a Ray cluster")
+    p.add_argument("--workers", type=as_int, help="parallel tasks (default: one per CPU "
+                   "core); with --backend ray and no --address, the local Ray's CPUs")
+    p.add_argument("--address", help="ray: auto or HOST:PORT of a running cluster (ray "
+                   "start --head); default: start a local Ray instance")
+
+
 def make_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="python -m core", description="GAN RL Lab headless engine")
     parser.add_argument("--debug", action="store_true",
@@ -485,6 +559,23 @@ def make_parser() -> argparse.ArgumentParser:
     compare.add_argument("--warmup-steps", type=as_int, help="train bce this many steps, then "
                          "fork the arms from it (default: 0 on 2-D data, "
                          "3000 on images)")
+    add_backend_options(compare)
+
+    sweep = sub.add_parser("sweep", help="compare update rules over a grid of settings "
+                           "and seeds")
+    add_run_options(sweep)
+    sweep.set_defaults(preset="recommended", func=cmd_sweep, rule=None)
+    sweep.add_argument("--rules", default="bce,reinforce",
+                       help="arms, comma-separated: bce,reinforce or reinforce:reward=d")
+    sweep.add_argument("--grid", action="append", metavar="KEY=V1,V2,...",
+                       help="values of a config field (as in --set; lr = both learning "
+                            "rates), e.g. lr=1e-4,3e-4,1e-3; several keys separated by ';' "
+                            "or by repeating --grid; every combination is a grid point")
+    sweep.add_argument("--seeds", type=as_int, default=3,
+                       help="seeds per grid point (default 3), counting from --seed")
+    sweep.add_argument("--warmup-steps", type=as_int, help="train bce this many steps, then "
+                       "fork the arms (default: 0 on 2-D data, 3000 on images)")
+    add_backend_options(sweep)
 
     extract = sub.add_parser("extract", help="write one arm of an arena checkpoint as a "
                              "single-run checkpoint (for train --resume and sample)")

@@ -133,9 +133,10 @@ def _scatter_panels(data, snaps: dict) -> bytes:
 
 
 # -- the headless run -----------------------------------------------------------------------
-def run_arena(arena: Arena, log_every: float = 5.0) -> None:
+def run_arena(arena: Arena, log_every: float = 5.0, quiet: bool = False) -> None:
     """Step an arena to its budget in this thread (the same loop as the dashboard's),
-    with a progress line on stderr; stops early if an arm diverges."""
+    with a progress line on stderr every log_every seconds; stops early if an arm
+    diverges (and says so, unless quiet: the caller reports arena.status.message)."""
     last = [time.perf_counter()]
 
     def progress(out: dict) -> None:
@@ -149,48 +150,106 @@ def run_arena(arena: Arena, log_every: float = 5.0) -> None:
     arena.take_snapshot()
     arena.run_here(should_stop=lambda: arena.status.state == "diverged", on_step=progress)
     if arena.status.state == "diverged":
-        print(f"\n{arena.status.message}", file=sys.stderr)
+        if not quiet:
+            print(f"\n{arena.status.message}", file=sys.stderr)
         arena.take_snapshot()
 
 
+def check_and_prepare(cfgs: list[TrainConfig], arms: list, warmup_steps: int = 0,
+                      backend: str = "local", address: str | None = None) -> None:
+    """In the driver, before any task starts: every arm's config is valid (a bad one is
+    the user's error, not a task failure), the data loads, and where the tasks share
+    this file system, the image classifier is trained once (workers read its cache)."""
+    from .arena import ArmSpec
+    from .data import load_dataset
+    from .evaluate import evaluator_for
+
+    specs = [a if isinstance(a, ArmSpec) else ArmSpec.parse(a) for a in arms]
+    for cfg in cfgs:
+        for spec in specs:
+            spec.config(cfg)
+    for cfg in {(c.data, c.data_root, c.image_size): c for c in cfgs}.values():
+        data = load_dataset(cfg)
+        due = any(c.eval_every and c.eval_every <= c.steps + warmup_steps for c in cfgs
+                  if (c.data, c.data_root, c.image_size) == (cfg.data, cfg.data_root,
+                                                              cfg.image_size))
+        if due and data.is_image and not (backend == "ray" and address):
+            evaluator = evaluator_for(data)
+            if not evaluator.unavailable:
+                evaluator.prepare(log=lambda msg: print(msg, file=sys.stderr, flush=True))
+
+
+def write_result(folder: Path, result) -> None:
+    """A task's run folder: <arm>/metrics.csv, samples.png, hashes.json, arena.pt."""
+    from .checkpoint import write_atomic
+
+    folder = Path(folder)
+    for name, csv in result.logs.items():
+        (folder / name).mkdir(parents=True, exist_ok=True)
+        (folder / name / "metrics.csv").write_bytes(csv)
+    (folder / "samples.png").write_bytes(result.png)
+    (folder / "hashes.json").write_text(json.dumps(result.hashes, indent=2))
+    for name, data in result.checkpoints.items():
+        write_atomic(data, folder / name)
+    write_atomic(result.checkpoint, folder / "arena.pt")
+
+
+def missing_line(failures: list, what: str = "seed") -> str:
+    """'Missing seeds: 3 (RuntimeError: ...), 5 (...)' for a summary."""
+    if not failures:
+        return ""
+    items = ", ".join(f"{f.task.key if what == 'task' else f.task.seed} ({f.error})"
+                      for f in failures)
+    return f"\n**Missing {what}s** ({len(failures)}, failed twice): {items}\n"
+
+
 def run_compare(cfg: TrainConfig, arms: list, seeds: list[int], out: Path,
-                warmup_steps: int = 0) -> pd.DataFrame:
-    """One arena per seed; per-arm CSVs, pictures and checkpoints; returns the summary."""
+                warmup_steps: int = 0, backend: str = "local", workers: int | None = None,
+                address: str | None = None, hook=None) -> pd.DataFrame:
+    """One arena per seed, run as independent tasks (core/runner.py: serial, a local
+    process pool, or Ray); per-arm CSVs, pictures and checkpoints; returns the summary
+    (wide table; .attrs["failures"] lists the seeds that failed twice)."""
+    from .runner import Task, run_tasks
+
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     labels = [a if isinstance(a, str) else (a.name or a.rule) for a in arms]
     (out / "config.json").write_text(json.dumps(
         {"config": cfg.to_dict(), "arms": labels, "seeds": seeds,
          "warmup_steps": warmup_steps, "final_window": FINAL_WINDOW}, indent=2))
+    cfgs = [cfg.replace(seed=seed) for seed in seeds]
+    check_and_prepare(cfgs, arms, warmup_steps, backend, address)
+    print(f"{len(seeds)} seed(s): {' vs '.join(labels)} on {cfg.data}"
+          + (f" after a {warmup_steps}-step bce warm-up" if warmup_steps else ""),
+          file=sys.stderr, flush=True)
+    tasks = [Task(key=f"seed_{seed}", seed=seed, config=c.to_dict(), arms=tuple(arms),
+                  warmup_steps=warmup_steps, run_id=f"{out.name}-seed{seed}", hook=hook)
+             for seed, c in zip(seeds, cfgs)]
+    by_seed: dict[int, dict] = {}
+
+    def collect(result) -> None:
+        write_result(out / result.task.key, result)
+        by_seed[result.task.seed] = result.finals
+        h = result.hashes
+        print(f"  seed {result.task.seed}: initial weights {h['init']}, batch stream "
+              f"{h['batches']}", file=sys.stderr, flush=True)
+
+    failures = run_tasks(tasks, collect, backend=backend, workers=workers, address=address)
     finals: dict[str, list[dict]] = {}
-    for seed in seeds:
-        print(f"seed {seed}: {' vs '.join(labels)} on {cfg.data}"
-              + (f" after a {warmup_steps}-step bce warm-up" if warmup_steps else ""),
-              file=sys.stderr, flush=True)
-        folder = out / f"seed_{seed}"
-        arena = Arena(cfg.replace(seed=seed), arms, warmup_steps=warmup_steps,
-                      run_id=f"{out.name}-seed{seed}", run_dir=folder)
-        if cfg.eval_every and cfg.eval_every <= cfg.steps + warmup_steps:  # build the
-            # classifier before the clock starts, only where an evaluation falls due
-            arena.active_runs()[0].quality.prepare(
-                log=lambda msg: print(msg, file=sys.stderr, flush=True))
-        run_arena(arena)
-        hashes = arena.hashes()
-        for name, arm in arena.arms.items():
-            (folder / name).mkdir(parents=True, exist_ok=True)
-            (folder / name / "metrics.csv").write_bytes(arm.log.to_csv())
-            finals.setdefault(name, []).append(final_values(arm.log))
-        (folder / "samples.png").write_bytes(side_by_side_png(arena))
-        (folder / "hashes.json").write_text(json.dumps(hashes, indent=2))
-        arena.save_checkpoint(folder / "arena.pt")
-        print(f"  initial weights {hashes['init']}, batch stream {hashes['batches']}",
-              file=sys.stderr)
+    for seed in seeds:            # seed order: the same summary whatever finished first
+        for name, values in by_seed.get(seed, {}).items():
+            finals.setdefault(name, []).append(values)
     summary = summarize(finals)
     summary.to_csv(out / "summary.csv", index=False)
-    wide = wide_table(summary)
-    title = (f"{cfg.data}: {' vs '.join(finals)}, {len(seeds)} seed(s), "
+    wide = wide_table(summary) if len(summary) else pd.DataFrame()
+    done = len(seeds) - len(failures)
+    title = (f"{cfg.data}: {' vs '.join(finals) or ' vs '.join(labels)}, {done} seed(s)"
+             + (f" of {len(seeds)}" if failures else "") + ", "
              f"{cfg.steps} compared steps" + (f" after {warmup_steps} bce warm-up steps"
                                                if warmup_steps else "")
              + f"; mean ± s.e. across seeds of each arm's last-{FINAL_WINDOW}-step mean\n\n")
-    (out / "summary.md").write_text(title + markdown(wide))
+    (out / "summary.md").write_text(title + (markdown(wide) if len(wide) else "")
+                                    + missing_line(sorted(failures,
+                                                          key=lambda f: f.task.seed)))
+    wide.attrs["failures"] = failures
     return wide

@@ -1,0 +1,373 @@
+"""Independent tasks (one arena per seed and configuration) on one of three backends.
+
+    serial  in this process, one task after another
+    local   a process pool on this machine's cores (the default): "spawn" workers,
+            os.cpu_count() of them unless told otherwise, one torch thread each (with
+            one task or one worker, it runs in this process, as serial)
+    ray     a Ray cluster: `address` "auto" or "HOST:PORT" joins a running one (ray start),
+            no address starts a local Ray instance with `workers` CPUs
+
+A task (`Task`) is plain data; a worker runs `execute(task)` and sends back everything
+the run folder needs as bytes (`TaskResult`: metric CSVs, final values, the picture,
+hashes, the arena checkpoint), so the driver writes the folders and no shared file
+system is needed. A seed gives bit-identical metrics on every backend: each task
+builds its arena from its config alone and trains with torch_threads() threads.
+
+A task that raises, or whose worker (or node) dies, runs once more; if it fails again
+it is reported as a `TaskFailure` and the other tasks go on. Progress lines go to
+stderr as tasks finish: done/total, failures, ETA.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import sys
+import tempfile
+import time
+import types
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from .cli_checks import UsageError
+
+BACKENDS = ("serial", "local", "ray")
+DEFAULT_BACKEND = "local"
+MAX_ATTEMPTS = 2          # a failed task is retried once
+RAY_REQUIREMENTS = "requirements-ray.txt"
+
+
+class RunnerError(UsageError):
+    """A backend that cannot start (Ray missing, no cluster at the address, ...)."""
+
+
+@dataclass(frozen=True)
+class Task:
+    """One arena: a config (TrainConfig.to_dict(), seed included) and its arms."""
+    key: str                    # the run folder, relative to the output folder
+    seed: int
+    config: dict
+    arms: tuple                 # ArmSpec or arm texts
+    warmup_steps: int = 0
+    run_id: str = ""
+    point: dict = field(default_factory=dict)   # a sweep's grid values ({} in compare)
+    hook: Callable | None = None  # hook(task, attempt), run in the worker first (FailFor)
+
+
+@dataclass
+class TaskResult:
+    task: Task
+    logs: dict[str, bytes]          # arm -> metrics CSV
+    finals: dict[str, dict]         # arm -> final_values()
+    png: bytes                      # every arm's samples, side by side
+    hashes: dict
+    checkpoint: bytes               # the arena checkpoint (kind "arena")
+    checkpoints: dict[str, bytes]   # step_<N>.pt written by checkpoint_every
+    message: str                    # why it stopped early (diverged), else ""
+    seconds: float
+    worker: str                     # host:pid
+    attempts: int = 1
+
+
+@dataclass
+class TaskFailure:
+    task: Task
+    error: str
+    attempts: int
+
+
+class WorkerDied(Exception):
+    """A local worker died while several tasks ran: which one killed it is unknown."""
+
+
+class FailFor:
+    """A test hook: raise in the worker for these seeds, on these attempts (1, 2);
+    how = "raise" or "exit" (the worker process dies)."""
+
+    def __init__(self, seeds, attempts=(1, 2), how: str = "raise") -> None:
+        self.seeds, self.attempts, self.how = set(seeds), set(attempts), how
+
+    def __call__(self, task: Task, attempt: int) -> None:
+        if task.seed in self.seeds and attempt in self.attempts:
+            if self.how == "exit":
+                os._exit(3)
+            raise RuntimeError(f"injected failure (seed {task.seed}, attempt {attempt})")
+
+
+# -- what a worker runs -----------------------------------------------------------------
+def execute(task: Task, attempt: int = 1, log_every: float = float("inf")) -> TaskResult:
+    """Train one task's arena here and return its outputs as bytes."""
+    import torch
+
+    from .arena import Arena
+    from .checkpoint import to_bytes
+    from .config import TrainConfig
+    from .multi_seed import final_values, run_arena, side_by_side_png
+    from .trainer import torch_threads
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(torch_threads())
+    start = time.perf_counter()
+    try:
+        if task.hook is not None:
+            task.hook(task, attempt)
+        cfg = TrainConfig.from_dict(task.config)
+        with tempfile.TemporaryDirectory(prefix="ganlab-task-") as tmp:
+            arena = Arena(cfg, list(task.arms), warmup_steps=task.warmup_steps,
+                          run_id=task.run_id or None, run_dir=tmp)
+            if cfg.eval_every and cfg.eval_every <= cfg.steps + task.warmup_steps:
+                # build the classifier before the clock starts, where an evaluation falls due
+                arena.active_runs()[0].quality.prepare(
+                    log=lambda msg: print(msg, file=sys.stderr, flush=True))
+            run_arena(arena, log_every=log_every, quiet=True)
+            message = arena.status.message if arena.status.state == "diverged" else ""
+            saved = {p.name: p.read_bytes() for p in sorted(Path(tmp).glob("*.pt"))}
+        return TaskResult(
+            task=task,
+            logs={name: arm.log.to_csv() for name, arm in arena.arms.items()},
+            finals={name: final_values(arm.log) for name, arm in arena.arms.items()},
+            png=side_by_side_png(arena), hashes=arena.hashes(),
+            checkpoint=to_bytes(arena.state_dict(), kind="arena"), checkpoints=saved,
+            message=message, seconds=time.perf_counter() - start,
+            worker=f"{socket.gethostname()}:{os.getpid()}", attempts=attempt)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _pool_init() -> None:
+    import torch
+
+    from .trainer import torch_threads
+    torch.set_num_threads(torch_threads())
+
+
+def describe(exc: BaseException) -> str:
+    """One line: the task's own exception where a backend wrapped it."""
+    cause = getattr(exc, "cause", None)      # ray.exceptions.RayTaskError
+    if isinstance(cause, BaseException):
+        exc = cause
+    if type(exc).__name__ == "BrokenProcessPool":
+        return "WorkerDied: the worker process running it died"
+    text = " ".join(str(exc).split())
+    if len(text) > 300:
+        text = text[:300] + "..."
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+# -- backends: submit(task, attempt) -> handle; wait(handles) -> [(handle, result | exc)]
+class _Serial:
+    slots = 1
+
+    def __init__(self) -> None:
+        self._done: dict[int, object] = {}
+
+    def submit(self, task: Task, attempt: int):
+        handle = len(self._done)
+        try:
+            self._done[handle] = execute(task, attempt, log_every=5.0)
+        except Exception as exc:   # noqa: BLE001 - reported as the task's failure
+            self._done[handle] = exc
+        return handle
+
+    def wait(self, handles: list) -> list:
+        return [(h, self._done.pop(h)) for h in handles]
+
+    def close(self) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def _importable_main():
+    """Spawned workers re-run the parent's __main__ when it is a script path. Under
+    Streamlit (or its AppTest) that is a page, which must not run in a worker, so a
+    bare __main__ stands in while workers start; `python -m core` (a module) is kept."""
+    main = sys.modules.get("__main__")
+    if main is None or getattr(getattr(main, "__spec__", None), "name", None):
+        yield
+        return
+    sys.modules["__main__"] = types.ModuleType("__main__")
+    try:
+        yield
+    finally:
+        sys.modules["__main__"] = main
+
+
+class _Local:
+    def __init__(self, workers: int) -> None:
+        self.slots = workers
+        self._pool = None
+
+    def _executor(self):
+        if self._pool is None:
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor
+            self._pool = ProcessPoolExecutor(self.slots,
+                                             mp_context=multiprocessing.get_context("spawn"),
+                                             initializer=_pool_init)
+        return self._pool
+
+    def submit(self, task: Task, attempt: int):
+        with _importable_main():   # workers start here, on the first submits
+            return self._executor().submit(execute, task, attempt)
+
+    def wait(self, handles: list) -> list:
+        from concurrent.futures import FIRST_COMPLETED, wait
+        from concurrent.futures.process import BrokenProcessPool
+        done, _ = wait(handles, return_when=FIRST_COMPLETED)
+        out, broken = [], False
+        for future in done:
+            exc = future.exception()
+            broken |= isinstance(exc, BrokenProcessPool)
+            out.append((future, exc if exc is not None else future.result()))
+        if broken:
+            # A worker died, and the pool fails every task in flight: with one, that is
+            # the culprit; with several, none is charged (WorkerDied: each reruns alone).
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
+            if len(handles) > 1:
+                out = [(h, WorkerDied(o) if isinstance(o, BrokenProcessPool) else o)
+                       for h, o in out]
+        return out
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
+
+
+def import_ray():
+    try:
+        import ray
+    except ImportError:
+        raise RunnerError(f"the ray backend needs Ray: pip install -r {RAY_REQUIREMENTS}") \
+            from None
+    return ray
+
+
+class _Ray:
+    def __init__(self, workers: int | None, address: str | None) -> None:
+        ray = self.ray = import_ray()
+        self.started = False
+        if not ray.is_initialized():
+            # the workers run this checkout's core package, uploaded: every node runs
+            # the driver's code, wherever (and whether) the project is checked out there
+            env = {"py_modules": [str(Path(__file__).resolve().parent)],
+                   "excludes": ["__pycache__", "*.pyc"]}
+            try:
+                if address:
+                    ray.init(address=address, runtime_env=env)
+                else:
+                    ray.init(num_cpus=workers or os.cpu_count() or 1, include_dashboard=False,
+                             runtime_env=env)
+            except ConnectionError as exc:
+                raise RunnerError(f"--address {address}: no Ray cluster there ({describe(exc)}); "
+                                  "start one with `ray start --head`") from None
+            self.started = True
+        self.slots = max(1, int(ray.cluster_resources().get("CPU", 1)))
+        self._remote = ray.remote(num_cpus=1, max_retries=0)(execute)
+
+    def submit(self, task: Task, attempt: int):
+        return self._remote.remote(task, attempt)
+
+    def wait(self, handles: list) -> list:
+        ready, _ = self.ray.wait(handles, num_returns=1)
+        out = []
+        for ref in ready:
+            try:
+                out.append((ref, self.ray.get(ref)))
+            except Exception as exc:   # noqa: BLE001 - the task raised, or its worker died
+                out.append((ref, exc))
+        return out
+
+    def close(self) -> None:
+        if self.started:
+            self.ray.shutdown()
+
+
+def make_backend(backend: str, workers: int | None = None, address: str | None = None,
+                 tasks: int = 0):
+    if backend not in BACKENDS:
+        raise RunnerError(f"backend {backend!r} is not one of: {', '.join(BACKENDS)}")
+    if workers is not None and workers < 1:
+        raise RunnerError(f"workers {workers}: use 1 or more")
+    if address and backend != "ray":
+        raise RunnerError("an address is for the ray backend (--backend ray)")
+    if backend == "serial":
+        return _Serial()
+    if backend == "local":
+        slots = max(1, min(workers or os.cpu_count() or 1, tasks or 1))
+        return _Local(slots) if slots > 1 else _Serial()   # a pool of one: this process
+    return _Ray(workers, address)
+
+
+# -- the driver -------------------------------------------------------------------------
+def run_tasks(tasks: list[Task], on_result: Callable[[TaskResult], None], *,
+              backend: str = DEFAULT_BACKEND, workers: int | None = None,
+              address: str | None = None, log=None) -> list[TaskFailure]:
+    """Run every task; on_result(result) in this process as each one finishes (in
+    the order they finish). Returns the tasks that failed twice."""
+    say = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+    runner = make_backend(backend, workers, address, tasks=len(tasks))
+    total, done, failures = len(tasks), 0, []
+    pending = [(task, 1, False) for task in tasks]   # (task, attempt, alone), in order
+    running: dict = {}                               # handle -> (task, attempt, alone)
+    start = time.perf_counter()
+    if backend != "serial":
+        say(f"{total} task(s) on the {backend} backend, {runner.slots} at a time")
+    try:
+        while pending or running:
+            while pending and len(running) < runner.slots:
+                task, attempt, alone = pending[0]
+                if (alone and running) or any(a for _, _, a in running.values()):
+                    break                # a suspect of a worker's death runs alone
+                pending.pop(0)
+                running[runner.submit(task, attempt)] = (task, attempt, alone)
+            for handle, outcome in runner.wait(list(running)):
+                task, attempt, _ = running.pop(handle)
+                if isinstance(outcome, WorkerDied):
+                    say(f"  {task.key}: a worker died while it ran with others; it reruns "
+                        "alone (the one that fails alone is charged)")
+                    pending.insert(0, (task, attempt, True))
+                    continue
+                if isinstance(outcome, BaseException):
+                    if attempt < MAX_ATTEMPTS:
+                        say(f"  {task.key} failed (attempt {attempt} of {MAX_ATTEMPTS}): "
+                            f"{describe(outcome)}; retrying")
+                        pending.insert(0, (task, attempt + 1, False))
+                        continue
+                    failures.append(TaskFailure(task, describe(outcome), attempt))
+                    say(f"  {task.key} FAILED after {attempt} attempts: {describe(outcome)}")
+                else:
+                    outcome.attempts = attempt
+                    on_result(outcome)
+                    done += 1
+                    if outcome.message:
+                        say(f"  {task.key}: {outcome.message}")
+                say(_progress(done + len(failures), total, len(failures),
+                              time.perf_counter() - start, task, outcome))
+    finally:
+        runner.close()
+    return failures
+
+
+def _progress(finished: int, total: int, failed: int, elapsed: float, task: Task,
+              outcome) -> str:
+    eta = elapsed / finished * (total - finished) if finished else float("nan")
+    what = ("failed" if isinstance(outcome, BaseException)
+            else f"done in {outcome.seconds:.1f}s on {outcome.worker}")
+    return (f"[{finished}/{total}] {task.key} {what}; {failed} failed; "
+            f"elapsed {_clock(elapsed)}, ETA {_clock(eta) if finished < total else '0s'}")
+
+
+def _clock(seconds: float) -> str:
+    if seconds != seconds:
+        return "?"
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    minutes, seconds = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes}m{seconds:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m"
