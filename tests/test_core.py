@@ -11,9 +11,8 @@ import torch
 
 from core.config import TrainConfig
 from core.data import load_dataset
-
-from core.trainer import Trainer
 from core.rules import RULES
+from core.trainer import Trainer
 from helpers import rule_changes, write_idx_mnist, write_image_folder
 
 TINY = dict(g_hidden=(16,), d_hidden=(16,), latent_dim=8, batch_size=8, sample_every=2)
