@@ -79,6 +79,7 @@ def overrides(args: argparse.Namespace) -> dict:
         "data_root": args.data_root, "sample_every": args.sample_every,
         "checkpoint_every": args.checkpoint_every, "eval_every": args.eval_every,
         "grad_clip": args.grad_clip, "d_sees": args.d_sees, "g_ema": args.g_ema,
+        "keep_checkpoints": args.keep_checkpoints,
     }.items() if v is not None}
     if args.ema_samples:
         out["ema_samples"] = True
@@ -494,6 +495,8 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", choices=DEVICE_NAMES)
     p.add_argument("--sample-every", type=as_int)
     p.add_argument("--checkpoint-every", type=as_int)
+    p.add_argument("--keep-checkpoints", type=as_int,
+                   help="with --checkpoint-every: keep only the newest N of those files")
     p.add_argument("--eval-every", type=as_int, help="quality metrics interval in steps; 0 = off")
     p.add_argument("--grad-clip", type=as_float, help="G gradient-norm clip, every rule alike; "
                    "0 = off (default)")

@@ -71,6 +71,7 @@ class TrainConfig:
     sample_every: int = 100        # fixed-noise snapshot interval (steps)
     max_snapshots: int = 60        # snapshots kept; older ones are thinned evenly
     checkpoint_every: int = 0      # 0 = only on demand / at the end
+    keep_checkpoints: int = 0      # checkpoint_every keeps the newest N files; 0 = all
     eval_every: int = 1000         # quality metrics interval; 0 = off (bench/eval_cost.py)
 
     def __post_init__(self) -> None:
@@ -134,6 +135,7 @@ class TrainConfig:
         check_range("sample_every", self.sample_every, 1, 10**9, integer=True)
         check_range("max_snapshots", self.max_snapshots, 2, 1000, integer=True)
         check_range("checkpoint_every", self.checkpoint_every, 0, 10**9, integer=True)
+        check_range("keep_checkpoints", self.keep_checkpoints, 0, 10**6, integer=True)
         check_range("eval_every", self.eval_every, 0, 10**9, integer=True)
 
     # -- conversion ---------------------------------------------------------------

@@ -128,6 +128,11 @@ class RunControls:
         every = self.cfg.checkpoint_every
         if every and self.step_count % every == 0 and self.can_save:
             self.saved.append(self.save_checkpoint())
+            keep = self.cfg.keep_checkpoints
+            if keep and len(self.saved) > keep:   # only files this loop wrote
+                for old in self.saved[:-keep]:
+                    old.unlink(missing_ok=True)
+                self.saved = self.saved[-keep:]
         for hook in self.on_step:
             hook(self)
 

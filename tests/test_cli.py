@@ -83,6 +83,12 @@ def test_checkpoint_every_saves_during_the_loop(tmp_path, capsys):
         "--out", str(out))
     assert sorted(p.name for p in out.glob("step_*.pt")) == ["step_4.pt", "step_8.pt",
                                                              "step_9.pt"]
+    kept = tmp_path / "e"
+    cli(capsys, "train", "--data", "ring8", "--steps", "9", "--checkpoint-every", "2",
+        "--keep-checkpoints", "2", "--out", str(kept))
+    # the two newest periodic files, and the final one
+    assert sorted(p.name for p in kept.glob("step_*.pt")) == ["step_6.pt", "step_8.pt",
+                                                              "step_9.pt"]
 
 
 def test_folder_data_from_flags(tmp_path, capsys):
