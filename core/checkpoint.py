@@ -127,6 +127,23 @@ def write_atomic(data: bytes, path: str | Path) -> Path:
     return path
 
 
+STALE_TEMP_S = 600   # a temp file this old is no save in progress: a killed one
+
+
+def remove_stale_temp(folder: str | Path, older_than_s: float = STALE_TEMP_S) -> list[Path]:
+    """Delete the temp files that saves killed mid-write left in a folder (write_atomic
+    names them .<file>.<random>.tmp); fresh ones may belong to a save in progress."""
+    now, removed = time.time(), []
+    for tmp in Path(folder).glob(".*.pt.*.tmp"):
+        try:
+            if tmp.is_file() and now - tmp.stat().st_mtime > older_than_s:
+                tmp.unlink()
+                removed.append(tmp)
+        except OSError:
+            pass   # gone already, or not ours to remove: leave it
+    return removed
+
+
 def load_checkpoint(source: str | Path | bytes | BinaryIO) -> dict:
     """Load and validate; raises CheckpointError naming the problem."""
     name = str(source) if isinstance(source, (str, Path)) else "the uploaded file"

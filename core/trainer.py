@@ -92,6 +92,7 @@ class RunControls:
         self._last_t: float | None = None
         self.saved: list[Path] = []       # checkpoints written by checkpoint_every
         self.on_step = []                 # more step hooks: callables(job), in the loop
+        self._swept: set[Path] = set()    # folders cleared of stale temp files
 
     def _tick(self) -> None:
         now = time.perf_counter()
@@ -253,11 +254,14 @@ class RunControls:
         """Save state_dict() atomically; by default to <folder>/step_<N>.pt, where
         folder defaults to run_dir, then checkpoints/<run_id>. The file is named after
         the step the saved state holds (a running run moves on while it is saved)."""
-        from .checkpoint import save_checkpoint  # avoid an import cycle
+        from .checkpoint import remove_stale_temp, save_checkpoint  # avoid an import cycle
         state = self.state_dict()
         if path is None:
             base = folder or self.run_dir or Path("checkpoints") / self.run_id
             path = Path(base) / f"step_{state['step']}.pt"
+        if path.parent not in self._swept and path.parent.is_dir():
+            remove_stale_temp(path.parent)   # left by an earlier process killed mid-save
+            self._swept.add(path.parent)
         return save_checkpoint(state, path, kind=self.checkpoint_kind)
 
 

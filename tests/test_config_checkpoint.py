@@ -248,3 +248,15 @@ def test_loading_a_checkpoint_never_touches_the_data_root_it_names(tmp_path):
         load_checkpoint(to_bytes(state))
     assert "generator" in str(info.value)
     assert not root.exists()                  # ... nothing was created or read there
+
+
+def test_a_save_removes_temp_files_that_killed_saves_left_behind(tmp_path):
+    stale = tmp_path / ".step_3.pt.abc123.tmp"
+    fresh = tmp_path / ".step_4.pt.def456.tmp"
+    for f in (stale, fresh):
+        f.write_bytes(b"half a checkpoint")
+    os.utime(stale, (1, 1))                    # written long ago by a killed process
+    trainer = Trainer(TrainConfig(data="ring8", sample_every=2))
+    trainer.step()
+    trainer.save_checkpoint(folder=tmp_path)
+    assert not stale.exists() and fresh.exists() and (tmp_path / "step_1.pt").exists()
