@@ -154,6 +154,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         trainer = Trainer(cfg, run_id=Path(os.path.abspath(out)).name, run_dir=out)
         trainer.take_snapshot()
     cfg = trainer.cfg
+    if trainer.data.skipped:
+        print(f"skipped {trainer.data.skipped} file(s) of {cfg.data_root}: "
+              f"{', '.join(trainer.data.skipped_names[:10])}", file=sys.stderr)
     interrupted = []
     # Ctrl-C and SIGTERM (a scheduler, `kill`) both stop the loop, save and exit 130
     previous = {sig: signal.signal(sig, lambda *_: interrupted.append(True))

@@ -38,6 +38,7 @@ class DataSet:
     modes: torch.Tensor | None = None  # (M, 2) mixture means for the 2-D toys
     mode_std: float | None = None
     skipped: int = 0                  # folder data: files that could not be read
+    skipped_names: tuple = ()         # folder data: which, and why
 
     @property
     def dim(self) -> int:
@@ -102,37 +103,72 @@ def _load_torchvision(name: str, root: str) -> DataSet:
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
 
-def _image_sources(root: str) -> list[tuple[str, Callable[[], bytes]]]:
+MAX_FILE_BYTES = 50 * 2**20     # one image file (or zip entry), compressed
+MAX_PIXELS = 16 * 2**20         # one decoded image (a decompression bomb is refused)
+MAX_IMAGES = 200_000            # files read from one folder or zip
+
+
+def _image_sources(root: str) -> tuple[list, list[str]]:
+    """(name, read) for each image file, and the names refused before reading: a
+    symlink out of the folder, a non-regular file (a FIFO, a device), an entry too big."""
     path = Path(root)
-    if zipfile.is_zipfile(path) if path.is_file() else False:
+    refused: list[str] = []
+    if path.is_file() and zipfile.is_zipfile(path):
         archive = zipfile.ZipFile(path)
-        names = sorted(n for n in archive.namelist() if n.lower().endswith(IMAGE_SUFFIXES))
-        return [(n, functools.partial(archive.read, n)) for n in names]
+        sources = []
+        for info in sorted(archive.infolist(), key=lambda i: i.filename):
+            if not info.filename.lower().endswith(IMAGE_SUFFIXES) or info.is_dir():
+                continue
+            if info.file_size > MAX_FILE_BYTES:
+                refused.append(f"{info.filename} (over {MAX_FILE_BYTES // 2**20} MB)")
+            else:
+                sources.append((info.filename, functools.partial(archive.read, info)))
+        return sources[:MAX_IMAGES], refused
     if path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-        return [(str(p), p.read_bytes) for p in files]
+        top = path.resolve()
+        sources = []
+        for p in sorted(path.rglob("*")):
+            if p.suffix.lower() not in IMAGE_SUFFIXES:
+                continue
+            real = p.resolve()
+            if top not in real.parents:
+                refused.append(f"{p.name} (a link out of the folder)")
+            elif not real.is_file():
+                refused.append(f"{p.name} (not a regular file)")
+            elif real.stat().st_size > MAX_FILE_BYTES:
+                refused.append(f"{p.name} (over {MAX_FILE_BYTES // 2**20} MB)")
+            else:
+                sources.append((p.name, real.read_bytes))
+        return sources[:MAX_IMAGES], refused
     raise DataError(f"folder: {root!r} is neither a folder nor a .zip file of images")
 
 
 def load_folder(root: str, size: int = 28, channels: int = 1) -> DataSet:
-    from PIL import Image, UnidentifiedImageError
+    """The images of a folder or zip, resized; files that cannot be used are skipped,
+    counted and named (DataSet.skipped, DataSet.skipped_names), never fatal."""
+    from PIL import Image
 
     mode = "L" if channels == 1 else "RGB"
-    images, skipped = [], 0
-    for _, read in _image_sources(root):
+    sources, skipped = _image_sources(root)
+    images = []
+    for name, read in sources:
         try:
             with Image.open(io.BytesIO(read())) as img:
+                if img.width * img.height > MAX_PIXELS:
+                    raise ValueError(f"{img.width}x{img.height} pixels")
                 img = img.convert(mode).resize((size, size), Image.BILINEAR)
                 images.append(np.asarray(img, dtype=np.uint8))
-        except (UnidentifiedImageError, OSError, ValueError):
-            skipped += 1  # a bad file is counted, never fatal
+        except Exception as exc:  # any unreadable file (bad CRC, unknown method, ...)
+            skipped.append(f"{name} ({type(exc).__name__})")
     if not images:
-        raise DataError(f"folder: no readable images in {root!r} ({skipped} file(s) skipped); "
+        raise DataError(f"folder: no readable images in {root!r} ({len(skipped)} file(s) "
+                        f"skipped{': ' + ', '.join(skipped[:5]) if skipped else ''}); "
                         f"supported: {', '.join(IMAGE_SUFFIXES)}")
     stack = np.stack(images)
     if channels == 3:
         stack = stack.transpose(0, 3, 1, 2)
-    return DataSet("folder", _scale_uint8(stack), None, (channels, size, size), skipped=skipped)
+    return DataSet("folder", _scale_uint8(stack), None, (channels, size, size),
+                   skipped=len(skipped), skipped_names=tuple(skipped))
 
 
 # -- 2-D Gaussian mixtures (PacGAN / VEEGAN benchmarks) ---------------------------------

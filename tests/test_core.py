@@ -276,3 +276,19 @@ def test_torch_threads_come_from_the_environment(monkeypatch):
     monkeypatch.setenv("GANLAB_TORCH_THREADS", "zero")
     with pytest.raises(ConfigError, match="GANLAB_TORCH_THREADS='zero' must be an integer"):
         torch_threads()
+
+
+def test_image_folder_skips_and_names_what_it_cannot_use(tmp_path):
+    import os
+
+    from core.data import load_folder
+
+    folder = write_image_folder(tmp_path / "imgs", n=3, bad=1)
+    outside = write_image_folder(tmp_path / "outside", n=1, bad=0)
+    (folder / "escape.png").symlink_to(outside / "img_0.png")
+    os.mkfifo(folder / "pipe.png")                       # would hang a plain read
+    data = load_folder(str(folder))
+    assert len(data) == 3 and data.skipped == 3
+    text = " ".join(data.skipped_names)
+    assert "escape.png (a link out of the folder)" in text
+    assert "pipe.png (not a regular file)" in text and "broken_0.jpg" in text

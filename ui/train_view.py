@@ -16,7 +16,7 @@ from core.config import TrainConfig
 from core.trainer import Trainer, new_run_id
 from ui import charts, run_view, runs
 from ui.run_view import flash_error
-from ui.text import code
+from ui.text import code, plain
 
 def _start(cfg: TrainConfig) -> None:
     try:
@@ -120,6 +120,10 @@ def status(trainer: Trainer) -> None:
                            "them on the **Checkpoints** page and resume or fine-tune from the "
                            "file, or press **Reset** to start a new run.")
     st.caption(run_view.fairness_caption(trainer.cfg))
+    if trainer.data.skipped:
+        names = ", ".join(trainer.data.skipped_names[:10])
+        st.caption(plain(f"{trainer.data.skipped} file(s) of the image folder were skipped: "
+                         f"{names}{' ...' if trainer.data.skipped > 10 else ''}"))
     run_view.quality_notice(trainer.run)
 
 
