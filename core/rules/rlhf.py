@@ -1,8 +1,8 @@
 """rlhf: fine-tune G on a preference reward model, kept close to where it started.
 
 Policy x = G(z) + sigma eps. Per sample, the reward is the reward model's standardised
-ensemble score, minus `uncertainty` x the members' spread (stay where the model
-knows), plus `realism` x log D(x). The objective is E[reward] - kl x KL, where the KL
+ensemble score (clipped to +-score_clip), minus `uncertainty` x the members' spread
+(stay where the model knows), plus `realism` x log D(x). The objective is E[reward] - kl x KL, where the KL
 to the reference policy (G frozen when the rule started, same sigma, same z) is exact:
 ||G(z) - G_ref(z)||^2 / (2 sigma^2) in nats. Two estimators of the reward's gradient:
 "reinforce" (K samples per z, leave-one-out baseline: the DDPO / DPOK family) and
@@ -31,6 +31,9 @@ class RlhfOptions:
     kl: float = option(0.01, "KL weight (beta)", "Weight of KL(policy || the generator the "
                        "fine-tune started from); 0 = no anchor (over-optimises)",
                        low=0.0, high=1e4)
+    score_clip: float = option(3.0, "Score clip", "The reward model's standardised score is "
+                               "clipped to +-this: past it there is nothing to gain (limits "
+                               "reward hacking); 0 = no clip", low=0.0, high=100.0)
     uncertainty: float = option(0.0, "Uncertainty penalty (k)", "Reward minus k x the "
                                 "ensemble's spread", low=0.0, high=100.0)
     realism: float = option(0.0, "Realism weight (lambda)", "Reward plus lambda x log D(x)",
@@ -57,6 +60,7 @@ class RlhfOptions:
                               "the rlhf rule needs a reward model (train one on the Feedback "
                               "page or with python -m core reward train)")
         check_range(f"{prefix}kl", self.kl, 0.0, 1e4)
+        check_range(f"{prefix}score_clip", self.score_clip, 0.0, 100.0)
         check_range(f"{prefix}uncertainty", self.uncertainty, 0.0, 100.0)
         check_range(f"{prefix}realism", self.realism, 0.0, 100.0)
         check_choice(f"{prefix}estimator", self.estimator, ESTIMATORS)
@@ -105,7 +109,7 @@ class RlhfRule(Rule):
         """(total reward, the reward model's score) per row of x."""
         opts, model = ctx.options, self._model(ctx)
         score = model.score(x)
-        reward = score
+        reward = score.clamp(-opts.score_clip, opts.score_clip) if opts.score_clip else score
         if opts.uncertainty:
             reward = reward - opts.uncertainty * model.uncertainty(x)
         if opts.realism:
