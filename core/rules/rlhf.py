@@ -1,7 +1,7 @@
 """rlhf: fine-tune G on a preference reward model, kept close to where it started.
 
 Policy x = G(z) + sigma eps. Per sample, the reward is the reward model's standardised
-ensemble score (clipped to +-score_clip), minus `uncertainty` x the members' spread
+ensemble score (softly clipped to +-score_clip), minus `uncertainty` x the members' spread
 (stay where the model knows), plus `realism` x log D(x). The objective is E[reward] - kl x KL, where the KL
 to the reference policy (G frozen when the rule started, same sigma, same z) is exact:
 ||G(z) - G_ref(z)||^2 / (2 sigma^2) in nats. Two estimators of the reward's gradient:
@@ -32,8 +32,9 @@ class RlhfOptions:
                        "fine-tune started from); 0 = no anchor (over-optimises)",
                        low=0.0, high=1e4)
     score_clip: float = option(3.0, "Score clip", "The reward model's standardised score is "
-                               "clipped to +-this: past it there is nothing to gain (limits "
-                               "reward hacking); 0 = no clip", low=0.0, high=100.0)
+                               "softly clipped to +-this (c tanh(score / c)): far past it "
+                               "there is little to gain (limits reward hacking); 0 = no clip",
+                               low=0.0, high=100.0)
     uncertainty: float = option(0.0, "Uncertainty penalty (k)", "Reward minus k x the "
                                 "ensemble's spread", low=0.0, high=100.0)
     realism: float = option(0.0, "Realism weight (lambda)", "Reward plus lambda x log D(x)",
@@ -109,7 +110,8 @@ class RlhfRule(Rule):
         """(total reward, the reward model's score) per row of x."""
         opts, model = ctx.options, self._model(ctx)
         score = model.score(x)
-        reward = score.clamp(-opts.score_clip, opts.score_clip) if opts.score_clip else score
+        c = opts.score_clip   # a soft clip: bounded, yet never a flat zero gradient
+        reward = c * torch.tanh(score / c) if c else score
         if opts.uncertainty:
             reward = reward - opts.uncertainty * model.uncertainty(x)
         if opts.realism:
