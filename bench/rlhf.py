@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import statistics
 import sys
 import tempfile
 import time
@@ -37,6 +36,7 @@ from core.feedback import blind_win_rate  # noqa: E402
 from core.oracles import make_oracle  # noqa: E402
 from core.reward_model import train_reward_model  # noqa: E402
 from core.trainer import Trainer  # noqa: E402
+from ema import mean_se  # noqa: E402  (bench/ema.py)
 from feedback import labels, noise_for, pairs  # noqa: E402  (bench/feedback.py)
 
 SETUPS = {"mnist5k": {"oracle": "digit:7", "pretrain": 3000},
@@ -80,14 +80,6 @@ def scores(G, data) -> dict[str, float]:
     return {"upper modes (% of HQ)": 100 * float(upper), "high quality (%)": q["q_high_quality"]}
 
 
-def fmt(values: list[float]) -> str:
-    values = [v for v in values if math.isfinite(v)]
-    if not values:
-        return "n/a"
-    se = statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else 0.0
-    return f"{statistics.mean(values):.3g} ± {se:.2g}"
-
-
 def compare(data: str, seeds: int, steps: int, folder: Path) -> None:
     setup = SETUPS[data]
     table: dict[str, dict[str, list]] = {}
@@ -115,7 +107,7 @@ def compare(data: str, seeds: int, steps: int, folder: Path) -> None:
           f"steps per arm; {seeds} seeds, mean ± s.e.")
     print(f"{'arm':<26}" + "".join(f"{m:<24}" for m in metrics))
     for name, row in table.items():
-        print(f"{name:<26}" + "".join(f"{fmt(row[m]):<24}" for m in metrics), flush=True)
+        print(f"{name:<26}" + "".join(f"{mean_se(row[m]):<24}" for m in metrics), flush=True)
 
 
 def overopt(steps: int, folder: Path) -> None:

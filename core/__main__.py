@@ -315,25 +315,32 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_compare(args: argparse.Namespace) -> int:
-    from .multi_seed import DEFAULT_IMAGE_WARMUP, run_compare
+def _arenas_to_run(args: argparse.Namespace, steps_are: str) -> tuple:
+    """What compare and sweep share: (out, cfg, arms, seeds, warm-up steps), checked."""
+    from .multi_seed import DEFAULT_IMAGE_WARMUP
 
     out = check_out_dir("--out", args.out)
     cfg = build_config(args)
     if not cfg.steps:
-        raise UsageError("--steps must be a positive number of compared steps")
+        raise UsageError(f"--steps must be a positive number of {steps_are}")
     arms = _parse_arms(args.rules)
     if not 1 <= args.seeds <= 100:
         raise UsageError(f"--seeds {args.seeds}: use between 1 and 100")
+    if cfg.seed + args.seeds - 1 > SEED_MAX:
+        raise UsageError(f"--seed {cfg.seed} with --seeds {args.seeds} goes past the largest "
+                         f"seed, {SEED_MAX}")
     warmup = args.warmup_steps
     if warmup is None:  # images compare from a bce warm-up unless told otherwise
         warmup = 0 if cfg.is_2d else DEFAULT_IMAGE_WARMUP
     if warmup < 0:
         raise UsageError(f"--warmup-steps {warmup}: use 0 or more")
-    seeds = [cfg.seed + i for i in range(args.seeds)]
-    if seeds[-1] > SEED_MAX:
-        raise UsageError(f"--seed {cfg.seed} with --seeds {args.seeds} goes past the largest "
-                         f"seed, {SEED_MAX}")
+    return out, cfg, arms, [cfg.seed + i for i in range(args.seeds)], warmup
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from .multi_seed import run_compare
+
+    out, cfg, arms, seeds, warmup = _arenas_to_run(args, "compared steps")
     table = run_compare(cfg, arms, seeds, out, warmup_steps=warmup,
                         **_backend_options(args))
     print((out / "summary.md").read_text())
@@ -367,29 +374,13 @@ def _failed(failures: list, total: int, what: str) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from .multi_seed import DEFAULT_IMAGE_WARMUP
     from .sweep import parse_grid, run_sweep
 
-    out = check_out_dir("--out", args.out)
-    cfg = build_config(args)
-    if not cfg.steps:
-        raise UsageError("--steps must be a positive number of steps")
-    arms = _parse_arms(args.rules)
-    if not 1 <= args.seeds <= 100:
-        raise UsageError(f"--seeds {args.seeds}: use between 1 and 100")
-    if cfg.seed + args.seeds - 1 > SEED_MAX:
-        raise UsageError(f"--seed {cfg.seed} with --seeds {args.seeds} goes past the largest "
-                         f"seed, {SEED_MAX}")
+    out, cfg, arms, seeds, warmup = _arenas_to_run(args, "steps")
     try:
         grid = parse_grid(args.grid or [], cfg)
     except ValueError as exc:
         raise UsageError(f"--grid: {one_line(exc)}") from None
-    warmup = args.warmup_steps
-    if warmup is None:
-        warmup = 0 if cfg.is_2d else DEFAULT_IMAGE_WARMUP
-    if warmup < 0:
-        raise UsageError(f"--warmup-steps {warmup}: use 0 or more")
-    seeds = [cfg.seed + i for i in range(args.seeds)]
     result = run_sweep(cfg, arms, grid, seeds, out, warmup_steps=warmup,
                        **_backend_options(args))
     print((out / "sweep.md").read_text())

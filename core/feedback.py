@@ -88,20 +88,10 @@ def simulate(store: PreferenceStore, G: nn.Module, data: DataSet, oracle: Oracle
 
 def pairs_from_store(store: PreferenceStore, data: DataSet, judge: str | None = None):
     """(a, b, p) tensors in model space (flat) for train_reward_model."""
-    if judge is None:
-        a, b, p = store.training_pairs(data=data.name)
-    else:
-        a, b, p = [], [], []
-        for j in store.judgements(judge=judge, data=data.name):
-            x = j.samples.astype(np.float32)
-            x = x / 127.5 - 1 if j.samples.dtype == np.uint8 else x
-            for i, m, prob in j.pairs():
-                a.append(x[i]), b.append(x[m]), p.append(prob)
-        a, b, p = (np.stack(a), np.stack(b), np.asarray(p, np.float32)) if p else (
-            np.zeros((0, data.dim), np.float32),) * 2 + (np.zeros(0, np.float32),)
-    n = len(p)
-    return (torch.from_numpy(np.asarray(a)).reshape(n, -1), torch.from_numpy(np.asarray(b))
-            .reshape(n, -1), torch.from_numpy(np.asarray(p)))
+    a, b, p = store.training_pairs(data=data.name, judge=judge)
+    flat = (len(p), data.dim)
+    return (torch.from_numpy(a).reshape(flat), torch.from_numpy(b).reshape(flat),
+            torch.from_numpy(p))
 
 
 def train_from_store(store: PreferenceStore, data: DataSet, judge: str | None = None,

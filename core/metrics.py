@@ -96,6 +96,19 @@ class MetricLog:
                     out[name] = float(col[valid[-1]])
         return out
 
+    def last_row(self, names) -> dict[str, float] | None:
+        """The step and the values of `names` at the last row where any of them is
+        logged (None if none ever was): e.g. the latest quality evaluation."""
+        with self._lock:
+            cols = {k: self._cols[k][:self._n] for k in names if k in self._cols}
+            if not cols:
+                return None
+            logged = np.nonzero(~np.isnan(np.stack(list(cols.values()))).all(0))[0]
+            if not len(logged):
+                return None
+            i = logged[-1]
+            return {"step": int(self._steps[i]), **{k: float(c[i]) for k, c in cols.items()}}
+
     def decimated(self, names: list[str], max_points: int = 2000) -> dict[str, np.ndarray]:
         """Steps and columns thinned to at most ~max_points, float32.
 

@@ -496,10 +496,12 @@ class PreferenceStore:
             rows = conn.execute(f"SELECT {', '.join(_COLUMNS)} FROM {_TABLE}{where} ORDER BY id", args).fetchall()
         return [_from_row(r) for r in rows]
 
-    def training_pairs(self, data: str | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(a, b, p) for a Bradley-Terry reward model; with no pairs, three empty (0,) arrays."""
+    def training_pairs(self, data: str | None = None, judge: str | None = None
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(a, b, p) for a Bradley-Terry reward model (of one judge's judgements, if
+        given); with no pairs, three empty (0,) arrays."""
         a, b, p = [], [], []
-        for j in self._select(data=data, usable_only=True):
+        for j in self._select(judge=judge, data=data, usable_only=True):
             x = _as_float(j.samples)
             for i, k, prob in j.pairs():
                 a.append(x[i])

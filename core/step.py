@@ -40,10 +40,10 @@ class StepContext:
     ref: Any = None              # G frozen when the rule started (KL-anchored rules)
     z: Any = None                # the z of the batch G is updated on
     _logits: tuple = field(default=(None, None), repr=False)
+    options: Any = field(init=False, repr=False)   # this rule's options, looked up once
 
-    @property
-    def options(self):
-        return self.cfg.options()
+    def __post_init__(self) -> None:
+        self.options = self.cfg.options()
 
     def d_logits(self, x: torch.Tensor) -> torch.Tensor:
         """D's logits of x, computed once per x (rewards and metrics share them)."""

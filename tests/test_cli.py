@@ -132,16 +132,18 @@ def test_bad_arguments_exit_2_with_one_line(args, message, capsys):
     assert message in lines[0]
 
 
-def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_or_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path, sig):
     out = tmp_path / "i"
     proc = subprocess.Popen([sys.executable, "-m", "core", "train", "--data", "ring8",
-                             "--steps", "10000000", "--out", str(out)], cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                             "--steps", "10000000", "--eval-every", "0", "--out", str(out)],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
     deadline = time.time() + 60
     while not out.exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.1)   # the run folder appears once Ctrl-C is handled
+        time.sleep(0.1)   # the run folder appears once the handlers are installed
     time.sleep(1.0)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     stdout, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 130, stderr
     assert "Traceback" not in stderr

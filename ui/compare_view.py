@@ -228,16 +228,15 @@ def verdict(arena: Arena) -> str | None:
     """Which arm leads on each quality measure that has a better direction, at the
     latest evaluation all arms share, in words (None before the first one)."""
     latest = {}
-    for name, arm in arena.arms.items():
-        frame = arm.log.to_frame()
-        q = [c for c in charts.quality_columns(frame.columns)
-             if (METRICS.get(c) and METRICS.entry(c).better)]
-        rows = frame.dropna(subset=q, how="all") if q else frame.iloc[0:0]
-        if rows.empty:
+    for name, arm in arena.arms.items():   # the last evaluation, not a copy of the log
+        q = [c for c in charts.quality_columns(arm.log.columns)
+             if METRICS.get(c) and METRICS.entry(c).better]
+        row = arm.log.last_row(q)
+        if row is None:
             return None
-        latest[name] = rows.iloc[-1]
-    steps = {int(row["step"]) for row in latest.values()}
-    common = [c for c in charts.quality_columns(next(iter(latest.values())).index)
+        latest[name] = row
+    steps = {row["step"] for row in latest.values()}
+    common = [c for c in charts.quality_columns(next(iter(latest.values())))
               if METRICS.get(c) and METRICS.entry(c).better
               and all(c in row and pd.notna(row[c]) for row in latest.values())]
     if not common or len(steps) != 1:
