@@ -1,8 +1,12 @@
-"""Versioned checkpoints: atomic save, weights_only load, validation with clear errors.
+"""Versioned checkpoints: atomic save, pickle-free load, validation with clear errors.
 
-A checkpoint is a dict of tensors, state dicts and plain Python values only, so
-`torch.load(path, weights_only=True)` reads it and a file that smuggles a pickled
-callable is refused. Layout (schema 1):
+A checkpoint is a dict of tensors, state dicts and plain Python values only. Files are
+safetensors (schema 2, core/ckpt_format.py: tensors as raw named arrays, the rest as JSON
+metadata, a SHA-256 checksum), so a file can carry neither code nor a crafted tensor
+layout. Files of the old format (`torch.save`, `.pt`, schema 1) still load, through
+`torch.load(weights_only=True)` (a pickled callable is refused) and the same validation;
+load_with_format says which format a file had, so the user can be told to re-save it.
+Layout (the same nested dict in both formats):
 
     schema_version, kind ("run" or "arena"), torch_version, saved_at,
     config (TrainConfig.to_dict()), run_id, step, rule, rule_start (optional),
@@ -36,15 +40,22 @@ import pickle
 import struct
 import tempfile
 import time
+import warnings
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import numpy as np
 import torch
 
+from . import ckpt_format
 from .config import ConfigError, OptimConfig, TrainConfig
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2          # 2: safetensors (.safetensors); 1: torch.save (.pt)
+LEGACY_SCHEMA_VERSION = 1
+SUFFIX = ckpt_format.SUFFIX
+LEGACY_SUFFIX = ".pt"
+CHECKPOINT_SUFFIXES = (SUFFIX, LEGACY_SUFFIX)   # what file pickers and folder scans accept
+CONVERTED_NOTE = "converted from the old .pt format; save again to write .safetensors"
 RUN_KEYS = ("config", "step", "generator", "discriminator", "g_optimizer", "d_optimizer",
             "rng", "fixed_z", "metrics")
 ARENA_KEYS = ("config", "step", "arms")
@@ -96,12 +107,27 @@ def _plain(obj):
     return obj
 
 
+def _payload(state: dict, kind: str, version: int) -> dict:
+    return _plain({**state, "schema_version": version, "kind": kind,
+                   "torch_version": str(torch.__version__), "saved_at": time.time()})
+
+
 def to_bytes(state: dict, kind: str = "run") -> bytes:
-    payload = _plain({**state, "schema_version": SCHEMA_VERSION, "kind": kind,
-                      "torch_version": str(torch.__version__), "saved_at": time.time()})
+    """A checkpoint file's bytes (safetensors, schema 2)."""
+    return ckpt_format.encode(_payload(state, kind, SCHEMA_VERSION))
+
+
+def to_pt_bytes(state: dict, kind: str = "run") -> bytes:
+    """The old format (torch.save, schema 1), which GAN RL Lab no longer writes: for
+    tests and bench/fuzz_checkpoints.py, which check that such files still load safely."""
     buf = io.BytesIO()
-    torch.save(payload, buf)
+    torch.save(_payload(state, kind, LEGACY_SCHEMA_VERSION), buf)
     return buf.getvalue()
+
+
+def old_format_note(name: str) -> str:
+    """What to tell the user once after loading an old .pt file."""
+    return f"{name}: {CONVERTED_NOTE}"
 
 
 def save_checkpoint(state: dict, path: str | Path, kind: str = "run") -> Path:
@@ -134,7 +160,8 @@ def remove_stale_temp(folder: str | Path, older_than_s: float = STALE_TEMP_S) ->
     """Delete the temp files that saves killed mid-write left in a folder (write_atomic
     names them .<file>.<random>.tmp); fresh ones may belong to a save in progress."""
     now, removed = time.time(), []
-    for tmp in Path(folder).glob(".*.pt.*.tmp"):
+    temps = [t for suffix in CHECKPOINT_SUFFIXES for t in Path(folder).glob(f".*{suffix}.*.tmp")]
+    for tmp in temps:
         try:
             if tmp.is_file() and now - tmp.stat().st_mtime > older_than_s:
                 tmp.unlink()
@@ -146,6 +173,12 @@ def remove_stale_temp(folder: str | Path, older_than_s: float = STALE_TEMP_S) ->
 
 def load_checkpoint(source: str | Path | bytes | BinaryIO) -> dict:
     """Load and validate; raises CheckpointError naming the problem."""
+    return load_with_format(source)[0]
+
+
+def load_with_format(source: str | Path | bytes | BinaryIO) -> tuple[dict, bool]:
+    """(validated state, whether the file had the old .pt format); the format is told by
+    the content, not the file name."""
     name = str(source) if isinstance(source, (str, Path)) else "the uploaded file"
     try:
         raw = _read_all(source)
@@ -157,12 +190,23 @@ def load_checkpoint(source: str | Path | bytes | BinaryIO) -> dict:
         raise CheckpointError(f"{name}: cannot read it ({exc.strerror or exc})") from None
     except Exception as exc:
         raise CheckpointError(f"{name}: cannot read it ({type(exc).__name__})") from None
-    if not isinstance(raw, (bytes, bytearray)) or not raw.startswith((b"PK\x03\x04", b"\x80")):
-        # torch.save zip, or a bare pickle
-        raise CheckpointError(f"{name} is not a PyTorch checkpoint file; upload a .pt file "
-                              "saved by GAN RL Lab")
+    if not isinstance(raw, (bytes, bytearray)):
+        raise CheckpointError(f"{name} {ckpt_format.NOT_CHECKPOINT}")
+    if not ckpt_format.looks_like_pickle(raw):
+        try:
+            state = ckpt_format.decode(raw)
+        except ckpt_format.FormatError as exc:
+            raise CheckpointError(_one_line(f"{name} {exc}")) from None
+        except Exception as exc:   # a bug, or bytes no check foresaw: still one line
+            raise CheckpointError(_one_line(
+                f"{name} could not be read ({type(exc).__name__}: {_clip(str(exc))}); "
+                f"{DAMAGED}")) from None
+        validate(state, name)
+        return state, False
     try:
-        state = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():   # torch's notes on pickle protocols and sparse
+            warnings.simplefilter("ignore")   # checks: noise around a one-line error
+            state = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         # torch's message is long; the useful part follows "WeightsUnpickler error:"
         text = str(exc).split("WeightsUnpickler error:")[-1]
@@ -173,10 +217,10 @@ def load_checkpoint(source: str | Path | bytes | BinaryIO) -> dict:
             f"saved by GAN RL Lab. Detail: {first[:200]}") from None
     except Exception as exc:
         raise CheckpointError(f"{name} is not a PyTorch checkpoint file "
-                              f"({type(exc).__name__}); upload a .pt file saved by "
-                              "GAN RL Lab") from None
-    validate(state, name)
-    return state
+                              f"({type(exc).__name__}); load a .safetensors or .pt file "
+                              "saved by GAN RL Lab") from None
+    validate(state, name, version=LEGACY_SCHEMA_VERSION)
+    return state, True
 
 
 def _read_all(source) -> bytes:
@@ -188,13 +232,14 @@ def _read_all(source) -> bytes:
 
 
 # -- validation -------------------------------------------------------------------------
-def validate(state, name: str = "checkpoint") -> None:
+def validate(state, name: str = "checkpoint", version: int = SCHEMA_VERSION) -> None:
     """Check a loaded checkpoint dict; raises CheckpointError naming the first problem.
+    `version` is the schema the file's format implies (1 for an old .pt file).
 
     Anything unexpected while checking (a bug here, or content no check foresaw) also
     becomes a CheckpointError, so callers only ever handle that one exception."""
     try:
-        _validate(state, name)
+        _validate(state, name, version)
     except CheckpointError as exc:
         raise CheckpointError(_one_line(str(exc))) from None
     except Exception as exc:
@@ -213,15 +258,16 @@ def config_of(state: dict) -> TrainConfig:
                               f"{_clip(str(exc))}); {DAMAGED}") from None
 
 
-def _validate(state, name: str) -> None:
+def _validate(state, name: str, expected: int) -> None:
     if not isinstance(state, dict) or "schema_version" not in state:
         raise CheckpointError(f"{name} is a PyTorch file but not a GAN RL Lab checkpoint "
                               "(no schema_version)")
     version = state["schema_version"]
-    if type(version) is not int or version != SCHEMA_VERSION:
+    if type(version) is not int or version != expected:
         shown = version if type(version) is int else _describe(version)
+        fmt = "an old .pt file" if expected == LEGACY_SCHEMA_VERSION else "a .safetensors file"
         raise CheckpointError(f"{name} has schema version {shown!s}; this version of "
-                              f"GAN RL Lab reads version {SCHEMA_VERSION}")
+                              f"GAN RL Lab reads version {expected} in {fmt}")
     kind = state.get("kind", "run")
     if not isinstance(kind, str) or kind not in ("run", "arena"):
         _fail(name, f"kind is {_describe(kind)}, but must be 'run' or 'arena'")

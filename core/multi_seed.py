@@ -180,7 +180,7 @@ def check_and_prepare(cfgs: list[TrainConfig], arms: list, warmup_steps: int = 0
 
 
 def write_result(folder: Path, result) -> None:
-    """A task's run folder: <arm>/metrics.csv, samples.png, hashes.json, arena.pt."""
+    """A task's run folder: <arm>/metrics.csv, samples.png, hashes.json, arena.safetensors."""
     from .checkpoint import write_atomic
 
     folder = Path(folder)
@@ -191,7 +191,7 @@ def write_result(folder: Path, result) -> None:
     (folder / "hashes.json").write_text(json.dumps(result.hashes, indent=2))
     for name, data in result.checkpoints.items():
         write_atomic(data, folder / name)
-    write_atomic(result.checkpoint, folder / "arena.pt")
+    write_atomic(result.checkpoint, folder / "arena.safetensors")
 
 
 def missing_line(failures: list, what: str = "seed") -> str:

@@ -251,14 +251,14 @@ class RunControls:
 
     def save_checkpoint(self, path: str | Path | None = None,
                         folder: str | Path | None = None) -> Path:
-        """Save state_dict() atomically; by default to <folder>/step_<N>.pt, where
+        """Save state_dict() atomically; by default to <folder>/step_<N>.safetensors, where
         folder defaults to run_dir, then checkpoints/<run_id>. The file is named after
         the step the saved state holds (a running run moves on while it is saved)."""
-        from .checkpoint import remove_stale_temp, save_checkpoint  # avoid an import cycle
+        from .checkpoint import SUFFIX, remove_stale_temp, save_checkpoint  # avoid a cycle
         state = self.state_dict()
         if path is None:
             base = folder or self.run_dir or Path("checkpoints") / self.run_id
-            path = Path(base) / f"step_{state['step']}.pt"
+            path = Path(base) / f"step_{state['step']}{SUFFIX}"
         if path.parent not in self._swept and path.parent.is_dir():
             remove_stale_temp(path.parent)   # left by an earlier process killed mid-save
             self._swept.add(path.parent)

@@ -44,16 +44,19 @@ else:
     else:
         st.download_button("Download this checkpoint", data=path.read_bytes, key="dl_file",
                            file_name=ck.download_name(state.get("run_id") or path.parent.name,
-                                                      int(state["step"])),
+                                                      int(state["step"]), path.suffix),
                            on_click="ignore")
         ck.actions(state, key="file")
 
 st.subheader("Upload a checkpoint")
-upload = st.file_uploader("A .pt file saved by GAN RL Lab", type=["pt"], key="upload")
+upload = st.file_uploader("A .safetensors (or old .pt) file saved by GAN RL Lab",
+                          type=[s.lstrip(".") for s in ck.CHECKPOINT_SUFFIXES], key="upload")
 if upload is not None:
     state, error = ck.load_upload(upload)
     if error:
         st.error(f"Not loaded: {plain(error)}", icon=":material/error:")
     else:
         st.success(f"{plain(upload.name)} is a valid checkpoint.", icon=":material/check:")
+        if note := ck.upload_note(upload):
+            st.info(plain(note), icon=":material/info:")
         ck.actions(state, key="upload")

@@ -8,7 +8,7 @@ import torch
 
 import core.run as run_mod
 from core.arena import Arena, ArmSpec, extract_arm, weights_hash
-from core.checkpoint import load_checkpoint, save_checkpoint
+from core.checkpoint import load_checkpoint, save_checkpoint, to_pt_bytes
 from core.multi_seed import final_values, summarize, wide_table
 from core.config import TrainConfig
 from core.trainer import Trainer
@@ -147,22 +147,28 @@ def test_checkpoint_round_trip_and_extracted_arm_resumes(tmp_path):
     a = Arena(c, ["bce", "reinforce"])
     for _ in range(8):
         a.step()
-    path = a.save_checkpoint(tmp_path / "arena.pt")
+    path = a.save_checkpoint(tmp_path / "arena.safetensors")
     state = load_checkpoint(path)
     assert state["kind"] == "arena" and set(state["arms"]) == {"bce", "reinforce"}
+    # the same state in the old .pt format (what files saved before schema 2 hold)
+    old = load_checkpoint(to_pt_bytes(a.state_dict(), kind="arena"))
 
-    # the arena continues bit-for-bit after a reload
+    # the arena continues bit-for-bit after a reload, from either format
     b = Arena.from_state(state)
-    assert b.hashes() == a.hashes()
+    c = Arena.from_state(old)
+    assert b.hashes() == a.hashes() == c.hashes()
     for _ in range(4):
         a.step()
         b.step()
+        c.step()
     for name in a.arms:
         assert torch.equal(params(a.arms[name]), params(b.arms[name]))
+        assert torch.equal(params(a.arms[name]), params(c.arms[name]))
         assert frame(a.arms[name]).equals(frame(b.arms[name]))
+        assert frame(a.arms[name]).equals(frame(c.arms[name]))
 
     # one arm, extracted, resumes as a single run exactly where the arena would go
-    arm_path = save_checkpoint(extract_arm(state, "reinforce"), tmp_path / "rf.pt")
+    arm_path = save_checkpoint(extract_arm(state, "reinforce"), tmp_path / "rf.safetensors")
     single = load_checkpoint(arm_path)
     assert single["kind"] == "run" and single["rule"] == "reinforce"
     t = Trainer.from_checkpoint(single)

@@ -18,8 +18,9 @@ import struct
 import pytest
 import torch
 
-from core.checkpoint import (CheckpointError, checkpoint_summary, load_checkpoint,
-                             optimizer_state_for, to_bytes)
+from core.checkpoint import (CONVERTED_NOTE, CheckpointError, checkpoint_summary,
+                             load_checkpoint, load_with_format, optimizer_state_for, to_bytes,
+                             to_pt_bytes)
 from core.config import OptimConfig, preset
 
 NAME = "the uploaded file"     # how load_checkpoint(bytes) names its source
@@ -375,11 +376,52 @@ def _refused(data: bytes, match: str) -> str:
     return msg
 
 
+FORMATS = ["safetensors", "pt"]
+# The safetensors format has no strides: a crafted view is saved as its values, so it
+# reaches the loader as an ordinary contiguous tensor (refused only if its values are).
+LAYOUT_CASES = ("zero_stride", "overlapping", "transposed")
+# Refused by the format itself, before validation, with its own message.
+FORMAT_REFUSES = {"g_weight_complex": r"dtype 'C64', which a checkpoint never holds"}
+
+
+def _refused_in(fmt: str, state, case_id: str, match: str, kind: str = "run") -> None:
+    """A corrupted state, written in `fmt`, is refused with `match` (the old .pt format
+    carries whatever the case holds; the new one what safetensors can represent)."""
+    if fmt == "pt":
+        _refused(to_pt_bytes(state, kind), match)
+        return
+    try:
+        data = to_bytes(state, kind)
+    except TypeError:          # e.g. a sparse tensor: the saver cannot write it at all
+        return
+    if any(w in case_id for w in LAYOUT_CASES):
+        try:
+            loaded = load_checkpoint(data)
+        except CheckpointError as exc:
+            assert "\n" not in str(exc)
+            return
+        assert all(t.is_contiguous() for t in _tensors(loaded))
+        return
+    _refused(data, FORMAT_REFUSES.get(case_id, match))
+
+
+def _tensors(node):
+    if isinstance(node, torch.Tensor):
+        yield node
+    elif isinstance(node, dict):
+        for v in node.values():
+            yield from _tensors(v)
+    elif isinstance(node, list):
+        for v in node:
+            yield from _tensors(v)
+
+
 @pytest.mark.filterwarnings("ignore:Validating sparse tensor invariants")
+@pytest.mark.parametrize("fmt", FORMATS)
 @pytest.mark.parametrize("case", RUN_CASES, ids=[c[0] for c in RUN_CASES])
-def test_corrupted_run_checkpoint_is_refused(valid, case):
-    _, make, match = case
-    _refused(to_bytes(make(valid)), match)
+def test_corrupted_run_checkpoint_is_refused(valid, case, fmt):
+    case_id, make, match = case
+    _refused_in(fmt, make(valid), case_id, match)
 
 
 def test_optional_keys_are_validated_because_the_engine_saves_them(valid):
@@ -393,11 +435,18 @@ def _raw(payload) -> bytes:
     return buf.getvalue()
 
 
-def _with_header(state, **header):
-    """to_bytes, but with schema_version / kind as given (to_bytes sets its own)."""
-    payload = torch.load(io.BytesIO(to_bytes(state)), weights_only=True)
+def _with_header(state, fmt="pt", **header):
+    """The file's bytes, but with schema_version / kind as given (the writers set their
+    own)."""
+    from core import ckpt_format
+
+    if fmt == "pt":
+        payload = torch.load(io.BytesIO(to_pt_bytes(state)), weights_only=True)
+        payload.update(header)
+        return _raw(payload)
+    payload = ckpt_format.decode(to_bytes(state))
     payload.update(header)
-    return _raw(payload)
+    return ckpt_format.encode(payload)
 
 
 HEADER_CASES = [
@@ -412,10 +461,17 @@ HEADER_CASES = [
 ]
 
 
+@pytest.mark.parametrize("fmt", FORMATS)
 @pytest.mark.parametrize("case", HEADER_CASES, ids=[c[0] for c in HEADER_CASES])
-def test_bad_header_fields_are_refused(valid, case):
+def test_bad_header_fields_are_refused(valid, case, fmt):
     _, header, match = case
-    _refused(_with_header(valid, **header), match)
+    _refused(_with_header(valid, fmt, **header), match)
+
+
+def test_each_format_must_carry_its_own_schema_version(valid):
+    _refused(_with_header(valid, "pt", schema_version=2), r"reads version 1 in an old \.pt")
+    _refused(_with_header(valid, "safetensors", schema_version=1),
+             r"reads version 2 in a \.safetensors")
 
 
 def _arena_cases():
@@ -449,10 +505,11 @@ def _arena_cases():
 ARENA_CASES = _arena_cases()
 
 
+@pytest.mark.parametrize("fmt", FORMATS)
 @pytest.mark.parametrize("case", ARENA_CASES, ids=[c[0] for c in ARENA_CASES])
-def test_corrupted_arena_checkpoint_is_refused(arena_valid, case):
-    _, make, match = case
-    _refused(to_bytes(make(arena_valid), kind="arena"), match)
+def test_corrupted_arena_checkpoint_is_refused(arena_valid, case, fmt):
+    case_id, make, match = case
+    _refused_in(fmt, make(arena_valid), case_id, match, kind="arena")
 
 
 def _png_header(width, height) -> torch.Tensor:
@@ -482,10 +539,11 @@ IMAGE_CASES = [
 ]
 
 
+@pytest.mark.parametrize("fmt", FORMATS)
 @pytest.mark.parametrize("case", IMAGE_CASES, ids=[c[0] for c in IMAGE_CASES])
-def test_corrupted_image_checkpoint_is_refused(image_valid, case):
-    _, make, match = case
-    _refused(to_bytes(make(image_valid)), match)
+def test_corrupted_image_checkpoint_is_refused(image_valid, case, fmt):
+    case_id, make, match = case
+    _refused_in(fmt, make(image_valid), case_id, match)
 
 
 def _png_bytes() -> bytes:
@@ -500,7 +558,7 @@ def _png_bytes() -> bytes:
                                   "random_zip_header", "png", "pickle_int", "torch_list",
                                   "torch_tensor"])
 def test_damaged_or_foreign_files_are_refused(valid, what):
-    data = to_bytes(valid)
+    data = to_pt_bytes(valid)
     rng = random.Random(7)
     files = {
         "cut_10": data[:len(data) // 10],
@@ -514,14 +572,16 @@ def test_damaged_or_foreign_files_are_refused(valid, what):
         "torch_list": _raw([1, 2, 3]),
         "torch_tensor": _raw(torch.zeros(3)),
     }
-    _refused(files[what], r"not a PyTorch checkpoint|not a GAN RL Lab checkpoint")
+    _refused(files[what], r"not a PyTorch checkpoint|not a GAN RL Lab checkpoint|"
+                          r"not a checkpoint file|is empty")
 
 
-def test_the_first_problem_is_the_one_named(valid):
+@pytest.mark.parametrize("write", [to_bytes, to_pt_bytes])
+def test_the_first_problem_is_the_one_named(valid, write):
     bad = put(put(valid, G_ST + ("exp_avg",), torch.zeros(10)), ("fixed_z",), torch.zeros(1))
-    _refused(to_bytes(bad), r"g_optimizer exp_avg has 10 elements")
+    _refused(write(bad), r"g_optimizer exp_avg has 10 elements")
     worse = put(bad, ("step",), "x")
-    _refused(to_bytes(worse), r"step is the text 'x'")
+    _refused(write(worse), r"step is the text 'x'")
 
 
 # -- what must still load -----------------------------------------------------------------------
@@ -606,8 +666,8 @@ def test_cli_refuses_corrupted_run_checkpoints(valid, case, tmp_path, capsys):
     from core.__main__ import main
 
     make, match = next((m, r) for i, m, r in RUN_CASES if i == case)
-    path = tmp_path / "bad.pt"
-    path.write_bytes(to_bytes(make(valid)))
+    path = tmp_path / "bad.pt"   # the old format: it carries every case as crafted
+    path.write_bytes(to_pt_bytes(make(valid)))
     out_png = tmp_path / "x.png"
     for argv in (["info", str(path)], ["sample", str(path), "--out", str(out_png)],
                  ["eval", str(path)],
@@ -624,7 +684,7 @@ def test_cli_refuses_corrupted_run_checkpoints(valid, case, tmp_path, capsys):
 def test_cli_refuses_a_corrupted_arena_checkpoint(arena_valid, tmp_path, capsys):
     from core.__main__ import main
 
-    path = tmp_path / "arena.pt"
+    path = tmp_path / "arena.safetensors"
     path.write_bytes(to_bytes(put(arena_valid, ("arms", "bce"), 3), kind="arena"))
     for argv in (["info", str(path)], ["eval", str(path)],
                  ["extract", str(path), "--arm", "reinforce", "--out", str(tmp_path / "a.pt")]):
@@ -641,3 +701,236 @@ def test_cli_info_of_a_valid_checkpoint(valid, tmp_path, capsys):
     path.write_bytes(to_bytes(valid))
     assert main(["info", str(path)]) == 0
     assert json.loads(capsys.readouterr().out)["step"] == 3
+
+
+# -- the safetensors format: exact round trip, old files, hostile bytes ------------------------
+def _same(a, b, path="") -> None:
+    """Equal nested states: the same types, keys in order, tensors bit for bit."""
+    assert type(a) is type(b), (path, type(a), type(b))
+    if isinstance(a, dict):
+        assert list(a) == list(b), path
+        for k in a:
+            _same(a[k], b[k], f"{path}/{k}")
+    elif isinstance(a, list):
+        assert len(a) == len(b), path
+        for i, (x, y) in enumerate(zip(a, b)):
+            _same(x, y, f"{path}/{i}")
+    elif isinstance(a, torch.Tensor):
+        assert (a.dtype, a.shape) == (b.dtype, b.shape), path
+        assert a.numpy().tobytes() == b.numpy().tobytes(), path
+    else:
+        assert a == b or (a != a and b != b), (path, a, b)
+
+
+def _old_and_new(state, kind="run"):
+    new, old_format = load_with_format(to_bytes(state, kind))
+    old, was_old = load_with_format(to_pt_bytes(state, kind))
+    assert not old_format and was_old
+    assert (new["schema_version"], old["schema_version"]) == (2, 1)
+    for k in ("schema_version", "saved_at"):
+        old[k] = new[k]
+    return old, new
+
+
+@pytest.mark.parametrize("which", ["valid", "arena_valid", "image_valid"])
+def test_the_new_format_gives_the_loaders_the_same_state_as_the_old(which, request):
+    state = request.getfixturevalue(which)
+    old, new = _old_and_new(state, "arena" if which == "arena_valid" else "run")
+    _same(old, new)
+    assert all(t.is_contiguous() and t.untyped_storage().nbytes() == t.nbytes
+               for t in _tensors(new))          # each its own storage, nothing shared
+
+
+def test_other_safetensors_readers_read_the_file(valid):
+    from safetensors.torch import load
+
+    data = to_bytes(valid)
+    tensors = load(data)
+    assert torch.equal(tensors["generator/layers.0.weight"], valid["generator"]["layers.0.weight"])
+    assert len(tensors) == len(list(_tensors(valid)))
+
+
+def _forge(doc, tensors=None) -> bytes:
+    """A file with a correct checksum around any metadata document and tensors."""
+    from core.ckpt_format import pack
+
+    text = doc if isinstance(doc, str) else json.dumps(doc)
+    return pack(text, tensors if tensors is not None else {"a": torch.zeros(2)})
+
+
+def _header_file(header: dict, data: bytes = b"", length: int | None = None) -> bytes:
+    text = json.dumps(header).encode()
+    return struct.pack("<Q", len(text) if length is None else length) + text + data
+
+
+def _state_doc(state_doc):
+    return {"format": "ganlab-checkpoint", "state": state_doc}
+
+
+def _flip(data: bytes, where: int) -> bytes:
+    out = bytearray(data)
+    out[where] ^= 0x01
+    return bytes(out)
+
+
+def _data_start(data: bytes) -> int:
+    return 8 + struct.unpack("<Q", data[:8])[0]
+
+
+def _hostile_files(valid) -> dict:
+    """name -> (bytes, what the one-line refusal must say)."""
+    good = to_bytes(valid)
+    start = _data_start(good)
+    doc_at = good.index(b'\\"step\\":3')   # a digit inside the metadata document
+    cut = "cut short|is empty|not a checkpoint file"
+    rng = random.Random(11)
+    return {
+        "flipped_data_first": (_flip(good, start), "fails its SHA-256 checksum"),
+        "flipped_data_middle": (_flip(good, (start + len(good)) // 2), "fails its SHA-256"),
+        "flipped_data_last": (_flip(good, len(good) - 1), "fails its SHA-256 checksum"),
+        "flipped_metadata_digit": (good[:doc_at + 9] + b"4" + good[doc_at + 10:],
+                                   "fails its SHA-256 checksum"),
+        "cut_10": (good[:len(good) // 10], cut),
+        "cut_50": (good[:len(good) // 2], cut),
+        "cut_99": (good[:len(good) * 99 // 100], cut),
+        "cut_header": (good[:9], cut),
+        "appended": (good + b"\0" * 8, "has bytes appended"),
+        "empty": (b"", "is empty"),
+        "random": (bytes(rng.randrange(256) for _ in range(4096)), "not a checkpoint file"),
+        "png": (_png_bytes(), "not a checkpoint file"),
+        "text": (b"hello, this is not a checkpoint\n", "not a checkpoint file"),
+        "header_length_absurd": (struct.pack("<Q", 2**63) + b"{}", "claims a header of"),
+        "header_length_past_end": (_header_file({}, length=10**6), "cut short"),
+        "header_not_json": (struct.pack("<Q", 9) + b"{not json", "header is not JSON"),
+        "header_not_utf8": (struct.pack("<Q", 4) + b"{\xff\xfe}", "header is not JSON"),
+        "header_deep": (struct.pack("<Q", 200_001) + b"{" + b"[" * 100_000 + b"]" * 100_000,
+                        "not JSON|nested deeper"),
+        "header_entry_not_tensor": (_header_file({"a": 1}), "not a tensor entry"),
+        "metadata_not_text": (_header_file({"__metadata__": {"ganlab": 5}}), "map of text"),
+        "no_ganlab_metadata": (_header_file({}), "not a GAN RL Lab checkpoint"),
+        "dtype_complex": (_forge("{}", {"a": torch.zeros(2, dtype=torch.complex64)}),
+                          "dtype 'C64', which a checkpoint never holds"),
+        "dtype_bool": (_forge("{}", {"a": torch.zeros(2, dtype=torch.bool)}),
+                       "dtype 'BOOL', which a checkpoint never holds"),
+        "dtype_made_up": (_header_file({"a": {"dtype": "Q99", "shape": [1],
+                                              "data_offsets": [0, 1]}}, b"\0"), "dtype 'Q99'"),
+        "offsets_past_end": (_header_file({"a": {"dtype": "F32", "shape": [2**40],
+                                                 "data_offsets": [0, 2**42]}}, b"\0" * 8),
+                             "outside the file"),
+        "shape_does_not_fill": (_header_file({"a": {"dtype": "F32", "shape": [3],
+                                                    "data_offsets": [0, 8]}}, b"\0" * 8),
+                                "does not fill"),
+        "negative_shape": (_header_file({"a": {"dtype": "F32", "shape": [-1],
+                                               "data_offsets": [0, 4]}}, b"\0" * 4),
+                           "invalid shape"),
+        "overlapping_tensors": (_header_file({
+            "a": {"dtype": "U8", "shape": [4], "data_offsets": [0, 4]},
+            "b": {"dtype": "U8", "shape": [4], "data_offsets": [0, 4]}}, b"\0" * 4),
+            "overlaps or has gaps"),
+        "metadata_not_json": (_forge("{not json"), "metadata that is not JSON"),
+        "metadata_nan": (_forge('{"format": "ganlab-checkpoint", "state": NaN}'), "not JSON"),
+        "metadata_huge_int": (_forge('{"format": "ganlab-checkpoint", "state": '
+                                     + "9" * 5000 + "}"), "not JSON"),
+        "metadata_deep_recursion": (_forge('{"format": "ganlab-checkpoint", "state": '
+                                           + "[" * 100_000 + "]" * 100_000 + "}"),
+                                    "nested deeper"),
+        "metadata_deep": (_forge(_state_doc(json.loads("[" * 40 + "]" * 40))), "nested deeper"),
+        "metadata_wrong_format": (_forge({"format": "other", "state": {}}), "not a ganlab"),
+        "metadata_state_list": (_forge(_state_doc([1])), "not a dict"),
+        "tensor_not_mapped": (_forge(_state_doc({}), {"stowaway": torch.zeros(2)}),
+                              "'stowaway', which the metadata does not map"),
+        "mapping_to_missing_tensor": (_forge(_state_doc({"x": {"$t": "nope"}})),
+                                      "naming tensor 'nope', which the file does not hold"),
+        "tensor_mapped_twice": (_forge(_state_doc({"x": {"$t": "a"}, "y": {"$t": "a"}})),
+                                "naming tensor 'a' twice"),
+        "unknown_tag": (_forge(_state_doc({"x": {"$p": "os.system"}, "a": {"$t": "a"}})),
+                        "unknown tag"),
+        "bad_dict_pairs": (_forge(_state_doc({"$d": [[1]]})), "not a \\[key, value\\] pair"),
+        "list_as_dict_key": (_forge(_state_doc({"$d": [[[1], 2]]})), "dict key that is a list"),
+        "plain_json_state": (_forge(_state_doc({"a": {"$t": "a"}})),
+                             "not a GAN RL Lab checkpoint \\(no schema_version\\)"),
+    }
+
+
+HOSTILE_IDS = ["flipped_data_first", "flipped_data_middle", "flipped_data_last",
+               "flipped_metadata_digit", "cut_10", "cut_50", "cut_99", "cut_header",
+               "appended", "empty", "random", "png", "text", "header_length_absurd",
+               "header_length_past_end", "header_not_json", "header_not_utf8", "header_deep",
+               "header_entry_not_tensor", "metadata_not_text", "no_ganlab_metadata",
+               "dtype_complex", "dtype_bool", "dtype_made_up", "offsets_past_end",
+               "shape_does_not_fill", "negative_shape", "overlapping_tensors",
+               "metadata_not_json", "metadata_nan", "metadata_huge_int",
+               "metadata_deep_recursion", "metadata_deep", "metadata_wrong_format",
+               "metadata_state_list", "tensor_not_mapped", "mapping_to_missing_tensor",
+               "tensor_mapped_twice", "unknown_tag", "bad_dict_pairs", "list_as_dict_key",
+               "plain_json_state"]
+
+
+@pytest.fixture(scope="module")
+def hostile(valid):
+    files = _hostile_files(valid)
+    assert sorted(files) == sorted(HOSTILE_IDS)
+    return files
+
+
+@pytest.mark.parametrize("what", HOSTILE_IDS)
+def test_hostile_or_damaged_safetensors_files_are_refused(hostile, what):
+    data, match = hostile[what]
+    _refused(data, match)
+
+
+@pytest.mark.parametrize("what", ["flipped_data_middle", "cut_10", "cut_50", "cut_99", "empty",
+                                  "random", "png", "header_length_absurd", "dtype_complex",
+                                  "tensor_not_mapped", "mapping_to_missing_tensor",
+                                  "metadata_deep_recursion"])
+def test_cli_info_refuses_hostile_files_in_one_line(hostile, what, tmp_path, capsys):
+    from core.__main__ import main
+
+    data, match = hostile[what]
+    path = tmp_path / "bad.safetensors"
+    path.write_bytes(data)
+    assert main(["info", str(path)]) == 2
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:"), captured.err
+    assert re.search(match, lines[0]) and "Traceback" not in captured.err
+    assert captured.out == ""
+
+
+def test_an_old_pt_file_loads_and_the_cli_says_it_was_converted(valid, tmp_path, capsys):
+    from core.__main__ import main
+
+    old = tmp_path / "old.pt"
+    old.write_bytes(to_pt_bytes(valid))
+    assert main(["info", str(old)]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["step"] == 3
+    assert captured.err.strip().splitlines() == [f"note: {old}: {CONVERTED_NOTE}"]
+    out = tmp_path / "resumed"
+    assert main(["train", "--resume", str(old), "--steps", "5", "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert err.count(CONVERTED_NOTE) == 1
+    assert (out / "step_5.safetensors").is_file()     # saved again: the new format
+    new = out / "step_5.safetensors"
+    assert main(["info", str(new)]) == 0
+    assert CONVERTED_NOTE not in capsys.readouterr().err
+
+
+def test_a_run_resumes_bit_for_bit_from_either_format():
+    from core.trainer import Trainer
+
+    trainer = Trainer(_cfg())
+    for _ in range(3):
+        trainer.step()
+    state = trainer.state_dict()
+    resumed = [Trainer.from_checkpoint(load_checkpoint(write(state)))
+               for write in (to_bytes, to_pt_bytes)]
+    for _ in range(4):
+        for t in (trainer, *resumed):
+            t.step()
+    for t in resumed:
+        assert torch.equal(t.nets.g_flat, trainer.nets.g_flat)
+        assert torch.equal(t.nets.d_flat, trainer.nets.d_flat)
+        timing = ["steps_per_s"]   # wall time is never identical
+        assert t.log.to_frame().drop(columns=timing).equals(
+            trainer.log.to_frame().drop(columns=timing))

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from core.checkpoint import CheckpointError, _plain, load_checkpoint, save_checkpoint, to_bytes
+from core.checkpoint import (CheckpointError, _plain, load_checkpoint, load_with_format,
+                             save_checkpoint, to_bytes, to_pt_bytes)
 from core.config import PRESETS, ConfigError, TrainConfig, preset
 from core.metrics import MetricLog, decimate
 from core.samples import Snapshot, SnapshotStore
@@ -121,13 +122,25 @@ def ring_state():
     return trainer.state_dict()
 
 
-def test_checkpoint_loads_with_weights_only(ring_state, tmp_path):
-    path = save_checkpoint(ring_state, tmp_path / "step_5.pt")
+def test_checkpoint_is_a_safetensors_file(ring_state, tmp_path):
+    from safetensors import safe_open
+
+    path = save_checkpoint(ring_state, tmp_path / "step_5.safetensors")
+    with safe_open(path, framework="pt") as f:   # any safetensors reader opens it
+        assert "generator/layers.0.weight" in f.keys() and "sha256" in f.metadata()
+    state = load_checkpoint(path)
+    assert state["schema_version"] == 2 and state["step"] == 5 and state["kind"] == "run"
+    assert isinstance(state["torch_version"], str)
+    assert not [p for p in os.listdir(tmp_path) if p.endswith(".tmp")]
+
+
+def test_old_pt_checkpoint_loads_with_weights_only(ring_state, tmp_path):
+    path = tmp_path / "step_5.pt"
+    path.write_bytes(to_pt_bytes(ring_state))
     raw = torch.load(path, weights_only=True)
     assert raw["schema_version"] == 1 and raw["step"] == 5 and raw["kind"] == "run"
-    assert isinstance(raw["torch_version"], str)
-    assert load_checkpoint(path)["step"] == 5
-    assert not [p for p in os.listdir(tmp_path) if p.endswith(".tmp")]
+    state, old_format = load_with_format(path)
+    assert old_format and state["step"] == 5
 
 
 class Evil:
@@ -147,7 +160,7 @@ def test_pickled_callable_is_refused(ring_state, tmp_path):
 
 
 def test_foreign_and_broken_files_get_clear_errors(ring_state, tmp_path):
-    with pytest.raises(CheckpointError, match="not a PyTorch checkpoint"):
+    with pytest.raises(CheckpointError, match="not a checkpoint file"):
         load_checkpoint(b"hello, I am a text file")
     buf = io.BytesIO()
     torch.save({"weights": torch.zeros(3)}, buf)
@@ -157,9 +170,10 @@ def test_foreign_and_broken_files_get_clear_errors(ring_state, tmp_path):
         load_checkpoint(_with_version(ring_state, 99))
     with pytest.raises(CheckpointError, match="no such file"):
         load_checkpoint(tmp_path / "missing.pt")
-    truncated = to_bytes(ring_state)[:500]
     with pytest.raises(CheckpointError, match="not a PyTorch checkpoint"):
-        load_checkpoint(truncated)
+        load_checkpoint(to_pt_bytes(ring_state)[:500])
+    with pytest.raises(CheckpointError, match="cut short"):
+        load_checkpoint(to_bytes(ring_state)[:500])
 
 
 def _with_version(state, version) -> bytes:
@@ -180,7 +194,7 @@ def test_shapes_that_do_not_match_the_config_are_named(ring_state):
 
 
 def test_a_failed_write_keeps_the_previous_file(ring_state, tmp_path, monkeypatch):
-    path = save_checkpoint(ring_state, tmp_path / "step.pt")
+    path = save_checkpoint(ring_state, tmp_path / "step.safetensors")
     good = path.read_bytes()
 
     def broken_replace(*_):
@@ -190,7 +204,7 @@ def test_a_failed_write_keeps_the_previous_file(ring_state, tmp_path, monkeypatc
     with pytest.raises(OSError):
         save_checkpoint({**ring_state, "step": 6}, path)
     assert path.read_bytes() == good
-    assert os.listdir(tmp_path) == ["step.pt"]
+    assert os.listdir(tmp_path) == ["step.safetensors"]
 
 
 # -- metric log and snapshots -----------------------------------------------------------
@@ -251,12 +265,15 @@ def test_loading_a_checkpoint_never_touches_the_data_root_it_names(tmp_path):
 
 
 def test_a_save_removes_temp_files_that_killed_saves_left_behind(tmp_path):
-    stale = tmp_path / ".step_3.pt.abc123.tmp"
-    fresh = tmp_path / ".step_4.pt.def456.tmp"
-    for f in (stale, fresh):
+    stale = tmp_path / ".step_3.safetensors.abc123.tmp"
+    stale_old = tmp_path / ".step_2.pt.abc123.tmp"   # left by a version that wrote .pt
+    fresh = tmp_path / ".step_4.safetensors.def456.tmp"
+    for f in (stale, stale_old, fresh):
         f.write_bytes(b"half a checkpoint")
     os.utime(stale, (1, 1))                    # written long ago by a killed process
+    os.utime(stale_old, (1, 1))
     trainer = Trainer(TrainConfig(data="ring8", sample_every=2))
     trainer.step()
     trainer.save_checkpoint(folder=tmp_path)
-    assert not stale.exists() and fresh.exists() and (tmp_path / "step_1.pt").exists()
+    assert not stale.exists() and not stale_old.exists() and fresh.exists()
+    assert (tmp_path / "step_1.safetensors").exists()

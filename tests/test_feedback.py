@@ -98,7 +98,7 @@ def test_simulate_store_train_and_fine_tune_on_the_preference_reward(tmp_path, c
     assert main(["train", "--resume", str(ckpt), "--rule", "reinforce", "--steps", "40",
                  "--set", "reinforce.reward=preference", "--set",
                  f"reinforce.reward_model={rm}", "--out", str(out)]) == 0
-    state = load_checkpoint(out / "step_40.pt")
+    state = load_checkpoint(out / "step_40.safetensors")
     assert state["config"]["reinforce"]["reward"] == "preference"
     assert main(["train", "--data", "ring8", "--steps", "5", "--rule", "reinforce", "--set",
                  "reinforce.reward=preference", "--out", str(tmp_path / "x")]) == 2

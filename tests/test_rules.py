@@ -156,7 +156,7 @@ def test_budget_not_a_multiple_of_eval_every_ends_evaluated(tmp_path):
     trainer.run_here()
     frame = trainer.log.to_frame()
     assert list(frame.dropna(subset=["q_modes"]).step) == [10, 20, 25]
-    assert [p.name for p in trainer.saved] == ["step_10.pt", "step_20.pt"]
+    assert [p.name for p in trainer.saved] == ["step_10.safetensors", "step_20.safetensors"]
     assert trainer.status.state == "finished"
 
 

@@ -1,9 +1,9 @@
 """Checkpoint files for the Checkpoints page: list, save, download, act on one.
 
-Files live in checkpoints/<run-id>/step_<N>.pt (GANLAB_CHECKPOINT_DIR overrides the
-root, e.g. for tests). Every load goes through core.checkpoint.load_checkpoint, which
-uses weights_only and validates; the table reads only summaries, cached per file
-version.
+Files live in checkpoints/<run-id>/step_<N>.safetensors (or .pt, the old format;
+GANLAB_CHECKPOINT_DIR overrides the root, e.g. for tests). Every load goes through
+core.checkpoint.load_with_format, which never unpickles code and validates; the table
+reads only summaries, cached per file version.
 """
 from __future__ import annotations
 
@@ -16,8 +16,9 @@ import streamlit as st
 import torch
 
 from core.arena import extract_arm
-from core.checkpoint import (CheckpointError, checkpoint_summary, config_of, load_checkpoint,
-                             to_bytes)
+from core.checkpoint import (CHECKPOINT_SUFFIXES, SUFFIX, CheckpointError, checkpoint_summary,
+                             config_of, load_with_format, old_format_note, to_bytes)
+from core.ckpt_format import looks_like_pickle, read_meta
 from core.rules import RULES
 from core.data import load_dataset
 from core.samples import SnapshotStore
@@ -31,7 +32,8 @@ def checkpoint_dir() -> Path:
 
 
 def checkpoint_files() -> list[Path]:
-    files = checkpoint_dir().glob("*/step_*.pt")
+    files = [p for suffix in CHECKPOINT_SUFFIXES
+             for p in checkpoint_dir().glob(f"*/step_*{suffix}")]
     return sorted(files, key=lambda p: p.stat().st_mtime, reverse=True)
 
 
@@ -39,7 +41,12 @@ def checkpoint_files() -> list[Path]:
 def _summary(path: str, mtime_ns: int, size: int) -> dict:
     """Run, step, rule and data of one file; mtime and size key the cache."""
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        with open(path, "rb") as fh:
+            head = fh.read(8)
+        if looks_like_pickle(head):   # the old format
+            state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        else:   # the header's metadata alone: no tensor is read
+            state = read_meta(Path(path).read_bytes()).get("state", {})
         info = checkpoint_summary(state)
         return {k: info.get(k) for k in ("run_id", "step", "rule", "data")}
     except Exception as exc:   # listed anyway, so the user sees the broken file
@@ -88,8 +95,8 @@ def run_card(run, what: str, warming_up: bool = False) -> None:
             help="Pause the run first (or use Save now), so the file is the step it names")
 
 
-def download_name(run_id: str, step: int) -> str:
-    return f"{run_id}_step_{step}.pt"
+def download_name(run_id: str, step: int, suffix: str = SUFFIX) -> str:
+    return f"{run_id}_step_{step}{suffix}"
 
 
 def live_state_bytes(run):
@@ -100,10 +107,18 @@ def live_state_bytes(run):
 
 def load(source) -> tuple[dict | None, str | None]:
     """(state, None) or (None, clear error message)."""
+    state, error, _ = load_noted(source)
+    return state, error
+
+
+def load_noted(source, name: str = "") -> tuple[dict | None, str | None, str | None]:
+    """(state, None, note) or (None, clear error message, None); the note says that an
+    old .pt file was converted (None for the current format)."""
     try:
-        return load_checkpoint(source), None
+        state, old_format = load_with_format(source)
     except CheckpointError as exc:
-        return None, str(exc)
+        return None, str(exc), None
+    return state, None, old_format_note(name or str(source)) if old_format else None
 
 
 @st.cache_resource(show_spinner=False, max_entries=4)
@@ -116,9 +131,15 @@ def load_upload(upload) -> tuple[dict | None, str | None]:
     """An uploaded file, validated once per upload and kept in the session."""
     cached = st.session_state.get("upload_state")
     if cached is None or cached[0] != upload.file_id:
-        cached = (upload.file_id, *load(upload.getvalue()))
+        cached = (upload.file_id, *load_noted(upload.getvalue(), upload.name))
         st.session_state["upload_state"] = cached
     return cached[1], cached[2]
+
+
+def upload_note(upload) -> str | None:
+    """The old-format note of the upload load_upload last read (None if current)."""
+    cached = st.session_state.get("upload_state")
+    return cached[3] if cached is not None and cached[0] == upload.file_id else None
 
 
 # -- actions on one checkpoint ---------------------------------------------------------
