@@ -63,7 +63,7 @@ class TaskResult:
     png: bytes                      # every arm's samples, side by side
     hashes: dict
     checkpoint: bytes               # the arena checkpoint (kind "arena")
-    checkpoints: dict[str, bytes]   # step_<N>.pt written by checkpoint_every
+    checkpoints: dict[str, bytes]   # step_<N>.safetensors written by checkpoint_every
     message: str                    # why it stopped early (diverged), else ""
     seconds: float
     worker: str                     # host:pid
@@ -122,7 +122,7 @@ def execute(task: Task, attempt: int = 1, log_every: float = float("inf")) -> Ta
                     log=lambda msg: print(msg, file=sys.stderr, flush=True))
             run_arena(arena, log_every=log_every, quiet=True)
             message = arena.status.message if arena.status.state == "diverged" else ""
-            saved = {p.name: p.read_bytes() for p in sorted(Path(tmp).glob("*.pt"))}
+            saved = {p.name: p.read_bytes() for p in sorted(Path(tmp).glob("*.safetensors"))}
         return TaskResult(
             task=task,
             logs={name: arm.log.to_csv() for name, arm in arena.arms.items()},
@@ -256,6 +256,7 @@ class _Ray:
                    "excludes": ["__pycache__", "*.pyc"]}
             try:
                 if address:
+                    check_reachable(address)    # ray.init retries an absent one for minutes
                     ray.init(address=address, runtime_env=env)
                 else:
                     ray.init(num_cpus=workers or os.cpu_count() or 1, include_dashboard=False,
@@ -285,6 +286,36 @@ class _Ray:
             self.ray.shutdown()
 
 
+CONNECT_TIMEOUT_S = 5.0
+RAY_CURRENT_CLUSTER = Path("/tmp/ray/ray_current_cluster")   # where `ray start` notes it
+
+
+def check_reachable(address: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
+    """Raise RunnerError in one line unless something accepts a TCP connection at the
+    Ray address (HOST:PORT, ray://HOST:PORT, or "auto": $RAY_ADDRESS or the cluster
+    `ray start` last noted on this machine). "auto" with neither is left to Ray, which
+    says at once that it found no cluster."""
+    target = address.strip()
+    if target == "auto":
+        target = os.environ.get("RAY_ADDRESS", "").strip()
+        if not target and RAY_CURRENT_CLUSTER.is_file():
+            target = RAY_CURRENT_CLUSTER.read_text().strip()
+        if not target or target == "auto":
+            return
+    host, _, port = target.removeprefix("ray://").rpartition(":")
+    host = host.strip("[]")
+    if not host or not port.isdigit():
+        raise RunnerError(f"Ray address {address!r}: use auto or HOST:PORT (e.g. 10.0.0.5:6379)")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as exc:
+        reason = "timed out" if isinstance(exc, TimeoutError) else (exc.strerror or str(exc))
+        via = "" if target == address.strip() else f" (from {address})"
+        raise RunnerError(f"Ray address {target}{via}: no Ray cluster answers there within "
+                          f"{timeout:g} s ({reason}); start one with `ray start --head` on "
+                          "that machine, or leave the address out for a local Ray") from None
+
+
 def make_backend(backend: str, workers: int | None = None, address: str | None = None,
                  tasks: int = 0):
     if backend not in BACKENDS:
@@ -304,9 +335,13 @@ def make_backend(backend: str, workers: int | None = None, address: str | None =
 # -- the driver -------------------------------------------------------------------------
 def run_tasks(tasks: list[Task], on_result: Callable[[TaskResult], None], *,
               backend: str = DEFAULT_BACKEND, workers: int | None = None,
-              address: str | None = None, log=None) -> list[TaskFailure]:
+              address: str | None = None, log=None,
+              on_failure: Callable[[TaskFailure], None] | None = None,
+              should_stop: Callable[[], bool] | None = None) -> list[TaskFailure]:
     """Run every task; on_result(result) in this process as each one finishes (in
-    the order they finish). Returns the tasks that failed twice."""
+    the order they finish), on_failure(failure) as one fails twice. Returns the tasks
+    that failed twice. should_stop() true: no more tasks start, and it returns once a
+    running one finishes (the pool is shut down; its workers end their current task)."""
     say = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
     runner = make_backend(backend, workers, address, tasks=len(tasks))
     total, done, failures = len(tasks), 0, []
@@ -317,6 +352,9 @@ def run_tasks(tasks: list[Task], on_result: Callable[[TaskResult], None], *,
         say(f"{total} task(s) on the {backend} backend, {runner.slots} at a time")
     try:
         while pending or running:
+            if should_stop is not None and should_stop():
+                say(f"stopped with {done + len(failures)} of {total} task(s) finished")
+                break
             while pending and len(running) < runner.slots:
                 task, attempt, alone = pending[0]
                 if (alone and running) or any(a for _, _, a in running.values()):
@@ -337,6 +375,8 @@ def run_tasks(tasks: list[Task], on_result: Callable[[TaskResult], None], *,
                         pending.insert(0, (task, attempt + 1, False))
                         continue
                     failures.append(TaskFailure(task, describe(outcome), attempt))
+                    if on_failure is not None:
+                        on_failure(failures[-1])
                     say(f"  {task.key} FAILED after {attempt} attempts: {describe(outcome)}")
                 else:
                     outcome.attempts = attempt

@@ -57,7 +57,7 @@ def test_serial_run_writes_every_seed_folder_and_the_summary(serial_run):
         folder = serial_run / f"seed_{seed}"
         assert (folder / "samples.png").read_bytes().startswith(b"\x89PNG")
         assert json.loads((folder / "hashes.json").read_text())["batches"]
-        assert (folder / "arena.pt").stat().st_size > 1000
+        assert (folder / "arena.safetensors").stat().st_size > 1000
     summary = pd.read_csv(serial_run / "summary.csv")
     assert set(summary.n) == {2} and "q_modes" in set(summary.metric)
     frame = pd.read_csv(serial_run / "seed_0" / "bce" / "metrics.csv")
@@ -94,7 +94,7 @@ def test_a_failing_task_is_retried_once_then_reported(tmp_path, capsys):
     assert [(f.task.seed, f.attempts) for f in failures] == [(1, 2)]
     assert "injected failure" in failures[0].error
     assert not (tmp_path / "seed_1").exists()
-    assert (tmp_path / "seed_2" / "arena.pt").exists()
+    assert (tmp_path / "seed_2" / "arena.safetensors").exists()
     summary = pd.read_csv(tmp_path / "summary.csv")
     assert set(summary.n) == {2}
     md = (tmp_path / "summary.md").read_text()
@@ -178,7 +178,7 @@ def test_sweep_falls_back_to_g_loss_without_quality_metrics(tmp_path, capsys):
     md = (out / "sweep.md").read_text()
     assert "ranked by g_loss (lower is better)" in md
     assert not list(out.glob("heatmap_*.png"))
-    assert (out / "lr=0.0001,batch_size=64" / "seed_0" / "arena.pt").exists()
+    assert (out / "lr=0.0001,batch_size=64" / "seed_0" / "arena.safetensors").exists()
 
 
 @pytest.mark.parametrize("args,message", [
@@ -192,3 +192,27 @@ def test_sweep_usage_errors_exit_2(args, message, tmp_path, capsys):
     rc = main(["sweep", "--data", "ring8", "--steps", "5", "--out", str(tmp_path / "s"), *args])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and err.startswith("error:") and message in err and "\n" not in err
+
+
+def test_an_unreachable_ray_address_fails_fast_in_one_line(monkeypatch, tmp_path, capsys):
+    import socket
+    import time
+
+    from core.runner import check_reachable
+    with socket.socket() as s:            # a local port that nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    address = f"127.0.0.1:{port}"
+    with pytest.raises(RunnerError, match=f"Ray address {address}: no Ray cluster .*"
+                                          "ray start --head"):
+        check_reachable(address)
+    with pytest.raises(RunnerError, match="HOST:PORT"):
+        check_reachable("nohost")
+    ray = pytest.importorskip("ray")
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)   # the module's Ray may run
+    start = time.monotonic()
+    rc = main(["compare", "--data", "ring8", "--steps", "5", "--backend", "ray",
+               "--address", address, "--out", str(tmp_path / "c")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and time.monotonic() - start < 30
+    assert address in err[-1] and "ray start --head" in err[-1]
