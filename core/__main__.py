@@ -22,7 +22,8 @@ _HELD: list = []
 _BEFORE = (signal.signal(signal.SIGINT, lambda *_: _HELD.append(True))
            if __name__ == "__main__" else None)
 try:
-    from .checkpoint import CheckpointError, checkpoint_summary, config_of, load_checkpoint
+    from .checkpoint import (CheckpointError, checkpoint_summary, config_of, load_with_format,
+                             old_format_note)
     from .config import DEVICE_NAMES, PRESETS, ConfigError, TrainConfig, preset
     from .data import DATASETS, DataError
     from .preferences import PreferenceStoreError
@@ -38,6 +39,15 @@ finally:
 if _HELD:
     print("interrupted", file=sys.stderr)
     sys.exit(130)
+
+
+def load_checkpoint(source):
+    """checkpoint.load_checkpoint; an old .pt file also prints one note (on stderr, so
+    `info` and `eval --json` stay parseable) that re-saving writes the new format."""
+    state, old_format = load_with_format(source)
+    if old_format:
+        print(f"note: {old_format_note(str(source))}", file=sys.stderr)
+    return state
 
 
 class _Parser(argparse.ArgumentParser):
@@ -345,7 +355,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
                         **_backend_options(args))
     print((out / "summary.md").read_text())
     print(f"wrote {args.out}/summary.csv, summary.md, seed_*/<arm>/metrics.csv, "
-          f"seed_*/samples.png, seed_*/arena.pt ({len(table)} arms)")
+          f"seed_*/samples.png, seed_*/arena.safetensors ({len(table)} arms)")
     return _failed(table.attrs.get("failures", []), len(seeds), "seed")
 
 
@@ -468,6 +478,38 @@ def cmd_reward_train(args: argparse.Namespace) -> int:
     print(f"wrote {path}: {m['pairs']} pairs ({m['held_out_pairs']} held out), features "
           f"{m['features']}, held-out accuracy {m['held_out_acc']:.3f}, "
           f"held-out BT loss {m['held_out_loss']:.3f}")
+    return 0
+
+
+def cmd_animate(args: argparse.Namespace) -> int:
+    from .animate import latest_checkpoint, progression_gif, snapshots_of
+
+    out = check_out_file("--out", args.out)
+    if out.suffix.lower() != ".gif":
+        raise UsageError(f"--out {args.out}: the animation is a GIF; name a .gif file")
+    if not 0 < args.fps <= 50:
+        raise UsageError(f"--fps {args.fps:g}: use a rate above 0 and at most 50")
+    source = Path(args.source)
+    if source.is_dir():
+        try:
+            source = latest_checkpoint(source)
+        except FileNotFoundError as exc:
+            raise UsageError(f"{exc}; give a run folder of `train --out` or a checkpoint")
+    state = load_checkpoint(source)
+    if state.get("kind") == "arena":
+        raise UsageError(f"{source} is an arena checkpoint; extract an arm first")
+    snaps = snapshots_of(state)
+    if not snaps:
+        raise UsageError(f"{source} holds no sample snapshots to animate")
+    cfg = config_of(state)
+    real = None
+    if cfg.is_2d:   # the toy sets are generated in memory: cheap to draw the real points
+        from .data import load_by_name
+        real = load_by_name(cfg.data).x[:1000].float().numpy()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(progression_gif(snaps, fps=args.fps, real=real))
+    print(f"wrote {out}: {len(snaps)} frames, steps {snaps[0].step:,} to "
+          f"{snaps[-1].step:,} (from {source})")
     return 0
 
 
@@ -609,6 +651,14 @@ def make_parser() -> argparse.ArgumentParser:
                         "classifier, pixels; raw (2-D)")
     rtrain.add_argument("--seed", type=as_seed, default=0)
     rtrain.set_defaults(func=cmd_reward_train)
+
+    animate = sub.add_parser("animate", help="write an animated GIF of a run's sample "
+                             "snapshots, one frame per snapshot")
+    animate.add_argument("source", metavar="RUN_DIR_OR_CKPT",
+                         help="a checkpoint, or a run folder (its latest step_* file)")
+    animate.add_argument("--out", required=True, help="GIF file to write")
+    animate.add_argument("--fps", type=as_float, default=4.0, help="frames per second (4)")
+    animate.set_defaults(func=cmd_animate)
 
     info = sub.add_parser("info", help="print what a checkpoint holds, as JSON")
     info.add_argument("checkpoint")

@@ -9,6 +9,7 @@ in arena arm specs alike.
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,7 +20,8 @@ from .validate import ConfigError, check_choice, check_range
 DEVICE_NAMES = ("auto", "cpu", "cuda")
 D_SEES = ("sample", "mean")     # what D trains on as "fake" (see TrainConfig.d_sees)
 
-__all__ = ["ConfigError", "OptimConfig", "TrainConfig", "PRESETS", "DATA_PRESETS", "preset"]
+__all__ = ["ConfigError", "OptimConfig", "TrainConfig", "PRESETS", "DATA_PRESETS", "preset",
+           "preset_problems"]
 
 
 def _check_layers(name: str, value: Any) -> None:
@@ -271,3 +273,49 @@ def preset(name: str, **changes: Any) -> TrainConfig:
             raw[key] = changes.pop(key)
     base = TrainConfig.from_dict(raw)
     return base.replace(**changes) if changes else base
+
+
+def preset_problems(name: str, **changes: Any) -> dict[str, str]:
+    """Every problem of preset(name, **changes) at once, as {field: message}; empty when
+    preset() succeeds. preset() stops at the first problem; a form wants them all, each
+    under its own input. Each change is checked alone against the preset (so one bad
+    field does not hide another), then the good ones together for problems between
+    fields. The field is the one the message names ('' when it names none)."""
+    if name not in PRESETS:
+        return {"preset": f"preset {name!r} is not one of: {', '.join(PRESETS)}"}
+
+    def problem(**some: Any) -> str | None:
+        try:
+            preset(name, **some)
+        except ConfigError as exc:
+            return str(exc)
+        return None
+
+    whole = problem(**changes)
+    if whole is None:
+        return {}
+    found: dict[str, str] = {}
+    base = {k: changes[k] for k in ("data", "data_root") if k in changes}
+    message = problem(**base)
+    if message:   # folder data without its path: check the rest against the defaults
+        found["data_root" if "data_root" in message else _field_named(message, "data")] = message
+        base = {}
+    for key, value in changes.items():
+        if key not in ("data", "data_root"):
+            message = problem(**base, **{key: value})
+            # a message naming another field is a clash with that field's preset value;
+            # the check of the rest together below words it with the user's values
+            if message and _field_named(message, key) == key:
+                found.setdefault(key, message)
+    rest = {k: v for k, v in changes.items() if k not in found and k not in base
+            and k not in ("data", "data_root")}
+    message = problem(**base, **rest)
+    if message:   # a problem between fields, each fine alone
+        found.setdefault(_field_named(message, ""), message)
+    return found
+
+
+def _field_named(message: str, default: str) -> str:
+    """The field a ConfigError message starts with ('g_opt.lr = 0.0 is ...')."""
+    match = re.match(r"([A-Za-z_][\w.]*) = ", message)
+    return match.group(1) if match else default

@@ -1,11 +1,12 @@
 """Train: configure a run, control it, watch it live."""
 import streamlit as st
 
-from ui import run_view, runs, train_view, widgets
+from ui import guide, run_view, runs, train_view, widgets
 from ui.text import code
 
 st.title("Train")
 trainer = runs.current_run()
+guide.show(full=trainer is None)
 wanted = runs.requested_run_id()
 if wanted and trainer is None:
     st.warning(f"Run {code(wanted)} is not running in this server (it may have been restarted). "

@@ -18,7 +18,8 @@ def option(default: Any, label: str, help: str = "", *, choices=None, **bounds: 
     """A rule option: a dataclass field whose metadata the UI reads to draw its input.
 
     `choices` is a Registry (or tuple) of allowed values; bounds are low / high for
-    numbers (documentation for the form; validate() enforces them)."""
+    numbers (documentation for the form; validate() enforces them); auto = (value on
+    2-D data, value on images) for a "0 = auto" option, shown by the form."""
     return field(default=default, metadata={"label": label, "help": help,
                                             "choices": choices, **bounds})
 

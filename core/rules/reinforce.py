@@ -23,6 +23,12 @@ from .base import Rule, option
 from .bce import bce_loss, bce_manual_grad
 
 
+# "0 = auto" values as (2-D data, images); the form shows what 0 resolves to.
+AUTO_K = (4, 8)
+AUTO_SIGMA_START = (0.1, 0.3)
+AUTO_SIGMA_END = (0.02, 0.1)
+
+
 @dataclass(frozen=True)
 class ReinforceOptions:
     reward: str = option("log_d", "Reward", "What D says about a sample: "
@@ -31,13 +37,16 @@ class ReinforceOptions:
                                "A file saved by the Feedback page or `python -m core reward "
                                "train`")
     samples_per_z: int = option(0, "Samples per z (K, 0 = auto)",
-                                "0 = 4 on 2-D data, 8 on images; at least 2", low=0, high=64)
+                                "0 = 4 on 2-D data, 8 on images; at least 2", low=0, high=64,
+                                auto=AUTO_K)
     sigma_start: float = option(0.0, "sigma start (0 = auto)",
                                 "Policy std when the rule starts; 0 = 0.1 on 2-D data, "
-                                "0.3 on images", low=0.0, high=10.0)
+                                "0.3 on images", low=0.0, high=10.0,
+                                auto=AUTO_SIGMA_START)
     sigma_end: float = option(0.0, "sigma floor (0 = auto)",
                               "Policy std after the anneal; 0 = 0.02 on 2-D data, 0.1 on "
-                              "images; must not exceed the start", low=0.0, high=10.0)
+                              "images; must not exceed the start", low=0.0, high=10.0,
+                              auto=AUTO_SIGMA_END)
     sigma_anneal_steps: int = option(2000, "sigma anneal steps",
                                      "Linear anneal from start to floor over this many steps "
                                      "after the rule starts; 0 = no anneal (sigma stays at "
@@ -78,12 +87,12 @@ class ReinforceOptions:
 
 
 def samples_per_z(opts: ReinforceOptions, is_2d: bool) -> int:
-    return opts.samples_per_z or (4 if is_2d else 8)
+    return opts.samples_per_z or AUTO_K[0 if is_2d else 1]
 
 
 def sigma_range(opts: ReinforceOptions, is_2d: bool) -> tuple[float, float]:
-    start = opts.sigma_start or (0.1 if is_2d else 0.3)
-    end = opts.sigma_end or (0.02 if is_2d else 0.1)
+    start = opts.sigma_start or AUTO_SIGMA_START[0 if is_2d else 1]
+    end = opts.sigma_end or AUTO_SIGMA_END[0 if is_2d else 1]
     return start, end
 
 

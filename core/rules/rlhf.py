@@ -22,6 +22,9 @@ from ..validate import ConfigError, check_choice, check_range
 from .base import Rule, option
 
 ESTIMATORS = ("reinforce", "pathwise")
+# "0 = auto" values as (2-D data, images); the form shows what 0 resolves to.
+AUTO_SIGMA = (0.1, 0.2)
+AUTO_K = (4, 8)
 
 
 @dataclass(frozen=True)
@@ -43,9 +46,11 @@ class RlhfOptions:
                             "gradient; pathwise: backprop through the reward model",
                             choices=ESTIMATORS)
     sigma: float = option(0.0, "sigma (0 = auto)", "Policy std: 0 = 0.1 on 2-D data, "
-                          "0.2 on images", low=0.0, high=10.0)
+                          "0.2 on images", low=0.0, high=10.0,
+                          auto=AUTO_SIGMA)
     samples_per_z: int = option(0, "Samples per z (K, 0 = auto)", "reinforce estimator: "
-                                "0 = 4 on 2-D data, 8 on images", low=0, high=64)
+                                "0 = 4 on 2-D data, 8 on images", low=0, high=64,
+                                auto=AUTO_K)
     adv_clip: float = option(5.0, "Advantage clip", "reinforce estimator", low=0.0, high=100.0)
     gold_oracle: str = option("", "Gold oracle (optional)", "An oracle that stands for the "
                               "person (e.g. digit:7, upper): its score is logged with the "
@@ -78,7 +83,7 @@ class RlhfOptions:
 
 
 def sigma_of(opts: RlhfOptions, is_2d: bool) -> float:
-    return opts.sigma or (0.1 if is_2d else 0.2)
+    return opts.sigma or AUTO_SIGMA[0 if is_2d else 1]
 
 
 def exact_kl(mu: torch.Tensor, mu_ref: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -100,7 +105,7 @@ class RlhfRule(Rule):
 
     def emit(self, mu, ctx):
         opts, is_2d = ctx.options, ctx.cfg.is_2d
-        k = 1 if opts.estimator == "pathwise" else (opts.samples_per_z or (4 if is_2d else 8))
+        k = 1 if opts.estimator == "pathwise" else (opts.samples_per_z or AUTO_K[0 if is_2d else 1])
         sigma = sigma_of(opts, is_2d)
         eps = torch.randn(mu.shape[0], k, mu.shape[1], generator=ctx.noise,
                           device=mu.device, dtype=mu.dtype)
