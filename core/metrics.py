@@ -121,6 +121,25 @@ class MetricLog:
             cols = {k: self._cols[k][:n].copy() for k in names if k in self._cols}
         return decimate(steps, cols, max_points)
 
+    def rows(self, names, start: int, end: int | None = None,
+             max_rows: int = 1000) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """Steps and `names` of rows [start, end), thinned to about max_rows by
+        thin_rows (first and last row always kept). For live charts that append."""
+        with self._lock:
+            end = self._n if end is None else min(end, self._n)
+            start = max(0, min(start, end))
+            steps = self._steps[start:end].copy()
+            cols = {k: (self._cols[k][start:end].copy() if k in self._cols
+                        else np.full(end - start, np.nan)) for k in names}
+        keep = thin_rows(np.stack(list(cols.values())) if cols else
+                         np.zeros((0, len(steps))), max_rows)
+        return steps[keep], {k: v[keep] for k, v in cols.items()}
+
+    def row_of_step(self, step: int) -> int:
+        """The number of rows whose step is at most `step` (steps only grow)."""
+        with self._lock:
+            return int(np.searchsorted(self._steps[:self._n], step, side="right"))
+
     def to_frame(self) -> pd.DataFrame:
         _, data = self.since(0)
         return pd.DataFrame(data)
@@ -180,6 +199,30 @@ def decimate(steps: np.ndarray, cols: dict[str, np.ndarray],
         out[name] = v[idx].astype(np.float32)
     out["n"] = np.array(n)
     return out
+
+
+def thin_rows(cols: np.ndarray, max_rows: int) -> np.ndarray:
+    """Indices of the rows to keep of `cols` (columns x rows, NaN = not logged): all of
+    them up to max_rows; else the first and the last row and, per bucket of rows, each
+    column's min and max row, so every spike stays and rows where nothing is logged go.
+    """
+    n = cols.shape[1]
+    if n <= max_rows:
+        return np.arange(n)
+    inner = cols[:, 1:n - 1]
+    buckets = max(1, (max_rows - 2) // (2 * max(1, len(cols))))
+    starts = (np.arange(buckets) * inner.shape[1]) // buckets
+    sizes = np.diff(np.append(starts, inner.shape[1]))
+    keep = [np.array([0, n - 1])]
+    for col in inner:
+        nan = np.isnan(col)
+        for fill, op in ((np.inf, np.minimum), (-np.inf, np.maximum)):
+            values = np.where(nan, fill, col)
+            reduced = op.reduceat(values, starts)
+            hits = np.flatnonzero(values == np.repeat(reduced, sizes))
+            first = hits[np.searchsorted(hits, starts)]   # each bucket's first hit
+            keep.append(1 + first[np.isfinite(reduced)])
+    return np.unique(np.concatenate(keep))
 
 
 def _argreduce(values: np.ndarray, starts: np.ndarray, op) -> np.ndarray:

@@ -132,20 +132,18 @@ def wait_status(page, word: str, timeout_ms: int = 30_000) -> None:
 
 
 CHART_POINTS_JS = """title => {
-  for (const gd of document.querySelectorAll('.js-plotly-plot')) {
-    const t = (gd.layout && gd.layout.title && gd.layout.title.text) || '';
-    if (t.replace(/<[^>]*>/g, '') === title && gd.data && gd.data.length) {
-      // plotly.js keeps the base64 payload in gd.data; the decoded arrays are in _fullData
-      const full = gd._fullData && gd._fullData[0];
-      return full && full.x ? full.x.length : 0;
-    }
-  }
-  return -1;
+  const c = (window.ganlabCharts ? window.ganlabCharts() : []).find(c => c.title === title);
+  return c ? c.points : -1;
 }"""
 
 
+def charts(page) -> list[dict]:
+    """What every live chart on the page shows (static/live_chart.js: ganlabCharts)."""
+    return page.evaluate("() => window.ganlabCharts ? window.ganlabCharts() : []")
+
+
 def chart_points(page, title: str = "Losses") -> int:
-    """Points in the first trace of the chart with this title (-1: no such chart)."""
+    """Steps drawn by the live chart with this title (-1: no such chart)."""
     return page.evaluate(CHART_POINTS_JS, title)
 
 

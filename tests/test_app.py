@@ -59,7 +59,15 @@ def status_text(at: AppTest) -> str:
 
 
 def chart_keys(at: AppTest) -> list[str]:
-    return [c.proto.id.split("-")[-1] for c in at.get("plotly_chart")]
+    """Keys of the Plotly charts and of the live metric charts (ui/live_chart.py)."""
+    return [c.proto.id.split("-")[-1]
+            for c in [*at.get("plotly_chart"), *at.get("bidi_component")]]
+
+
+def live_chart(at: AppTest, key: str) -> dict:
+    """What the live chart with this key was sent in the last script run."""
+    return next(json.loads(c.proto.json) for c in at.get("bidi_component")
+                if c.proto.id.endswith("-" + key))
 
 
 def tiny_trainer(data: str = "ring8", steps: int = 5, **changes) -> Trainer:
@@ -78,6 +86,16 @@ def test_every_page_renders(app_env, page):
     at.switch_page(f"pages/{page}").run()
     assert not at.exception, at.exception
     assert at.title, f"{page} has no title"
+
+
+def test_train_page_guide_shows_until_dismissed(app_env):
+    at = new_app()
+    assert any(m.value == "#### What am I looking at?" for m in at.markdown)
+    at.button(key="guide_dismiss").click().run()
+    assert not any(m.value == "#### What am I looking at?" for m in at.markdown)
+    at.switch_page("pages/compare.py").run()
+    at.switch_page("pages/train.py").run()   # the session remembers the dismissal
+    assert not any(b.key == "guide_dismiss" for b in at.button)
 
 
 def test_train_page_defaults(app_env):
@@ -136,8 +154,12 @@ def test_start_pause_step_resume_stop_reset(app_env):
     assert "**running**" in status_text(at)
     assert at.get("progress"), "a step budget shows a progress bar"
     assert "chart_d_loss" in chart_keys(at) and "chart_toy" in chart_keys(at)
-    spec = json.loads(at.get("plotly_chart")[0].proto.spec)
-    assert spec["data"][0]["x"]["dtype"] == "f4", "float32 payloads"
+    first = live_chart(at, "chart_d_loss")["sources"][0]
+    assert first["full"] and len(first["x"]) > 20, "the whole history on first draw"
+    wait_for(lambda: trainer.status.step > first["x"][-1] + 5, what="steps")
+    at.run()
+    later = live_chart(at, "chart_d_loss")["sources"][0]
+    assert not later["full"] and later["start"] == first["end"] - 1, "then only new rows"
 
     at.button(key="btn_pause").click().run()
     wait_for(lambda: trainer.status.state == "paused", what="pause")
@@ -188,8 +210,8 @@ def test_rule_switch_on_a_live_run_marks_the_charts(app_env):
     assert any("bce -> reinforce" in text for _, text in trainer.log.events)
     wait_for(lambda: trainer.status.step > trainer.log.events[-1][0] + 60, what="steps")
     at.run()
-    losses = json.loads(at.get("plotly_chart")[0].proto.spec)
-    assert any("bce -> reinforce" in a.get("text", "") for a in losses["layout"]["annotations"])
+    losses = live_chart(at, "chart_d_loss")
+    assert any("bce -> reinforce" in text for _, text in losses["events"])
     assert "chart_grad_cosine" in chart_keys(at)
     trainer.stop()
 
@@ -263,7 +285,7 @@ def test_samples_grid_and_downloads_for_images(app_env):
     assert at.get("image")[0].proto.imgs[0].caption.endswith("at step 2"), \
         "the slider picks an older snapshot"
     labels = {d.label for d in at.get("download_button")}
-    assert {"Metrics CSV", "Download grid PNG"} <= labels
+    assert {"Metrics CSV", "Download grid PNG", "Download progression GIF"} <= labels
 
 
 def test_quality_metrics_from_the_form_reach_the_quality_chart(app_env):
@@ -276,7 +298,7 @@ def test_quality_metrics_from_the_form_reach_the_quality_chart(app_env):
     wait_for(lambda: any(c.startswith("q_") for c in trainer.log.columns), what="q_ columns")
     trainer.pause()
     at.run()
-    assert "chart_quality" in chart_keys(at)
+    assert any(k.startswith("chart_q_") for k in chart_keys(at))
 
 
 def test_quality_chart_group_for_q_columns(app_env):
@@ -286,11 +308,14 @@ def test_quality_chart_group_for_q_columns(app_env):
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT)
     at.query_params["run"] = trainer.run_id
     at.run()
-    assert "chart_quality" in chart_keys(at)
+    assert {"chart_q_modes", "chart_q_high_quality"} <= set(chart_keys(at))
+    modes = live_chart(at, "chart_q_modes")
+    assert modes["chart"]["title"].startswith("modes covered") and modes["chart"]["points"]
+    assert modes["sources"][0]["ys"][0][-1] == 3.0
     plain = registry().add(tiny_trainer(steps=3))
     at.query_params["run"] = plain.run_id
     at.run()
-    assert "chart_quality" not in chart_keys(at)
+    assert not any(k.startswith("chart_q_") for k in chart_keys(at))
 
 
 # -- Checkpoints page ---------------------------------------------------------------------
@@ -306,7 +331,7 @@ def test_checkpoint_table_and_save_now(app_env):
     at = checkpoints_page()
     assert any("No checkpoints" in c.value for c in at.caption)
     at.button(key=f"save_{trainer.run_id}").click().run()
-    saved = app_env / trainer.run_id / "step_7.pt"
+    saved = app_env / trainer.run_id / "step_7.safetensors"
     assert saved.exists()
     table = at.dataframe[0].value
     row = table.iloc[0]
@@ -319,11 +344,11 @@ def test_checkpoint_table_and_save_now(app_env):
 
 def test_upload_error_path_changes_nothing(app_env):
     trainer = registry().add(tiny_trainer(steps=3))
-    trainer.save_checkpoint(app_env / trainer.run_id / "step_3.pt")
+    trainer.save_checkpoint(app_env / trainer.run_id / "step_3.safetensors")
     at = checkpoints_page()
     before = at.dataframe[0].value.copy()
     at.file_uploader(key="upload").upload("junk.pt", b"this is not a checkpoint").run()
-    assert any("not a PyTorch checkpoint" in e.value for e in at.error), \
+    assert any("not a checkpoint file" in e.value for e in at.error), \
         [e.value for e in at.error]
     assert not at.exception
     assert len(registry().runs()) == 1
@@ -337,10 +362,26 @@ def test_upload_error_path_changes_nothing(app_env):
     assert any("not a GAN RL Lab checkpoint" in e.value for e in at.error)
 
 
+def test_an_old_pt_checkpoint_is_listed_loaded_and_said_to_be_converted(app_env):
+    from core.checkpoint import CONVERTED_NOTE, to_pt_bytes
+
+    state = tiny_trainer(steps=5).state_dict()
+    old = app_env / state["run_id"] / "step_5.pt"
+    old.parent.mkdir(parents=True)
+    old.write_bytes(to_pt_bytes(state))
+    at = checkpoints_page()
+    assert at.dataframe[0].value.iloc[0]["step"] == 5       # listed next to new files
+    assert not at.error
+    at.file_uploader(key="upload").upload("old.pt", old.read_bytes()).run()
+    assert any("valid checkpoint" in s.value for s in at.success)
+    assert [i.value for i in at.info if CONVERTED_NOTE in i.value], [i.value for i in at.info]
+    assert not at.exception
+
+
 def test_upload_then_fine_tune_with_another_rule(app_env):
     state = tiny_trainer(steps=6).state_dict()
     at = checkpoints_page()
-    at.file_uploader(key="upload").upload("good.pt", to_bytes(state)).run()
+    at.file_uploader(key="upload").upload("good.safetensors", to_bytes(state)).run()
     assert any("valid checkpoint" in s.value for s in at.success)
     at.toggle(key="upload_samples").set_value(True).run()
     assert "upload_toy" in chart_keys(at)
@@ -367,10 +408,11 @@ def test_arena_checkpoint_resumes_the_chosen_arm(app_env):
     arena = Arena(preset("recommended", data="ring8", sample_every=2), ["bce", "reinforce"])
     for _ in range(4):
         arena.step()
-    path = arena.save_checkpoint(app_env / arena.run_id / "step_4.pt")
+    path = arena.save_checkpoint(app_env / arena.run_id / "step_4.safetensors")
     at = checkpoints_page()
-    # uploaded (e.g. the arena.pt of `python -m core compare`): pick an arm, see its samples
-    at.file_uploader(key="upload").upload("arena.pt", path.read_bytes()).run()
+    # uploaded (e.g. the arena.safetensors of `python -m core compare`): pick an arm, see
+    # its samples
+    at.file_uploader(key="upload").upload("arena.safetensors", path.read_bytes()).run()
     at.selectbox(key="upload_arm").set_value("reinforce").run()
     at.toggle(key="upload_samples").set_value(True).run()
     assert "upload_toy" in chart_keys(at)
@@ -400,7 +442,7 @@ def test_checkpoints_page_lists_and_saves_live_comparisons(app_env):
                for m in card)
     at.button(key=f"save_{arena.run_id}").click().run()
     assert not at.exception
-    (saved,) = (app_env / arena.run_id).glob("step_*.pt")
+    (saved,) = (app_env / arena.run_id).glob("step_*.safetensors")
     assert at.dataframe[0].value.iloc[0]["rule"] == "bce,reinforce", "one file, every arm"
     arena.stop()
     at.run()
@@ -472,7 +514,7 @@ def test_a_finished_run_can_continue_and_be_saved(app_env):
     at.run()
     at.button(key="btn_save").click().run()
     assert not at.exception
-    assert (app_env / trainer.run_id / "step_6.pt").exists()
+    assert (app_env / trainer.run_id / "step_6.safetensors").exists()
     at.number_input(key="btn_more_steps").set_value(10).run()
     at.button(key="btn_continue").click().run()
     wait_for(lambda: trainer.status.state == "finished" and trainer.step_count == 16,

@@ -1,12 +1,15 @@
-"""ui/charts.py builds Plotly figures without Streamlit: payload shape and size."""
+"""What the live charts send (ui/live_chart.py) and the Plotly figures in ui/charts.py."""
 from __future__ import annotations
 
 import json
 
 import numpy as np
 
-from core.metrics import MetricLog
-from ui import charts
+from core.metrics import MetricLog, thin_rows
+from ui import charts, live_chart
+from ui.live_chart import Source, source_payload
+
+LOSSES = charts.ChartSpec("Losses", ("d_loss", "g_loss"))
 
 
 def make_log(n: int, spike_at: int | None = None) -> MetricLog:
@@ -20,90 +23,106 @@ def make_log(n: int, spike_at: int | None = None) -> MetricLog:
     return log
 
 
-def traces(fig):
-    return json.loads(fig.to_json())["data"]
+def test_first_message_is_the_thinned_history_with_its_spike():
+    log = make_log(20_000, spike_at=12_345)
+    sent = {}
+    p = source_payload("k", LOSSES, Source("run", "", log), sent, resync=0)
+    assert p["full"] and p["start"] == 0 and p["end"] == 20_000
+    assert len(p["x"]) <= live_chart.MAX_POINTS
+    assert p["x"][0] == 1 and p["x"][-1] == 20_000, "first and last row always kept"
+    assert max(p["ys"][0]) == 1000.0, "min/max thinning keeps the spike"
+    assert len(json.dumps(p)) < 25_000
 
 
-def test_long_run_is_decimated_to_float32_and_keeps_spikes():
-    log = make_log(20000, spike_at=12345)
-    data = log.decimated(charts.chart_columns(), charts.MAX_POINTS)
-    fig = charts.metric_figure({"": data}, ("d_loss", "g_loss"), smoothing=0.0)
-    for trace in traces(fig):
-        assert trace["x"]["dtype"] == "f4" and trace["y"]["dtype"] == "f4"
-    assert all(len(t.y) <= charts.MAX_POINTS + 1 for t in fig.data)
-    assert max(fig.data[0].y) == 1000.0, "min/max decimation keeps the spike"
-    assert charts.figure_bytes(fig) < 60_000
+def test_later_messages_carry_the_new_rows_and_the_last_one_again():
+    log = make_log(100)
+    sent = {}
+    source_payload("k", LOSSES, Source("run", "", log), sent, resync=0)
+    for i in range(101, 111):
+        log.append(i, {"d_loss": float(i), "g_loss": -float(i)})
+    p = source_payload("k", LOSSES, Source("run", "", log), sent, resync=0)
+    assert not p["full"] and (p["start"], p["end"]) == (99, 110)
+    assert p["x"] == list(range(100, 111))       # row 99 (step 100) again, then the new
+    assert p["ys"][0][1:] == [float(i) for i in range(101, 111)]
+    # nothing new: only the last row again, a few bytes
+    idle = source_payload("k", LOSSES, Source("run", "", log), sent, resync=0)
+    assert idle["x"] == [110] and len(json.dumps(idle)) < 120
 
 
-def test_smoothing_draws_raw_faint_and_smoothed_bold():
-    data = make_log(300).decimated(["d_loss"])
-    fig = charts.metric_figure({"": data}, ("d_loss",), smoothing=0.9)
-    raw, smooth = fig.data
-    assert raw.opacity < 0.5 and raw.showlegend is False
-    assert smooth.line.width > raw.line.width
-    assert np.std(smooth.y) < np.std(raw.y)
+def test_a_long_burst_is_thinned_and_a_resync_sends_everything():
+    log = make_log(100)
+    sent = {}
+    source_payload("k", LOSSES, Source("run", "", log), sent, resync=0)
+    for i in range(101, 5_001):
+        log.append(i, {"d_loss": 5.0 if i == 3_000 else 0.0, "g_loss": 0.0})
+    p = source_payload("k", LOSSES, Source("run", "", log), sent, resync=0)
+    assert len(p["x"]) <= live_chart.DELTA_ROWS and 3_000 in p["x"]
+    assert p["x"][0] == 100 and p["x"][-1] == 5_000
+    again = source_payload("k", LOSSES, Source("run", "", log), sent, resync=1)
+    assert again["full"] and again["start"] == 0
 
 
-def test_ema_is_debiased_and_flat_on_constants():
-    assert np.allclose(charts.ema(np.full(10, 3.0), 0.9), 3.0)
-    assert np.array_equal(charts.ema(np.arange(10.0), 0.0), np.arange(10.0))
-    assert charts.ema(np.array([0.0, 1.0]), 0.5)[1] == np.float32(2 / 3)
+def test_a_quality_value_filled_into_the_last_row_reaches_the_browser():
+    log = make_log(10)
+    sent = {}
+    spec = charts.ChartSpec("Modes", ("q_modes",))
+    source_payload("q", spec, Source("run", "", log), sent, resync=0)
+    log.set_at_step(10, {"q_modes": 7.0})           # evaluated after the row was read
+    p = source_payload("q", spec, Source("run", "", log), sent, resync=0)
+    assert p["x"] == [10] and p["ys"] == [[7.0]]
 
 
-def test_rule_switch_markers_and_band():
-    log = make_log(200)
-    log.add_event(120, "rule: bce -> reinforce")
-    data = log.decimated(charts.chart_columns())
-    fig = charts.metric_figure({"": data}, ("reward_mean",), band="reward_std",
-                               events=log.events)
-    layout = json.loads(fig.to_json())["layout"]
-    assert layout["shapes"][0]["x0"] == 120
-    assert "bce -> reinforce" in layout["annotations"][0]["text"]
-    assert any(t.fill == "tonexty" for t in fig.data)
-
-
-def test_several_arms_get_one_colour_each():
-    arms = {name: make_log(100).decimated(["d_loss", "g_loss"]) for name in ("bce", "rl")}
-    fig = charts.metric_figure(arms, ("d_loss", "g_loss"))
-    colours = {t.name: t.line.color for t in fig.data}
-    assert colours["bce · d_loss"] == colours["bce · g_loss"]
-    assert colours["bce · d_loss"] != colours["rl · d_loss"]
-    assert {t.line.dash for t in fig.data} == {"solid", "dash"}
-
-
-def test_quality_columns_and_figure():
+def test_rows_of_a_source_and_the_history_before_a_fork():
     log = make_log(50)
-    log.set_at_step(25, {"q_modes": 3.0, "q_reverse_kl": 0.4})
-    log.set_at_step(50, {"q_modes": 5.0, "q_reverse_kl": 0.2})
-    names = charts.quality_columns(log.columns)
-    assert names == ["q_modes", "q_reverse_kl"]
-    data = log.decimated(names)
-    assert list(data["q_modes"]) == [3.0, 5.0], "NaN rows between evaluations are dropped"
-    fig = charts.quality_figure({"": data}, names)
-    assert len(fig.data) == 2
-    assert charts.quality_columns(["d_loss"]) == []
+    fork = log.row_of_step(30)
+    history = source_payload("k", LOSSES, Source("h", "", log, end_row=fork), {}, 0)
+    arm = source_payload("k", LOSSES, Source("a", "a", log, first_row=fork - 1), {}, 0)
+    assert history["x"][-1] == 30 and arm["x"][0] == 30 and arm["x"][-1] == 50
+
+
+def test_values_are_sent_rounded_and_nan_as_null():
+    assert live_chart.compact(np.array([0.693147, 12345.678, np.nan, 0.0, -1e-7])) == \
+        [0.6931, 12350.0, None, 0.0, -1e-7]
+
+
+def test_thin_rows_keeps_sparse_columns_and_extremes():
+    n = 10_000
+    dense = np.sin(np.arange(n) / 50.0)
+    sparse = np.full(n, np.nan)
+    sparse[::500] = np.arange(20)
+    keep = thin_rows(np.stack([dense, sparse]), 400)
+    assert len(keep) <= 400 and keep[0] == 0 and keep[-1] == n - 1
+    assert set(range(0, n, 500)) <= set(keep.tolist()), "every evaluation survives"
+    assert np.isclose(dense[keep].max(), dense.max())
+
+
+def test_chart_specs_come_from_the_registry_and_unknown_columns_get_a_chart():
+    specs = charts.chart_specs(["d_loss", "my_metric", "q_modes"])
+    assert specs[0].metrics[:2] == ("d_loss", "g_loss")
+    assert specs[-1].metrics == ("my_metric",)
+    assert all(not m.startswith("q_") for s in specs for m in s.metrics)
+    assert charts.quality_columns(["d_loss", "q_reverse_kl", "q_modes"]) == \
+        ["q_modes", "q_reverse_kl"]
 
 
 def test_toy_figure_layers_heatmap_real_and_generated():
     pts = np.random.default_rng(0).normal(size=(100, 2)).astype(np.float32)
     fig = charts.toy_figure(pts, pts, np.zeros((48, 48), np.float32), (-2, 2, -2, 2))
     assert [t.type for t in fig.data] == ["heatmap", "scatter", "scatter"]
-    # square plot under the title, no legend / colour bar squeezing a narrow panel
     assert fig.layout.yaxis.constrain == "domain" and fig.layout.yaxis.constraintoward == "top"
-    assert fig.layout.showlegend is False and fig.data[0].showscale is False
 
 
-def test_legend_is_laid_out_below_the_step_axis_title():
-    # A legend at a fixed fraction under the plot (y=-0.2 of the plot height) overlapped
-    # the x-axis title "step"; anchored to the figure's foot, Plotly's automargin stacks
-    # the ticks, the title and the legend. Extra legend rows make the figure taller.
-    arms = {name: make_log(50).decimated(charts.chart_columns()) for name in ("a", "b", "c")}
-    one = charts.metric_figure({"": arms["a"]}, ("d_loss", "g_loss"), smoothing=0.9)
-    three = charts.metric_figure(arms, ("d_loss", "g_loss"), smoothing=0.9)
-    for fig in (one, three, charts.quality_figure(arms, ["d_loss"])):
-        legend = fig.layout.legend
-        assert (legend.yref, legend.y, legend.yanchor) == ("container", 0, "bottom")
-    assert one.layout.xaxis.title.text == "step"
-    assert three.layout.height > one.layout.height == charts.HEIGHT
-    band = charts.metric_figure({"": arms["a"]}, ("reward_mean",), band="reward_std")
-    assert [t.name for t in band.data if t.showlegend is not False] == ["reward_mean"]
+def test_the_chart_description_is_sent_once_per_element():
+    log = make_log(30)
+    sent = {}
+
+    def data(resync=0, smoothing=0.5):
+        return live_chart.chart_data("k", LOSSES, [Source("run", "", log)], sent,
+                                     resync=resync, smoothing=smoothing, events=[],
+                                     group="train")
+
+    first = data()
+    assert first["chart"]["labels"] == ["D loss", "G loss"]
+    assert "chart" not in data(), "unchanged: not sent again"
+    assert "chart" in data(resync=1), "a browser that asked for everything gets it"
+    assert data(resync=1, smoothing=0.9)["smoothing"] == 0.9

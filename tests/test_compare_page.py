@@ -61,7 +61,7 @@ def test_start_shows_both_arms_then_stop(arenas):
     assert not at.exception
     text = " ".join(c.value for c in at.caption)
     assert "identical" in text and "DIFFERENT" not in text
-    keys = [c.proto.id for c in at.get("plotly_chart")]
+    keys = [c.proto.id for c in [*at.get("plotly_chart"), *at.get("bidi_component")]]
     assert any("cmp_chart_d_loss" in k for k in keys)
     assert any("cmp_toy_bce" in k for k in keys) and any("cmp_toy_reinforce" in k for k in keys)
     table = at.dataframe[0].value
@@ -72,8 +72,9 @@ def test_start_shows_both_arms_then_stop(arenas):
     slider = at.select_slider(key=f"cmp_snap_{arena.run_id}")
     slider.set_value(0).run()
     assert not at.exception
-    toy = next(c for c in at.get("plotly_chart") if c.proto.id.endswith("cmp_toy_bce"))
-    assert json.loads(toy.proto.spec)["layout"]["title"]["text"] == "bce · step 0"
+    toy = next(c for c in at.get("bidi_component") if c.proto.id.endswith("cmp_toy_bce"))
+    sent = json.loads(toy.proto.json)
+    assert sent["title"] == "bce · step 0" and sent["snapshot"]["points"]
     at.button(key="cmp_stop").click().run()
     assert arena.status.state in ("stopped", "finished")
     assert not arena.thread_alive
@@ -93,7 +94,7 @@ def test_rule_switch_and_save(arenas, tmp_path):
     assert any("rule: bce -> reinforce" in t for _, t in arena.arms["bce"].log.events)
     at.button(key="cmp_save").click().run()
     assert not at.exception
-    saved = list((tmp_path / "checkpoints").rglob("*.pt"))
+    saved = list((tmp_path / "checkpoints").rglob("*.safetensors"))
     assert len(saved) == 1
     at.button(key="cmp_reset").click().run()
     assert not arena.thread_alive

@@ -90,7 +90,7 @@ def test_rlhf_needs_a_reward_model_and_the_cli_takes_one(ring, capsys):
     out = ring["root"] / "cli"
     assert main(["train", "--resume", str(ckpt), "--rule", "rlhf", "--reward-model", ring["rm"],
                  "--kl", "0.02", "--steps", "220", "--out", str(out)]) == 0
-    state = load_checkpoint(out / "step_220.pt")
+    state = load_checkpoint(out / "step_220.safetensors")
     assert state["config"]["rlhf"]["kl"] == 0.02 and state["rule"] == "rlhf"
     assert main(["compare", "--data", "ring8", "--rules", f"bce,rlhf:reward_model={ring['rm']}",
                  "--steps", "20", "--eval-every", "0", "--out", str(ring["root"] / "cmp")]) == 0
@@ -112,7 +112,8 @@ def test_quality_evaluations_log_proxy_gold_and_kl_for_the_panel(ring):
     with torch.no_grad():
         start = float(oracle.utility(trainer.run.G_ref(eval_noise(EVAL_SAMPLES, 2))).mean())
     assert frame.q_gold.iloc[-1] > start / oracle.scale     # the true preference improved
-    names = [name for name, _ in charts.all_figures(
-        lambda cols: {"": trainer.log.decimated(cols, charts.MAX_POINTS)},
-        trainer.log.columns, smoothing=0.0, events=[])]
-    assert "overopt" in names
+    fig = charts.overoptimisation_figure(
+        {"": trainer.log.decimated(list(charts.OVEROPT), charts.MAX_POINTS)})
+    assert [t.name for t in fig.data] == [charts.metric_title("q_rm"),
+                                          charts.metric_title("q_gold")]
+    assert "gold peak" in fig.layout.annotations[0].text

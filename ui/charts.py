@@ -1,18 +1,17 @@
-"""Plotly figure builders: pure functions of decimated metric dicts, no Streamlit.
+"""What the charts show (from the metric registry), and the Plotly figures that are not
+live metric charts (those are ui/live_chart.py): the rlhf over-optimisation chart and
+the 2-D data picture. Pure functions, no Streamlit.
 
-Input shape: `arms` maps an arm name to one `MetricLog.decimated(...)` dict
-({"step:<name>": steps, "<name>": values, ...}, float32). A single run is one arm
-named "" (traces are named by metric, one colour per metric); with several arms
-(the Compare page) each arm gets one colour and each metric a dash style.
+Input shape of the figures: `arms` maps an arm name to one `MetricLog.decimated(...)`
+dict ({"step:<name>": steps, "<name>": values, ...}, float32); a single run is one
+arm named "".
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
 import plotly.graph_objects as go
-from plotly.subplots import make_subplots
 
 import core.rules  # noqa: F401  (rules register their own metrics on import)
 from core.metric_info import METRICS
@@ -21,15 +20,13 @@ PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b",
            "#e377c2", "#17becf", "#7f7f7f", "#bcbd22")
 DASHES = ("solid", "dash", "dot", "dashdot")
 # Points per trace; MetricLog.decimated keeps min and max per bucket. 1,000 is more
-# than a ~700 px wide chart can show, and half the payload and redraw of 2,000.
+# than a ~700 px wide chart can show.
 MAX_POINTS = 1000
 HEIGHT = 260
-# The legend sits under the x-axis title ("step") at the foot of the figure, and
-# Plotly's automargin makes room for it; more rows of legend make the figure taller
-# so the plot area keeps its size. Entries per row: about 3 at a ~450 px chart width.
+# The legend sits under the x-axis title at the foot of the figure; Plotly's
+# automargin makes room for it.
 LEGEND = {"orientation": "h", "yref": "container", "y": 0, "yanchor": "bottom", "x": 0}
-LEGEND_PER_ROW = 3
-LEGEND_ROW_PX = 22
+GRID = "rgba(128,128,128,0.25)"   # readable on the light and the dark theme
 
 
 @dataclass(frozen=True)
@@ -93,28 +90,6 @@ def quality_help(columns) -> str:
                       for m in quality_columns(columns) if m in METRICS)
 
 
-def has_data(arms: dict[str, dict], metrics) -> bool:
-    return any(len(d.get(m, ())) for d in arms.values() for m in metrics)
-
-
-def ema(values: np.ndarray, smoothing: float) -> np.ndarray:
-    """Debiased exponential moving average per point (TensorBoard's smoothing).
-
-    Per point, not per step: decimated points are evenly spread over the run, so the
-    slider smooths a long run as visibly as a short one.
-    """
-    values = np.asarray(values, dtype=np.float64)
-    if smoothing <= 0 or len(values) == 0:
-        return values.astype(np.float32)
-    out = np.empty_like(values)
-    acc, weight = 0.0, 0.0
-    for i, v in enumerate(values.tolist()):
-        acc = smoothing * acc + (1.0 - smoothing) * v
-        weight = smoothing * weight + (1.0 - smoothing)
-        out[i] = acc / weight
-    return out.astype(np.float32)
-
-
 def _style(arm_index: int, metric_index: int, n_arms: int) -> tuple[str, str]:
     if n_arms <= 1:
         return PALETTE[metric_index % len(PALETTE)], "solid"
@@ -132,106 +107,11 @@ def _base_layout(fig: go.Figure, title: str, height: int) -> go.Figure:
         legend=LEGEND,
         hovermode="x unified",
         uirevision="keep",   # keep zoom / legend toggles across updates where possible
-        # Plain colours instead of a template: templates are deep-copied per figure,
-        # which was half the cost of a chart update.
-        paper_bgcolor="white", plot_bgcolor="white")
-    fig.update_xaxes(title_text="step", gridcolor="#eee", zerolinecolor="#ddd")
-    fig.update_yaxes(gridcolor="#eee", zerolinecolor="#ddd")
-    return fig
-
-
-def _add_events(fig: go.Figure, events) -> None:
-    """Vertical dotted lines with labels at rule switches / resumes."""
-    for step, text in events or ():
-        fig.add_vline(x=float(step), line_width=1, line_dash="dot", line_color="#555",
-                      annotation_text=text, annotation_position="top left",
-                      annotation_font_size=10)
-
-
-def metric_figure(arms: dict[str, dict], metrics, *, title: str = "", smoothing: float = 0.0,
-                  events=None, band: str | None = None, y_range=None,
-                  height: int = HEIGHT) -> go.Figure:
-    """Line chart of `metrics` for every arm: raw faint, EMA-smoothed bold.
-
-    With `band`, the first metric also gets a shaded mean +- band region (the band
-    column is interpolated onto the metric's steps: decimation keeps each column's
-    own extremes, so their step axes differ).
-    """
-    fig = go.Figure()
-    n_arms = len(arms)
-    for a, (arm, data) in enumerate(arms.items()):
-        for m, metric in enumerate(metrics):
-            x, y = data.get("step:" + metric), data.get(metric)
-            if y is None or len(y) == 0:
-                continue
-            color, dash = _style(a, m, n_arms)
-            label = _label(arm, metric)
-            if band and m == 0 and len(data.get(band, ())):
-                _add_band(fig, x, y, data["step:" + band], data[band], color, label)
-            smooth = smoothing > 0
-            fig.add_trace(go.Scatter(
-                x=x, y=y, mode="lines", name=label, legendgroup=label,
-                line={"color": color, "width": 1 if smooth else 1.6, "dash": dash},
-                opacity=0.25 if smooth else 1.0, showlegend=not smooth,
-                hoverinfo="skip" if smooth else None))
-            if smooth:
-                fig.add_trace(go.Scatter(
-                    x=x, y=ema(y, smoothing), mode="lines", name=label,
-                    legendgroup=label, line={"color": color, "width": 2.2, "dash": dash}))
-    _add_events(fig, events)
-    if y_range:
-        fig.update_yaxes(range=list(y_range))
-    entries = sum(1 for t in fig.data if t.showlegend is not False)
-    height += LEGEND_ROW_PX * (max(1, math.ceil(entries / LEGEND_PER_ROW)) - 1)
-    return _base_layout(fig, title, height)
-
-
-def _add_band(fig, x, y, bx, by, color, label) -> None:
-    std = np.interp(x, bx, by).astype(np.float32)
-    upper, lower = (y + std).astype(np.float32), (y - std).astype(np.float32)
-    fill = _rgba(color, 0.15)
-    fig.add_trace(go.Scatter(x=x, y=upper, mode="lines", line={"width": 0},
-                             legendgroup=label, showlegend=False, hoverinfo="skip"))
-    # no legend entry of its own (the chart title says "± std"); it toggles with its line
-    fig.add_trace(go.Scatter(x=x, y=lower, mode="lines", line={"width": 0}, fill="tonexty",
-                             fillcolor=fill, legendgroup=label, name=f"{label} ± std",
-                             showlegend=False, hoverinfo="skip"))
-
-
-def _rgba(hex_color: str, alpha: float) -> str:
-    h = hex_color.lstrip("#")
-    r, g, b = (int(h[i:i + 2], 16) for i in (0, 2, 4))
-    return f"rgba({r},{g},{b},{alpha})"
-
-
-def quality_figure(arms: dict[str, dict], metrics, *, events=None,
-                   cols: int = 3) -> go.Figure:
-    """Small multiples, one panel per quality metric (their scales differ)."""
-    metrics = list(metrics)
-    rows = max(1, math.ceil(len(metrics) / cols))
-    fig = make_subplots(rows=rows, cols=min(cols, max(1, len(metrics))),
-                        subplot_titles=[metric_title(m) for m in metrics],
-                        horizontal_spacing=0.08,
-                        vertical_spacing=0.18 if rows > 1 else 0.1)
-    n_arms = len(arms)
-    for m, metric in enumerate(metrics):
-        row, col = m // cols + 1, m % cols + 1
-        for a, (arm, data) in enumerate(arms.items()):
-            x, y = data.get("step:" + metric), data.get(metric)
-            if y is None or len(y) == 0:
-                continue
-            color = PALETTE[a % len(PALETTE)] if n_arms > 1 else PALETTE[m % len(PALETTE)]
-            # several arms: one colour and one legend entry per arm, across the panels
-            fig.add_trace(go.Scatter(x=x, y=y, mode="lines+markers",
-                                     name=arm if n_arms > 1 else metric, legendgroup=arm,
-                                     line={"color": color, "width": 1.6},
-                                     marker={"size": 4}, showlegend=n_arms > 1 and m == 0),
-                          row=row, col=col)
-    for step, text in events or ():
-        fig.add_vline(x=float(step), line_width=1, line_dash="dot", line_color="#555")
-    fig = _base_layout(fig, "Quality", 220 * rows + 40)
-    fig.update_xaxes(title_text=None)
-    fig.update_layout(margin={"t": 64})   # the panel titles go under the figure's title
+        # Transparent: the page's theme (light or dark) shows through, and Streamlit
+        # colours the text to match it.
+        paper_bgcolor="rgba(0,0,0,0)", plot_bgcolor="rgba(0,0,0,0)")
+    fig.update_xaxes(title_text="step", gridcolor=GRID, zerolinecolor=GRID)
+    fig.update_yaxes(gridcolor=GRID, zerolinecolor=GRID)
     return fig
 
 
@@ -267,30 +147,9 @@ def overoptimisation_figure(arms: dict[str, dict]) -> go.Figure:
     return fig
 
 
-TOY_CAPTION = ("Black: real points · orange: samples from the fixed noise · background: "
-               "D(x), red = D says real, blue = fake")
-
-
-def all_figures(decimated, columns, *, smoothing: float, events) -> list[tuple[str, go.Figure]]:
-    """(name, figure) for every chart that has data: chart_specs(), then the Quality group.
-
-    `decimated(names)` gives {arm: decimated view} of those columns (one arm on the
-    Train page, every arm on the Compare page); `columns` are all logged column names.
-    """
-    specs = chart_specs(columns)
-    arms = decimated(chart_columns(columns))
-    out = [(spec.metrics[0], metric_figure(arms, spec.metrics, title=spec.title,
-                                           smoothing=smoothing, events=events,
-                                           band=spec.band, y_range=spec.y_range))
-           for spec in specs if has_data(arms, spec.metrics)]
-    quality = quality_columns(columns)
-    if quality:
-        q_arms = decimated(quality)
-        if has_data(q_arms, quality):
-            out.append(("quality", quality_figure(q_arms, quality, events=events)))
-    if "q_sqrt_kl" in quality:
-        out.append(("overopt", overoptimisation_figure(decimated(list(OVEROPT)))))
-    return out
+TOY_CAPTION = ("Black: real points (drawn on top) · orange: samples from the fixed noise · "
+               "background: D(x), from blue (0, D says fake) to red (1, D says real), as "
+               "the colour bar shows")
 
 
 def toy_figure(real: np.ndarray, generated: np.ndarray, heatmap: np.ndarray | None,

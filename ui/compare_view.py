@@ -19,7 +19,7 @@ from core.metric_info import METRICS
 from core.multi_seed import DEFAULT_IMAGE_WARMUP
 from core.rules import RULES
 from core.trainer import new_run_id
-from ui import charts, run_view, runs, widgets
+from ui import charts, live_chart, run_view, runs, widgets
 from ui.run_view import flash_error
 from ui.text import code, plain
 
@@ -198,21 +198,34 @@ def _events(arena: Arena) -> list[tuple[int, str]]:
     return sorted(out)
 
 
-def _arm_data(arena: Arena, columns: list[str]) -> dict[str, dict]:
-    if arena.warming_up:   # one trace until the fork: the warm-up run
-        return {arena.warmup.name: arena.warmup.log.decimated(columns, charts.MAX_POINTS)}
-    return {n: a.log.decimated(columns, charts.MAX_POINTS) for n, a in arena.arms.items()}
+HISTORY_COLOR = "#999999"   # the shared history before the arms fork: no arm's colour
 
 
-def metric_charts(arena: Arena, smoothing: float) -> None:
+def _sources(arena: Arena, compared_only: bool) -> list[live_chart.Source]:
+    """The warm-up (or the forked run's past) in grey, then one colour per arm from the
+    fork on, each arm's line starting at the fork point."""
+    history = f"{arena.run_id}:history"
+    if arena.warming_up:
+        return [live_chart.Source(history, "warm-up (bce)", arena.warmup.log, HISTORY_COLOR)]
+    first = next(iter(arena.arms.values()))
+    fork_row = first.log.row_of_step(arena.fork_step) if arena.fork_step else 0
+    out = []
+    if fork_row and not compared_only:
+        out.append(live_chart.Source(history, "before the fork", first.log, HISTORY_COLOR,
+                                     end_row=fork_row))
+    for i, (name, arm) in enumerate(arena.arms.items()):
+        out.append(live_chart.Source(f"{arena.run_id}:{name}", name, arm.log,
+                                     charts.PALETTE[i % len(charts.PALETTE)],
+                                     first_row=max(0, fork_row - 1)))
+    return out
+
+
+def metric_charts(arena: Arena, smoothing: float, compared_only: bool) -> None:
     columns = {c for arm in arena.arms.values() for c in arm.log.columns}
-    figures = charts.all_figures(lambda names: _arm_data(arena, names), columns,
-                                 smoothing=smoothing, events=_events(arena))
-    if not figures:
+    if not live_chart.metric_charts("cmp_chart_", _sources(arena, compared_only), columns,
+                                    smoothing=smoothing, events=_events(arena),
+                                    group="compare"):
         st.caption("Charts appear after the first steps.")
-    for name, fig in figures:
-        st.plotly_chart(fig, key=f"cmp_chart_{name}", width="stretch",
-                        config={"displaylogo": False})
     run_view.quality_notes(columns)
 
 
@@ -303,13 +316,11 @@ def samples(arena: Arena) -> None:
                 st.image(snap.png, caption=f"{name} ({arm.cfg.rule}) at step {snap.step:,}",
                          width="stretch")
             else:
-                fig = charts.toy_figure(real, snap.points, snap.heatmap, snap.extent,
-                                        title=f"{name} · step {snap.step:,}", height=250)
-                st.plotly_chart(fig, key=f"cmp_toy_{name}", width="stretch",
-                                config={"displaylogo": False})
+                live_chart.toy_picture(f"cmp_toy_{name}", f"{arena.run_id}:{name}", snap,
+                                       real, f"{name} · step {snap.step:,}")
     if real is not None:
-        st.caption("Black: real points · orange: each arm's samples on the same fixed z · "
-                   "background: that arm's D(x), red = D says real, blue = fake")
+        st.caption("Black: real points (on top) · orange: each arm's samples on the same "
+                   "fixed z · background: that arm's D(x), blue = D says fake, red = real")
 
 
 def downloads(arena: Arena) -> None:
@@ -318,7 +329,7 @@ def downloads(arena: Arena) -> None:
     for col, name in zip(cols, arena.arms):
         col.download_button(f"{name} as a single run", key=f"cmp_dl_{name}",
                             data=lambda n=name: to_bytes(arena.arm_state(n)),
-                            file_name=f"{arena.run_id}_{name}_step_{arena.step_count}.pt",
+                            file_name=f"{arena.run_id}_{name}_step_{arena.step_count}.safetensors",
                             on_click="ignore", width="stretch",
                             disabled=arena.status.state == "running" or arena.warming_up,
                             help="Pause first. Resume or sample it on the Checkpoints page "
@@ -336,15 +347,18 @@ def all_arms_csv(arena: Arena) -> bytes:
 
 
 def live_view(arena: Arena) -> None:
-    c1, _ = st.columns([3, 1])
+    c1, c2 = st.columns([3, 1], vertical_alignment="bottom")
     smoothing = c1.slider("EMA smoothing", 0.0, 0.99, 0.9, 0.01, key="cmp_smoothing",
-                          help="Raw values faint, smoothed bold; one colour per arm")
+                          help="Raw values faint, smoothed bold; one colour per arm, the "
+                          "history before the fork in grey")
+    compared_only = c2.toggle("Compared steps only", key="cmp_compared_only",
+                              help="Hide the warm-up (or the forked run's past)")
 
     def body() -> None:
         status(arena)
         left, right = st.columns([3, 2])
         with left:
-            metric_charts(arena, smoothing)
+            metric_charts(arena, smoothing, compared_only)
         with right:
             said = verdict(arena)
             if said:

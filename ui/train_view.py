@@ -12,9 +12,10 @@ import time
 import numpy as np
 import streamlit as st
 
+from core.animate import large_png, progression_gif
 from core.config import TrainConfig
 from core.trainer import Trainer, new_run_id
-from ui import charts, run_view, runs
+from ui import charts, live_chart, run_view, runs
 from ui.run_view import flash_error
 from ui.text import code, plain
 
@@ -127,31 +128,30 @@ def status(trainer: Trainer) -> None:
     run_view.quality_notice(trainer.run)
 
 
-def _figures(trainer: Trainer, smoothing: float) -> list[tuple[str, object]]:
-    """(key, figure) for every chart with data, built from decimated float32 views."""
-    figures = charts.all_figures(
-        lambda names: {"": trainer.log.decimated(names, charts.MAX_POINTS)},
-        trainer.log.columns, smoothing=smoothing, events=list(trainer.log.events))
-    return [(f"chart_{name}", fig) for name, fig in figures]
-
-
-def metric_charts(trainer: Trainer, smoothing: float, frozen: bool) -> None:
-    # Rebuild only when something changed (a paused run costs nothing), or never
-    # while frozen: the same figures are re-sent, so the user's zoom survives.
-    cache_key = f"figures_{trainer.run_id}"
-    version = (len(trainer.log), len(trainer.log.events), smoothing)
-    cached = st.session_state.get(cache_key)
-    if cached is not None and (frozen or cached[0] == version):
-        figures = cached[1]
-    else:
-        figures = _figures(trainer, smoothing)
-        st.session_state[cache_key] = (version, figures)
-    if not figures:
+def metric_charts(trainer: Trainer, smoothing: float) -> None:
+    source = live_chart.Source(trainer.run_id, "", trainer.log)
+    if not live_chart.metric_charts("chart_", [source], trainer.log.columns,
+                                    smoothing=smoothing, events=list(trainer.log.events),
+                                    group="train"):
         st.caption("Charts appear after the first steps.")
         return
-    for key, fig in figures:
-        st.plotly_chart(fig, key=key, width="stretch", config={"displaylogo": False})
+    if "q_sqrt_kl" in trainer.log.columns:
+        overopt(trainer)
     run_view.quality_notes(trainer.log.columns)
+
+
+def overopt(trainer: Trainer) -> None:
+    """The rlhf over-optimisation chart (score vs sqrt KL), rebuilt only when a new
+    evaluation lands."""
+    cache_key = f"overopt_{trainer.run_id}"
+    row = trainer.log.last_row(list(charts.OVEROPT))
+    cached = st.session_state.get(cache_key)
+    if cached is None or cached[0] != row:
+        arms = {"": trainer.log.decimated(list(charts.OVEROPT), charts.MAX_POINTS)}
+        cached = (row, charts.overoptimisation_figure(arms))
+        st.session_state[cache_key] = cached
+    st.plotly_chart(cached[1], key="chart_overopt", width="stretch",
+                    config={"displaylogo": False})
 
 
 def _real_points(trainer: Trainer, n: int = 1000) -> np.ndarray:
@@ -177,29 +177,40 @@ def samples(trainer: Trainer) -> None:
         snap = trainer.snapshots.at_step(chosen)
     if snap.png is not None:
         st.image(snap.png, caption=f"Fixed-noise samples at step {snap.step:,}", width="stretch")
-        st.download_button("Download grid PNG", data=lambda: snap.png, key="btn_grid_png",
-                           file_name=f"{trainer.run_id}_step_{snap.step}.png",
-                           mime="image/png", on_click="ignore")
+        st.download_button("Download grid PNG", data=lambda: large_png(snap.png),
+                           key="btn_grid_png", file_name=f"{trainer.run_id}_step_{snap.step}.png",
+                           mime="image/png", on_click="ignore",
+                           help="This grid, upscaled to 1,024 px or more")
     else:
-        fig = charts.toy_figure(_real_points(trainer), snap.points, snap.heatmap, snap.extent,
-                                title=f"Real vs generated at step {snap.step:,} over D(x)")
-        st.plotly_chart(fig, key="chart_toy", width="stretch", config={"displaylogo": False})
+        live_chart.toy_picture("chart_toy", trainer.run_id, snap, _real_points(trainer),
+                               f"Real vs generated at step {snap.step:,} over D(x)")
         st.caption(charts.TOY_CAPTION)
+    st.download_button("Download progression GIF", data=lambda: _progression(trainer),
+                       key="btn_progress_gif", file_name=f"{trainer.run_id}_progress.gif",
+                       mime="image/gif", on_click="ignore",
+                       help="Every kept snapshot, one frame each, labelled with its step")
+
+
+def _progression(trainer: Trainer) -> bytes:
+    # Built only on click. snapshots.all() copies the list under the store's lock, so
+    # a running run can keep adding snapshots meanwhile.
+    snaps = trainer.snapshots.all()
+    real = None if snaps and snaps[-1].png is not None else _real_points(trainer)
+    return progression_gif(snaps, real=real)
 
 
 def live_view(trainer: Trainer) -> None:
     """Status, charts and samples inside the page's one polling fragment."""
-    c1, c2 = st.columns([3, 1])
-    smoothing = c1.slider("EMA smoothing", 0.0, 0.99, 0.9, 0.01, key="smoothing",
-                          help="Raw values faint, smoothed bold")
-    frozen = c2.toggle("Freeze charts", key="freeze",
-                       help="Stop updating the charts (zooming resets on each update)")
+    smoothing = st.slider("EMA smoothing", 0.0, 0.99, 0.9, 0.01, key="smoothing",
+                          help="Raw values faint, smoothed bold. On a chart: drag to zoom "
+                          "(all charts follow unless 'link x' is off), double-click to see "
+                          "the whole run, click a legend entry to hide it.")
 
     def body() -> None:
         status(trainer)
         left, right = st.columns([2, 1])
         with left:
-            metric_charts(trainer, smoothing, frozen)
+            metric_charts(trainer, smoothing)
         with right:
             samples(trainer)
 

@@ -1,0 +1,197 @@
+"""Metric charts that append in place: a Streamlit custom component (v2) over uPlot.
+
+Why not st.plotly_chart: in Streamlit 1.67 its element identity hashes the figure, so
+every refresh re-sent every figure whole and the browser remounted it (flicker, lost
+zoom and hover). A v2 component keeps its identity by key and re-runs its script on
+the same element when its data changes, so the chart (static/live_chart.js) keeps its
+history, zoom, hidden series and log scale, and each refresh only carries the rows
+logged since this session's previous one.
+
+The protocol, per chart and data source (a run, or a Compare arm): the first message
+holds the source's whole history thinned to MAX_POINTS rows ("full"); each later one
+holds rows [previous end - 1, end), i.e. the previous message's last row again (a
+quality evaluation may have filled it in since) and the new rows thinned to
+DELTA_ROWS. A browser element that did not see the previous message (a remount, a
+page switch) asks for a resync through its component state, and the next run sends
+"full" again. A reload or a second tab is a new session: it starts with "full".
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import streamlit as st
+
+from core.metric_info import METRICS
+from core.metrics import MetricLog
+from ui import charts
+
+MAX_POINTS = 1000     # rows per source on first draw; the browser thins back to this
+DELTA_ROWS = 24       # rows per source per refresh at most (spikes kept, min/max)
+HEIGHT = 220
+SIGNIFICANT = 4       # digits sent per value: more than a chart or its hover shows
+STATIC = Path(__file__).resolve().parents[1] / "static"
+SENT = "live_chart_sent"   # session key: (chart key, source id) -> (end, resync seen)
+
+
+def _loader() -> str:
+    """The component's inline script: it imports the chart module that the app serves
+    from static/ (Streamlit would otherwise re-send a large inline script with every
+    update). The version in the URL makes a browser fetch a changed module."""
+    digest = hashlib.sha1((STATIC / "live_chart.js").read_bytes()).hexdigest()[:10]
+    return ("export default async function (c) {\n  const m = await import(new URL("
+            f"'app/static/live_chart.js?v={digest}', document.baseURI).href);\n"
+            "  return m.render(c);\n}\n")
+
+
+_COMPONENT = st.components.v2.component("ganlab_live_chart", js=_loader())
+
+
+@dataclass(frozen=True)
+class Source:
+    """One line group of a chart: a metric log's rows [first_row, end_row)."""
+    id: str                     # stable for the log's lifetime: the run id (and arm)
+    label: str                  # legend prefix; "" for a single run
+    log: MetricLog
+    color: str | None = None    # one colour, a dash per metric; None: a colour per metric
+    first_row: int = 0
+    end_row: int | None = None
+
+
+def compact(values: np.ndarray) -> list:
+    """Values rounded to SIGNIFICANT digits as JSON numbers, NaN/inf as null."""
+    v = np.asarray(values, dtype=np.float64)
+    finite = np.isfinite(v)
+    scale = np.ones_like(v)
+    nonzero = finite & (v != 0)
+    scale[nonzero] = 10.0 ** (SIGNIFICANT - 1 - np.floor(np.log10(np.abs(v[nonzero]))))
+    rounded = np.where(finite, np.round(v * scale) / scale, np.nan)
+    return [None if math.isnan(x) else x for x in rounded.tolist()]
+
+
+def columns(spec: charts.ChartSpec) -> list[str]:
+    """The columns a chart sends: its metrics, then its band's std column."""
+    return list(spec.metrics) + ([spec.band] if spec.band else [])
+
+
+def source_payload(key: str, spec: charts.ChartSpec, src: Source, sent: dict,
+                   resync: int, max_rows: int = MAX_POINTS) -> dict:
+    """What this session sends for one source now, and remember it in `sent`."""
+    names = columns(spec)
+    end = len(src.log) if src.end_row is None else min(src.end_row, len(src.log))
+    end = max(end, src.first_row)
+    prev = sent.get((key, src.id))
+    full = prev is None or prev[1] != resync or not src.first_row < prev[0] <= end
+    start = src.first_row if full else prev[0] - 1
+    steps, cols = src.log.rows(names, start, end,
+                               max_rows if full else DELTA_ROWS)
+    sent[(key, src.id)] = (end, resync)
+    return {"id": src.id, "full": full, "start": start, "end": end,
+            "x": steps.tolist(), "ys": [compact(cols[c]) for c in names]}
+
+
+def _styles(src: Source, n: int) -> list[dict]:
+    if src.color is None:
+        return [{"color": charts.PALETTE[i % len(charts.PALETTE)], "dash": "solid"}
+                for i in range(n)]
+    return [{"color": src.color, "dash": charts.DASHES[i % len(charts.DASHES)]}
+            for i in range(n)]
+
+
+def chart_data(key: str, spec: charts.ChartSpec, sources: list[Source], sent: dict, *,
+               resync: int = 0, smoothing: float, events, group: str, points: bool = False,
+               height: int = HEIGHT) -> dict:
+    """What one chart element is sent in this run (no Streamlit: benches call it)."""
+    names = columns(spec)
+    chart = {"title": spec.title, "metrics": names,
+             "labels": [METRICS.entry(n).title if n in METRICS else n for n in names],
+             "band": len(spec.metrics) if spec.band else None,
+             "y_range": list(spec.y_range) if spec.y_range else None,
+             "points": points, "height": height, "group": group,
+             "sources": [{"id": s.id, "label": s.label,
+                          "styles": _styles(s, len(spec.metrics))} for s in sources]}
+    data = {"smoothing": float(smoothing),
+            "events": [[int(step), str(text)] for step, text in events or ()],
+            "resync": resync,
+            "sources": [source_payload(key, spec, s, sent, resync) for s in sources]}
+    # the chart's description only when it changed (or the browser resynced): it
+    # would be most of a steady-state update
+    described = (json.dumps(chart, sort_keys=True), resync)
+    if sent.get((key, "chart")) != described:
+        data["chart"] = chart
+        sent[(key, "chart")] = described
+    return data
+
+
+def live_chart(key: str, spec: charts.ChartSpec, sources: list[Source], **options) -> None:
+    """Draw (first run) or extend (later runs) one chart; options: see chart_data.
+    `group`: charts whose x axes zoom together and share the hover cursor."""
+    state = st.session_state.get(key)
+    resync = int((state or {}).get("resync") or 0)
+    sent = st.session_state.setdefault(SENT, {})
+    data = chart_data(key, spec, sources, sent, resync=resync, **options)
+    _COMPONENT(key=key, data=data, on_resync_change=lambda: None)
+
+
+def chart_list(columns_logged) -> list[tuple[str, charts.ChartSpec, dict]]:
+    """(key suffix, spec, options) of every chart a run with these columns shows: the
+    step-metric charts (charts.chart_specs) that have data, then one small chart per
+    quality metric."""
+    logged = set(columns_logged)
+    out = [(spec.metrics[0], spec, {}) for spec in charts.chart_specs(logged)
+           if logged.intersection(spec.metrics)]
+    for name in charts.quality_columns(logged):
+        entry = METRICS.get(name)
+        spec = charts.ChartSpec(charts.metric_title(name), (name,),
+                                y_range=entry.extra.get("y_range") if entry else None)
+        out.append((name, spec, {"points": True, "height": 150}))
+    return out
+
+
+def metric_charts(prefix: str, sources: list[Source], columns_logged, *, smoothing: float,
+                  events, group: str) -> bool:
+    """Every chart of chart_list, the quality ones three a row. False when nothing is
+    logged yet."""
+    if not any(len(s.log) for s in sources):
+        return False
+    listed = chart_list(columns_logged)
+    steps = [c for c in listed if not c[2]]
+    quality = [c for c in listed if c[2]]
+    for name, spec, _ in steps:
+        live_chart(prefix + name, spec, sources, smoothing=smoothing, events=events,
+                   group=group)
+    for i in range(0, len(quality), 3):
+        for col, (name, spec, options) in zip(st.columns(3), quality[i:i + 3]):
+            with col:
+                live_chart(prefix + name, spec, sources, smoothing=0.0, events=events,
+                           group=group, **options)
+    return True
+
+
+def _rounded(values: np.ndarray, digits: int = 3) -> list:
+    return np.round(np.asarray(values, dtype=np.float64), digits).tolist()
+
+
+def toy_picture(key: str, run_id: str, snap, real: np.ndarray | None, title: str) -> None:
+    """The 2-D data picture (D's heatmap, generated points, real points on top, a
+    colour bar), drawn in the browser. The snapshot is sent once per session and
+    element; later runs send only its identity until the next snapshot."""
+    state = st.session_state.get(key)
+    resync = int((state or {}).get("resync") or 0)
+    sent = st.session_state.setdefault(SENT, {})
+    ident = f"{run_id}:{snap.step}"
+    data = {"kind": "toy", "title": title, "resync": resync, "same": ident}
+    if sent.get((key, "snapshot")) != (ident, resync):
+        data["snapshot"] = {
+            "key": ident, "extent": [float(v) for v in snap.extent],
+            "points": _rounded(snap.points),
+            "heatmap": None if snap.heatmap is None else _rounded(snap.heatmap, 2)}
+        sent[(key, "snapshot")] = (ident, resync)
+    if real is not None and sent.get((key, "real")) != (run_id, resync):
+        data["real"] = _rounded(real)
+        sent[(key, "real")] = (run_id, resync)
+    _COMPONENT(key=key, data=data, on_resync_change=lambda: None)
