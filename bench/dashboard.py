@@ -153,6 +153,24 @@ def compare_screenshot(page, url: str, docs: Path, wait_s: float = 20) -> None:
     page.set_viewport_size({"width": 1400, "height": 1000})
 
 
+def dark_screenshot(browser, url: str, docs: Path, wait_s: float = 12) -> None:
+    """The Train page on a dark OS with the default "System" theme, ring8 live."""
+    context = browser.new_context(viewport={"width": 1400, "height": 1000},
+                                  color_scheme="dark")
+    page = context.new_page()
+    page.set_default_timeout(90_000)
+    page.goto(url)
+    b.choose_data(page, "ring8")
+    b.click(page, "btn_start")
+    b.wait_status(page, "running")
+    b.wait_points_above(page, 0)
+    time.sleep(wait_s)
+    page.locator(".lc").first.scroll_into_view_if_needed()
+    save_small_png(page, docs / "train_dark.png")
+    b.click(page, "btn_stop")
+    context.close()
+
+
 def chart_update_size(steps: int = 20_000, per_update: int = 500, updates: int = 20) -> None:
     """What the live charts send per refresh at any run length: one session's first
     draw (the whole thinned history) after `steps` ring8 reinforce steps, then the
@@ -249,6 +267,7 @@ def main() -> None:
                 print("screenshots")
                 screenshots(page, url, ROOT / "docs")
                 compare_screenshot(page, url, ROOT / "docs")
+                dark_screenshot(browser, url, ROOT / "docs")
     if args.screenshots_only:
         return
     print("chart update size after 20,000 steps")
