@@ -396,13 +396,20 @@ class LiveChart {
       const x = u.valToPos(step, "x", true);
       if (!(x >= left && x <= left + width)) continue;
       ctx.beginPath(); ctx.moveTo(x, top); ctx.lineTo(x, top + height); ctx.stroke();
-      const w = ctx.measureText(text).width;
-      let row = rowsEnd.findIndex((end) => x + 3 * px > end);
+      let label = text;
+      let w = ctx.measureText(label).width;
+      while (w > width - 4 * px && label.length > 4) {   // too long for the plot: shorten
+        label = label.slice(0, -2);
+        w = ctx.measureText(label + "…").width;
+      }
+      if (label !== text) label += "…";
+      // right of its line where it fits, else ending at the plot's right edge
+      const tx = Math.max(left + 2 * px, Math.min(x + 3 * px, left + width - w));
+      let row = rowsEnd.findIndex((end) => tx > end);
       if (row < 0) row = rowsEnd.length;
       if (row > 2) continue;
-      rowsEnd[row] = x + w + 10 * px;
-      const tx = Math.min(x + 3 * px, left + width - w);
-      ctx.fillText(text, tx, top + (12 + 13 * row) * px);
+      rowsEnd[row] = tx + w + 8 * px;
+      ctx.fillText(label, tx, top + (12 + 13 * row) * px);
     }
     ctx.restore();
   }
@@ -472,6 +479,32 @@ function rdbu(v) {
   return RDBU[i].map((c, k) => 0.6 * (c + f * (RDBU[i + 1][k] - c)) + 0.4 * 255);
 }
 
+function bytesOf(b64) {
+  const raw = atob(b64);
+  const out = new Uint8Array(raw.length);
+  for (let i = 0; i < raw.length; i++) out[i] = raw.charCodeAt(i);
+  return out;
+}
+
+// {span, b64}: int16 pairs over +-span (ui/live_chart.py _points) -> [[x, y], ...]
+function points(p) {
+  if (!p) return null;
+  const q = new Int16Array(bytesOf(p.b64).buffer);
+  const out = [];
+  for (let i = 0; i + 1 < q.length; i += 2)
+    out.push([(q[i] / 32767) * p.span, (q[i + 1] / 32767) * p.span]);
+  return out;
+}
+
+// {shape, b64}: uint8 levels of D(x) -> rows of values in [0, 1]
+function heatmap(h) {
+  if (!h) return null;
+  const q = bytesOf(h.b64);
+  const [rows, cols] = h.shape;
+  return Array.from({ length: rows }, (_, r) =>
+    Array.from(q.subarray(r * cols, (r + 1) * cols), (v) => v / 255));
+}
+
 class ToyPicture {
   constructor(root) {
     this.root = root;
@@ -488,8 +521,12 @@ class ToyPicture {
   }
 
   update(data, setStateValue) {
-    if (data.real) this.real = data.real;
-    if (data.snapshot) this.snap = data.snapshot;
+    if (data.real) this.real = points(data.real);
+    if (data.snapshot) {
+      const s = data.snapshot;
+      this.snap = { key: s.key, extent: s.extent, points: points(s.points),
+                    heatmap: heatmap(s.heatmap) };
+    }
     else if (!this.snap || this.snap.key !== data.same) {   // new element: ask again
       setStateValue("resync", (data.resync || 0) + 1);
       return;

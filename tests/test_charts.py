@@ -126,3 +126,17 @@ def test_the_chart_description_is_sent_once_per_element():
     assert "chart" not in data(), "unchanged: not sent again"
     assert "chart" in data(resync=1), "a browser that asked for everything gets it"
     assert data(resync=1, smoothing=0.9)["smoothing"] == 0.9
+
+
+def test_2d_snapshots_are_sent_as_int16_points_and_uint8_levels():
+    import base64
+
+    pts = np.array([[0.5, -1.25], [3.0, 100.0]])
+    sent = live_chart._points(pts, span=8.0)
+    q = np.frombuffer(base64.b64decode(sent["b64"]), dtype="<i2").reshape(-1, 2)
+    back = q / 32767 * sent["span"]
+    assert np.allclose(back[0], [0.5, -1.25], atol=8 / 32767)
+    assert back[1][1] == 8.0, "far outside the view: clipped to the span"
+    heat = live_chart._heatmap(np.array([[0.0, 0.5], [1.0, 2.0]]))
+    levels = np.frombuffer(base64.b64decode(heat["b64"]), dtype=np.uint8)
+    assert heat["shape"] == [2, 2] and levels.tolist() == [0, 128, 255, 255]

@@ -347,7 +347,7 @@ def all_arms_csv(arena: Arena) -> bytes:
 
 
 def live_view(arena: Arena) -> None:
-    c1, c2 = st.columns([3, 1], vertical_alignment="bottom")
+    c1, c2 = st.columns([5, 2], vertical_alignment="bottom")
     smoothing = c1.slider("EMA smoothing", 0.0, 0.99, 0.9, 0.01, key="cmp_smoothing",
                           help="Raw values faint, smoothed bold; one colour per arm, the "
                           "history before the fork in grey")

@@ -17,6 +17,7 @@ page switch) asks for a resync through its component state, and the next run sen
 """
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import math
@@ -172,8 +173,16 @@ def metric_charts(prefix: str, sources: list[Source], columns_logged, *, smoothi
     return True
 
 
-def _rounded(values: np.ndarray, digits: int = 3) -> list:
-    return np.round(np.asarray(values, dtype=np.float64), digits).tolist()
+def _points(values: np.ndarray, span: float) -> dict:
+    """2-D points as int16 over +-span, base64 (a third of their size as JSON)."""
+    q = np.clip(np.round(np.asarray(values, dtype=np.float64) / span * 32767), -32767, 32767)
+    return {"span": span, "b64": base64.b64encode(q.astype("<i2").tobytes()).decode()}
+
+
+def _heatmap(values: np.ndarray) -> dict:
+    """D(x) in [0, 1] as uint8 levels, base64, with its shape."""
+    q = np.round(np.clip(np.asarray(values, dtype=np.float64), 0.0, 1.0) * 255)
+    return {"shape": list(q.shape), "b64": base64.b64encode(q.astype(np.uint8).tobytes()).decode()}
 
 
 def toy_picture(key: str, run_id: str, snap, real: np.ndarray | None, title: str) -> None:
@@ -184,14 +193,16 @@ def toy_picture(key: str, run_id: str, snap, real: np.ndarray | None, title: str
     resync = int((state or {}).get("resync") or 0)
     sent = st.session_state.setdefault(SENT, {})
     ident = f"{run_id}:{snap.step}"
+    # points far outside the view clip at 4x its extent: they are off the canvas anyway
+    span = 4.0 * max(abs(float(v)) for v in snap.extent)
     data = {"kind": "toy", "title": title, "resync": resync, "same": ident}
     if sent.get((key, "snapshot")) != (ident, resync):
         data["snapshot"] = {
             "key": ident, "extent": [float(v) for v in snap.extent],
-            "points": _rounded(snap.points),
-            "heatmap": None if snap.heatmap is None else _rounded(snap.heatmap, 2)}
+            "points": _points(snap.points, span),
+            "heatmap": None if snap.heatmap is None else _heatmap(snap.heatmap)}
         sent[(key, "snapshot")] = (ident, resync)
     if real is not None and sent.get((key, "real")) != (run_id, resync):
-        data["real"] = _rounded(real)
+        data["real"] = _points(real, span)
         sent[(key, "real")] = (run_id, resync)
     _COMPONENT(key=key, data=data, on_resync_change=lambda: None)
