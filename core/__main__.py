@@ -334,6 +334,8 @@ def _arenas_to_run(args: argparse.Namespace, steps_are: str) -> tuple:
     if not cfg.steps:
         raise UsageError(f"--steps must be a positive number of {steps_are}")
     arms = _parse_arms(args.rules)
+    for arm in arms:   # a bad arm option is refused here, before the run folder is made
+        _configured(lambda: arm.config(cfg))
     if not 1 <= args.seeds <= 100:
         raise UsageError(f"--seeds {args.seeds}: use between 1 and 100")
     if cfg.seed + args.seeds - 1 > SEED_MAX:
@@ -460,7 +462,11 @@ def cmd_reward_train(args: argparse.Namespace) -> int:
     from .preferences import PreferenceStore, default_path
 
     out = check_out_file("--out", args.out)
-    store = PreferenceStore(args.db or default_path())
+    db = Path(args.db or default_path())
+    if not db.exists():   # opening would create an empty database only to refuse it
+        raise UsageError(f"{db}: no preference database there yet: judge on the Feedback "
+                         "page or run python -m core feedback simulate")
+    store = PreferenceStore(db)
     try:
         names = sorted({j.data for j in store.judgements(judge=args.judge)})
         if args.data is None and len(names) != 1:
@@ -487,8 +493,8 @@ def cmd_animate(args: argparse.Namespace) -> int:
     out = check_out_file("--out", args.out)
     if out.suffix.lower() != ".gif":
         raise UsageError(f"--out {args.out}: the animation is a GIF; name a .gif file")
-    if not 0 < args.fps <= 50:
-        raise UsageError(f"--fps {args.fps:g}: use a rate above 0 and at most 50")
+    if not 0.1 <= args.fps <= 50:   # below 0.1 a frame's delay overflows the GIF format
+        raise UsageError(f"--fps {args.fps:g}: use a rate from 0.1 to 50 frames per second")
     source = Path(args.source)
     if source.is_dir():
         try:

@@ -10,6 +10,7 @@ Layout (the same nested dict in both formats):
 
     schema_version, kind ("run" or "arena"), torch_version, saved_at,
     config (TrainConfig.to_dict()), run_id, step, rule, rule_start (optional),
+    notes (optional: {"name": display name, "text": the user's note}, both text),
     generator, generator_ema and generator_ref (optional; the rlhf rule's KL anchor),
     discriminator, g_optimizer, d_optimizer
     (state dicts), rng {data, noise} (generator states), fixed_z,
@@ -75,6 +76,7 @@ MAX_METRIC_COLUMNS = 1_000
 MAX_EVENTS = 1_000_000
 MAX_TEXT = 10_000                 # characters of one event, run id, rule, ...
 MAX_NAME = 200
+MAX_NOTE_NAME, MAX_NOTE_TEXT = MAX_NAME, MAX_TEXT   # notes: the user's run name and note
 MAX_ARMS = 100
 MAX_SNAPSHOTS = 1_000             # the largest max_snapshots a config allows (a resumed
                                   # run may hold more than its own until it next thins)
@@ -180,6 +182,9 @@ def load_with_format(source: str | Path | bytes | BinaryIO) -> tuple[dict, bool]
     """(validated state, whether the file had the old .pt format); the format is told by
     the content, not the file name."""
     name = str(source) if isinstance(source, (str, Path)) else "the uploaded file"
+    if isinstance(source, (str, Path)) and _special_file(source):  # reading could block
+        raise CheckpointError(f"{name} is not a regular file (a FIFO or device); give a "
+                              "checkpoint file")
     try:
         raw = _read_all(source)
     except FileNotFoundError:
@@ -221,6 +226,11 @@ def load_with_format(source: str | Path | bytes | BinaryIO) -> tuple[dict, bool]
                               "saved by GAN RL Lab") from None
     validate(state, name, version=LEGACY_SCHEMA_VERSION)
     return state, True
+
+
+def _special_file(path: str | Path) -> bool:
+    """A FIFO, device or socket: reading one could block or never end (/dev/zero)."""
+    return os.path.exists(path) and not os.path.isdir(path) and not os.path.isfile(path)
 
 
 def _read_all(source) -> bytes:
@@ -380,6 +390,16 @@ def _check_meta(name: str, state: dict) -> None:
     saved_at = state.get("saved_at")
     if saved_at is not None:
         _check_number(name, "saved_at", saved_at, 0.0, 1e11)
+    if "notes" in state:
+        _check_notes(name, state["notes"])
+
+
+def _check_notes(name: str, notes) -> None:
+    """The user's display name and note: shown as plain text, never markdown."""
+    if not isinstance(notes, dict) or set(notes) != {"name", "text"}:
+        _fail(name, f"notes is {_describe(notes)}, not a dict of name and text")
+    _check_text(name, "notes name", notes["name"], MAX_NOTE_NAME)
+    _check_text(name, "notes text", notes["text"], MAX_NOTE_TEXT)
 
 
 def _check_int(name: str, field: str, value, low: int, high: int, fix: str = DAMAGED) -> int:
@@ -827,6 +847,8 @@ def checkpoint_summary(state: dict) -> dict:
            "step": safe["step"], "rule": safe["rule"], "data": _json_safe(cfg.get("data")),
            "torch_version": safe["torch_version"], "saved_at": safe["saved_at"],
            "config": _json_safe(cfg)}
+    if state.get("notes") is not None:   # the user's run name and note
+        out["notes"] = _json_safe(state["notes"])
     if out["kind"] == "arena":
         arms = state.get("arms")
         arms = arms if isinstance(arms, dict) else {}

@@ -20,10 +20,25 @@ JSON_MAX_DEPTH = 16
 JSON_MAX_INT = 10**18
 
 
+CONFIG_MAX_BYTES = 2**20   # a config is a few hundred bytes
+
+
+def _config_text(path: str) -> str:
+    """The file's text; a FIFO or device (reading it could block or never end) or an
+    oversized file is refused before it is opened."""
+    if os.path.exists(path) and not os.path.isdir(path):
+        if not os.path.isfile(path):
+            raise UsageError(f"--config {path}: not a regular file; give a JSON config file")
+        if os.path.getsize(path) > CONFIG_MAX_BYTES:
+            raise UsageError(f"--config {path}: over {CONFIG_MAX_BYTES // 2**20} MB, too "
+                             "big for a config; give a JSON config (TrainConfig.to_dict())")
+    return Path(path).read_text()
+
+
 def read_config_file(path: str) -> dict:
     """The JSON object of a --config file, or a UsageError saying what is wrong."""
     try:
-        raw = json.loads(Path(path).read_text())
+        raw = json.loads(_config_text(path))
     except OSError as exc:
         raise UsageError(f"--config {path}: cannot read it ({exc.strerror or exc})") from None
     except UnicodeDecodeError:
@@ -166,6 +181,9 @@ def check_out_file(flag: str, text: str) -> Path:
     path = Path(text)
     if os.path.isdir(path) or text.endswith("/"):
         raise UsageError(f"{flag} {text}: is a directory; name a file in it instead")
+    if os.path.exists(path) and not os.path.isfile(path):   # an atomic save would replace
+        raise UsageError(f"{flag} {text}: not a regular file (a device or FIFO); name a "
+                         "file to write")                    # the device itself (as root)
     _check_creatable(flag, path.parent, shown=text)
     try:
         name_max = os.pathconf(_existing_ancestor(path.parent), "PC_NAME_MAX")

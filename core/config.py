@@ -9,11 +9,12 @@ in arena arm specs alike.
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from .data import DATASETS
+from .data import DATASETS, sample_shape
 from .rules import RULES
 from .validate import ConfigError, check_choice, check_range
 
@@ -24,11 +25,29 @@ __all__ = ["ConfigError", "OptimConfig", "TrainConfig", "PRESETS", "DATA_PRESETS
            "preset_problems"]
 
 
+MAX_LAYERS = 16            # hidden layers of one network
+MAX_PARAMS = 32 * 2**20    # one network: with its gradients, Adam moments and EMA ~0.7 GB
+
+
+def _short_repr(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "...)"
+
+
 def _check_layers(name: str, value: Any) -> None:
-    if not isinstance(value, tuple) or not value or not all(
+    if not isinstance(value, tuple) or not value or len(value) > MAX_LAYERS or not all(
             isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 4096 for v in value):
-        raise ConfigError(f"{name} = {value!r} must be a non-empty list of layer widths, "
-                          "each an integer in [1, 4096]")
+        raise ConfigError(f"{name} = {_short_repr(value)} must be a non-empty list of at most "
+                          f"{MAX_LAYERS} layer widths, each an integer in [1, 4096]")
+
+
+def _check_network_size(name: str, widths: tuple) -> None:
+    """A network too big to train here is refused before any memory is allocated."""
+    params = sum(a * b + b for a, b in zip(widths, widths[1:]))
+    if params > MAX_PARAMS:
+        raise ConfigError(f"{name} = {_short_repr(widths[1:-1])} gives a network of "
+                          f"{params:,} parameters; at most {MAX_PARAMS:,}: use fewer or "
+                          "narrower layers")
 
 
 @dataclass(frozen=True)
@@ -114,6 +133,9 @@ class TrainConfig:
         check_range("latent_dim", self.latent_dim, 1, 1024, integer=True)
         _check_layers("g_hidden", self.g_hidden)
         _check_layers("d_hidden", self.d_hidden)
+        out = math.prod(sample_shape(self.data, self.image_size))
+        _check_network_size("g_hidden", (self.latent_dim, *self.g_hidden, out))
+        _check_network_size("d_hidden", (out, *self.d_hidden, 1))
         check_choice("rule", self.rule, tuple(RULES))
         for name, opts in self.rule_options:
             if not isinstance(opts, RULES[name].Options):

@@ -83,20 +83,73 @@ def _load_torchvision(name: str, root: str) -> DataSet:
 
     kind = {"mnist": datasets.MNIST, "fashion-mnist": datasets.FashionMNIST}[name]
     root = root or os.path.join("data", name)
-    try:
-        ds = kind(root, train=True, download=False)
-    except RuntimeError:
+    if os.path.exists(root) and not os.path.isdir(root):
+        raise DataError(f"{name}: the root {root!r} is not a folder; give the folder that "
+                        f"holds {kind.__name__}/raw/")
+    folder = os.path.join(root, kind.__name__, "raw")
+    if _raw_files_present(name, folder):
+        try:  # present but unusable files are the user's to fix: no download over them
+            ds = kind(root, train=True, download=False)
+        except Exception as exc:  # torchvision asserts on a bad magic, ... (any failure)
+            raise _unreadable(name, folder, f"{type(exc).__name__}: {exc}") from None
+    else:
         try:
             ds = kind(root, train=True, download=True)
         except Exception as exc:  # no network: say exactly where the files go
-            folder = os.path.join(root, kind.__name__, "raw")
             raise DataError(
                 f"{name}: the files are not in {folder!r} and could not be downloaded "
-                f"({type(exc).__name__}). Put the four files train-images-idx3-ubyte, "
-                f"train-labels-idx1-ubyte, t10k-images-idx3-ubyte and t10k-labels-idx1-ubyte "
+                f"({type(exc).__name__}). Put the four files {', '.join(MNIST_FILES)} "
                 f"(unzipped) in {folder!r}, or choose another root."
             ) from None
-    return DataSet(name, _scale_uint8(ds.data.numpy()), ds.targets.clone().long(), (1, 28, 28))
+    return DataSet(name, _scale_uint8(_checked_images(name, folder, ds.data, ds.targets)),
+                   ds.targets.clone().long(), (1, 28, 28))
+
+
+MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
+               "t10k-labels-idx1-ubyte")
+MAX_IDX_BYTES = 512 * 2**20     # the real training images file is 47 MB
+
+
+def _raw_files_present(name: str, folder: str) -> bool:
+    """Whether all four files are there; a FIFO or device (reading it could block or
+    never end) or an oversized file is refused here, before torchvision reads it."""
+    present = 0
+    for file in MNIST_FILES:
+        path = os.path.join(folder, file)
+        if not os.path.lexists(path):
+            continue
+        if not os.path.isfile(path):
+            raise _unreadable(name, folder, f"{file} is not a regular file")
+        if os.path.getsize(path) > MAX_IDX_BYTES:
+            raise _unreadable(name, folder, f"{file} is over {MAX_IDX_BYTES // 2**20} MB")
+        present += 1
+    return present == len(MNIST_FILES)
+
+
+def _unreadable(name: str, folder: str, why: str) -> DataError:
+    return DataError(f"{name}: the files in {folder!r} cannot be used ({short_text(why)}); "
+                     f"replace them with the four unzipped IDX files {', '.join(MNIST_FILES)}")
+
+
+def _checked_images(name: str, folder: str, images, labels) -> np.ndarray:
+    """The images as uint8 (N, 28, 28) with one label 0-9 each, or a DataError."""
+    if not isinstance(images, torch.Tensor) or images.dtype != torch.uint8 or (
+            images.dim() != 3 or tuple(images.shape[1:]) != (28, 28) or not len(images)):
+        shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images)
+        dtype = getattr(images, "dtype", "?")
+        raise _unreadable(name, folder, f"the images are {dtype} of shape {shape}, not "
+                                        "uint8 28x28")
+    if not isinstance(labels, torch.Tensor) or tuple(labels.shape) != (len(images),) or (
+            labels.dtype.is_floating_point or int(labels.min()) < 0 or int(labels.max()) > 9):
+        count = tuple(labels.shape) if isinstance(labels, torch.Tensor) else type(labels)
+        raise _unreadable(name, folder, f"{len(images)} images but labels of shape {count} "
+                                        "(one label 0-9 per image expected)")
+    return images.numpy()
+
+
+def short_text(text: str, limit: int = 160) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 # -- a folder or zip of the user's images ---------------------------------------------
@@ -127,9 +180,7 @@ def _image_sources(root: str) -> tuple[list, list[str]]:
     if path.is_dir():
         top = path.resolve()
         sources = []
-        for p in sorted(path.rglob("*")):
-            if p.suffix.lower() not in IMAGE_SUFFIXES:
-                continue
+        for p in _folder_images(path):
             real = p.resolve()
             if top not in real.parents:
                 refused.append(f"{p.name} (a link out of the folder)")
@@ -141,6 +192,24 @@ def _image_sources(root: str) -> tuple[list, list[str]]:
                 sources.append((p.name, real.read_bytes))
         return sources[:MAX_IMAGES], refused
     raise DataError(f"folder: {root!r} is neither a folder nor a .zip file of images")
+
+
+MAX_SCANNED = 250_000   # names looked at under one folder: / or $HOME are refused, not walked
+
+
+def _folder_images(path: Path) -> list[Path]:
+    """The image-suffixed names under a folder, sorted; subfolders that cannot be
+    listed are passed over, and a scan past MAX_SCANNED names is refused (a root like
+    / would take minutes, and /proc changes under the walk)."""
+    found, seen = [], 0
+    for folder, dirs, files in os.walk(path):   # symlinked folders are not entered
+        seen += len(dirs) + len(files)
+        if seen > MAX_SCANNED:
+            raise DataError(f"folder: more than {MAX_SCANNED:,} files and folders under "
+                            f"{str(path)!r}; point the data root at the folder of images")
+        found.extend(Path(folder, name) for name in dirs + files
+                     if Path(name).suffix.lower() in IMAGE_SUFFIXES)
+    return sorted(found)
 
 
 def load_folder(root: str, size: int = 28, channels: int = 1) -> DataSet:

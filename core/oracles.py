@@ -82,6 +82,8 @@ def upper(x: torch.Tensor, data: DataSet) -> torch.Tensor:
 
 
 def angle_near(theta_deg: float):
+    if not math.isfinite(theta_deg):   # cos(angle - nan) is nan: every judgement a tie
+        raise ValueError(f"angle {theta_deg} is not finite")
     theta = math.radians(theta_deg)
 
     def utility(x: torch.Tensor, data: DataSet) -> torch.Tensor:
@@ -134,7 +136,7 @@ def make_oracle(spec: str, data: DataSet) -> Oracle:
     try:
         made = entry.value(param)
     except ValueError:
-        raise ConfigError(f"oracle {spec!r}: {param!r} is not a number") from None
+        raise ConfigError(f"oracle {spec!r}: {param!r} is not a finite number") from None
     fn = made(data) if entry.extra.get("builds") else made
     utility = lambda x: fn(x, data)   # noqa: E731
     reference = data.x[torch.randperm(len(data.x), generator=torch.Generator().manual_seed(0))

@@ -270,6 +270,9 @@ def _open(path: Path) -> sqlite3.Connection:
 def _ensure_exists(path: Path) -> None:
     if path.is_dir():
         raise PreferenceStoreError(f"{path} is a folder; choose a file path such as {path / 'preferences.sqlite'}")
+    if path.exists() and not path.is_file():   # _create would os.replace the device itself
+        raise PreferenceStoreError(f"{path} is not a regular file (a device or FIFO); choose "
+                                   "a file path such as checkpoints/preferences.sqlite")
     try:
         size = path.stat().st_size
     except FileNotFoundError:

@@ -66,6 +66,9 @@ def parse_grid(texts: list[str], cfg: TrainConfig | None = None) -> list[tuple[s
             parsed = [_value(v.strip()) for v in values.split(",") if v.strip()]
             if len(set(map(repr, parsed))) != len(parsed):
                 raise ValueError(f"{key}: a value is repeated")
+            if key == "steps" and 0 in parsed:   # 0 = until stopped: the sweep never ends
+                raise ValueError("steps=0 would train until stopped; sweep positive step "
+                                 "counts")
             grid.append((key, parsed))
     if not grid:
         raise ValueError("give at least one KEY=V1,V2,... (e.g. --grid lr=1e-4,3e-4,1e-3)")

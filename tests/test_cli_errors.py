@@ -5,7 +5,10 @@ Ctrl-C is exit 130; --debug shows the traceback. Called in-process through main(
 shown as text, never as markdown links or images."""
 from __future__ import annotations
 
+import json
+import os
 import signal
+import struct
 from pathlib import Path
 
 import pytest
@@ -149,6 +152,145 @@ def test_bad_config_files(name, content, message, tmp_path, capsys):
     assert len(err) < 500
 
 
+# -- cases bench/fuzz_inputs.py found: each was a traceback, a hang or a crash ---------
+def _mnist_root(tmp_path, part: str | None = None, data: bytes = b"") -> Path:
+    from helpers import write_idx_mnist
+    root = write_idx_mnist(tmp_path / "mnist", "MNIST", n=8)
+    if part is not None:
+        (root / "MNIST" / "raw" / part).write_bytes(data)
+    return root
+
+
+@pytest.mark.parametrize("part,data,message", [
+    ("train-images-idx3-ubyte", struct.pack(">IIII", 1234, 8, 28, 28) + bytes(8 * 784),
+     "AssertionError"),
+    ("train-images-idx3-ubyte", b"", "cannot be used"),
+    ("train-images-idx3-ubyte", struct.pack(">IIII", 0x803, 8, 10, 10) + bytes(800),
+     "not uint8 28x28"),
+    ("train-images-idx3-ubyte", struct.pack(">IIII", 0xC03, 8, 28, 28) + bytes(8 * 784 * 4),
+     "torch.int32"),
+    ("train-labels-idx1-ubyte", struct.pack(">II", 0x801, 3) + bytes(3), "labels of shape"),
+])
+def test_a_broken_mnist_root_is_one_line(part, data, message, tmp_path, capsys):
+    root = _mnist_root(tmp_path, part, data)
+    rc, _, err = run_cli(capsys, "train", "--data", "mnist", "--data-root", root, "--steps",
+                         "2", "--eval-every", "0", "--out", tmp_path / "o")
+    assert_one_error(rc, err, "mnist:", "replace them with the four unzipped IDX files", message)
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_fifo_in_an_mnist_root_is_refused_without_reading_it(tmp_path, capsys):
+    root = _mnist_root(tmp_path)
+    raw = root / "MNIST" / "raw" / "train-images-idx3-ubyte"
+    raw.unlink()
+    os.mkfifo(raw)   # opening it would block forever
+    rc, _, err = run_cli(capsys, "train", "--data", "mnist", "--data-root", root, "--steps",
+                         "2", "--eval-every", "0", "--out", tmp_path / "o")
+    assert_one_error(rc, err, "not a regular file")
+
+
+def test_garbage_processed_mnist_files_are_one_line(tmp_path, capsys):
+    root = _mnist_root(tmp_path)
+    for name in ("training.pt", "test.pt"):   # torchvision's legacy cache, read first
+        (root / "MNIST" / "processed").mkdir(exist_ok=True)
+        (root / "MNIST" / "processed" / name).write_bytes(b"garbage")
+    rc, _, err = run_cli(capsys, "train", "--data", "mnist", "--data-root", root, "--steps",
+                         "2", "--eval-every", "0", "--out", tmp_path / "o")
+    assert_one_error(rc, err, "cannot be used")
+    assert len(err) < 600
+
+
+@pytest.mark.parametrize("special", ["fifo", "/dev/zero"])
+def test_a_fifo_or_device_as_config_or_checkpoint_is_not_read(special, tmp_path, capsys):
+    path = special
+    if special == "fifo":
+        path = tmp_path / "fifo"
+        os.mkfifo(path)
+    rc, _, err = run_cli(capsys, "train", "--config", path, "--out", tmp_path / "o")
+    assert_one_error(rc, err, "--config", "not a regular file")
+    rc, _, err = run_cli(capsys, "info", path)
+    assert_one_error(rc, err, "not a regular file")
+
+
+@pytest.mark.parametrize("setting,message", [
+    ("g_hidden=" + json.dumps([4096] * 16), "parameters; at most"),
+    ("d_hidden=" + json.dumps([4096] * 3), "parameters; at most"),
+    ("g_hidden=" + json.dumps([8] * 100_000), "at most 16 layer widths"),
+])
+def test_networks_too_big_to_train_are_refused_before_allocating(setting, message, tmp_path,
+                                                                 capsys):
+    rc, _, err = run_cli(capsys, *RING, "--set", setting, "--out", tmp_path / "o")
+    assert_one_error(rc, err, message)
+    assert len(err) < 400
+
+
+def test_a_data_root_too_big_to_scan_is_refused(tmp_path, capsys, monkeypatch):
+    import core.data
+    monkeypatch.setattr(core.data, "MAX_SCANNED", 10)   # as --data-root / would be
+    for i in range(12):
+        (tmp_path / f"{i}.txt").write_text("")
+    rc, _, err = run_cli(capsys, "train", "--data", "folder", "--data-root", tmp_path,
+                         "--steps", "2", "--eval-every", "0", "--out", tmp_path / "o")
+    assert_one_error(rc, err, "more than 10 files and folders", "folder of images")
+
+
+@pytest.fixture(scope="module")
+def ring_checkpoint(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("ring")
+    assert main([*RING, "--sample-every", "1", "--out", str(out)]) == 0
+    return next(out.glob("*.safetensors"))
+
+
+def test_animate_fps_too_small_for_a_gif(ring_checkpoint, tmp_path, capsys):
+    rc, _, err = run_cli(capsys, "animate", ring_checkpoint, "--fps", "1e-300",
+                         "--out", tmp_path / "a.gif")
+    assert_one_error(rc, err, "--fps", "from 0.1 to 50")
+    assert not (tmp_path / "a.gif").exists()
+
+
+@pytest.mark.parametrize("oracle", ["angle:nan", "angle:inf"])
+def test_an_oracle_angle_must_be_finite(oracle, ring_checkpoint, tmp_path, capsys):
+    rc, _, err = run_cli(capsys, "feedback", "simulate", "--from", ring_checkpoint, "--oracle",
+                         oracle, "--pairs", "2", "--db", tmp_path / "p.sqlite")
+    assert_one_error(rc, err, oracle, "not a finite number")
+
+
+def test_a_device_or_fifo_is_never_replaced_by_an_output(ring_checkpoint, tmp_path, capsys):
+    # As root, an atomic save (temp file + os.replace) onto /dev/null replaced the device
+    # itself; a FIFO stands in for it here.
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    rc, _, err = run_cli(capsys, "feedback", "simulate", "--from", ring_checkpoint, "--oracle",
+                         "upper", "--pairs", "2", "--db", fifo)
+    assert_one_error(rc, err, "not a regular file")
+    rc, _, err = run_cli(capsys, "sample", ring_checkpoint, "--out", fifo)
+    assert_one_error(rc, err, "--out", "not a regular file")
+    assert fifo.is_fifo()
+
+
+def test_torch_threads_must_be_ascii_digits(monkeypatch, tmp_path, capsys):
+    monkeypatch.setenv("GANLAB_TORCH_THREADS", "\u0663")   # an Arabic-Indic 3
+    rc, _, err = run_cli(capsys, *RING, "--out", tmp_path / "o")
+    assert_one_error(rc, err, "GANLAB_TORCH_THREADS")
+
+
+def test_refused_compare_and_reward_train_leave_no_files(tmp_path, capsys):
+    rc, _, err = run_cli(capsys, "compare", "--data", "ring8", "--steps", "2", "--backend",
+                         "serial", "--rules", "bce,reinforce:sigma_start=1e999",
+                         "--out", tmp_path / "cmp")
+    assert_one_error(rc, err, "reinforce.sigma_start = inf")
+    rc, _, err = run_cli(capsys, "reward", "train", "--db", tmp_path / "none.sqlite",
+                         "--out", tmp_path / "rm.pt")
+    assert_one_error(rc, err, "no preference database there yet")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_sweep_of_steps_0_would_never_end(tmp_path, capsys):
+    rc, _, err = run_cli(capsys, "sweep", "--data", "ring8", "--steps", "2", "--seeds", "1",
+                         "--backend", "serial", "--grid", "steps=0,1", "--out", tmp_path / "o")
+    assert_one_error(rc, err, "--grid", "steps=0")
+
+
 # -- --debug, bugs, Ctrl-C -----------------------------------------------------------
 def test_debug_re_raises(tmp_path, capsys):
     target = tmp_path / "f"
@@ -270,8 +412,8 @@ def _assert_no_link(bodies: list[str]) -> None:
         assert "[x](http" not in body and "](http" not in body, body
 
 
-@pytest.mark.parametrize("page,key,word", [("pages/train.py", "run", "Run"),
-                                           ("pages/compare.py", "arena", "Comparison")])
+@pytest.mark.parametrize("page,key,word", [("views/train.py", "run", "Run"),
+                                           ("views/compare.py", "arena", "Comparison")])
 def test_query_parameter_is_shown_as_text(page, key, word, tmp_path, monkeypatch):
     from streamlit.testing.v1 import AppTest
 
@@ -317,7 +459,7 @@ def test_checkpoint_with_a_markdown_run_id_is_shown_as_text(run_id, loads, tmp_p
     monkeypatch.chdir(ROOT)
     trainer = Trainer(preset("recommended", data="ring8", steps=2), run_id=run_id)
     trainer.save_checkpoint(root / "evil" / "step_0.pt")
-    at = AppTest.from_file(str(ROOT / "pages/checkpoints.py"), default_timeout=60).run()
+    at = AppTest.from_file(str(ROOT / "views/checkpoints.py"), default_timeout=60).run()
     assert not at.exception
     bodies = _bodies(at)
     if loads:

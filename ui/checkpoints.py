@@ -121,10 +121,16 @@ def load_noted(source, name: str = "") -> tuple[dict | None, str | None, str | N
     return state, None, old_format_note(name or str(source)) if old_format else None
 
 
-@st.cache_resource(show_spinner=False, max_entries=4)
 def load_file(path: str, mtime_ns: int) -> tuple[dict | None, str | None]:
     """A saved file, loaded once per version (the page reruns often)."""
-    return load(path)
+    state, error, _ = load_file_noted(path, mtime_ns)
+    return state, error
+
+
+@st.cache_resource(show_spinner=False, max_entries=4)
+def load_file_noted(path: str, mtime_ns: int) -> tuple[dict | None, str | None, str | None]:
+    """load_file plus the note that an old .pt file was converted (None otherwise)."""
+    return load_noted(path)
 
 
 def load_upload(upload) -> tuple[dict | None, str | None]:
@@ -155,7 +161,7 @@ def _launch(state: dict, rule: str | None, prefix: str, options: dict | None = N
         st.error(f"Could not start from this checkpoint: {plain(exc)}", icon=":material/error:")
         return
     runs.attach(trainer)
-    st.switch_page("pages/train.py", query_params={runs.QUERY_KEY: trainer.run_id})
+    st.switch_page("views/train.py", query_params={runs.QUERY_KEY: trainer.run_id})
 
 
 def choose_arm(state: dict, key: str) -> dict:

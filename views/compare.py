@@ -1,0 +1,48 @@
+"""Compare: update rules side by side, in lockstep, from an identical start."""
+import streamlit as st
+
+from ui import compare_view, run_view, runs_panel, seeds_view
+from ui.text import code
+
+st.title("Compare update rules")
+arena = compare_view.current()
+wanted = st.query_params.get(compare_view.QUERY_KEY)
+if wanted and arena is None:
+    st.warning(f"Comparison {code(wanted)} is not running in this server (it may have been "
+               "restarted). Start a new one.")
+    compare_view.detach()
+job = seeds_view.current() if arena is None else None   # many seeds (seeds_view.py)
+wanted = seeds_view.requested()
+if wanted and arena is None and job is None:
+    st.warning(f"Seed comparison {code(wanted)} is not in this server (it may have been "
+               "restarted). Start a new one.")
+    seeds_view.detach()
+
+with st.sidebar:
+    if job is not None:
+        st.caption("A comparison over seeds: New comparison to configure another.")
+    elif arena is None:
+        st.subheader("New comparison")
+        cfg, arms, warmup = compare_view.form()
+        plan = seeds_view.form()
+    else:
+        st.subheader("Arms")
+        compare_view.rule_switches(arena)
+
+run_view.show_flash()
+runs_panel.show(next((j.run_id for j in (arena, job) if j is not None), None))
+if job is not None:
+    seeds_view.job_view(job)
+elif arena is None and plan.seeds > 1:
+    seeds_view.start_button(cfg, arms, warmup, plan)
+    st.info(f"{plan.seeds} seeds: one arena per seed (same weights and batches for every "
+            "arm within a seed), run as independent tasks; the charts and the paired "
+            "verdict build up as seeds finish.")
+elif arena is None:
+    compare_view.start_buttons(cfg, arms, warmup)
+    st.info("Every arm starts from the same weights and sees the same batches and z at "
+            "every step; only the generator update rule differs. Choose the arms in the "
+            "sidebar, then **Start comparison**.")
+else:
+    compare_view.controls(arena)
+    compare_view.live_view(arena)

@@ -1,0 +1,99 @@
+"""Feedback: people compare samples; a reward model learns their preferences."""
+from pathlib import Path
+
+import streamlit as st
+
+from core.reward_model import RewardModelError, cached_reward_model
+from ui import feedback_view as fv
+from ui import run_view
+from ui.text import code, plain
+
+st.title("Feedback")
+
+with st.sidebar:
+    st.subheader("Samples from")
+    sources = fv.sources()
+    if not sources:
+        st.info("No generator yet: start a run on the Train page, or save a checkpoint.")
+        st.stop()
+    label = st.selectbox("Generator", list(sources), key="fb_source")
+    mode = st.radio("Mode", ["Pairs", "Best of 4"], key="fb_mode", horizontal=True,
+                    help="Best of 4: one click gives 3 pairs (the best over each other one)")
+    judge = st.text_input("Your name", value="person", key="fb_judge",
+                          help="Stored with each judgement, so several people can judge")
+    db_path = fv.db_path_input()
+    model_path = st.text_input("Reward model for active selection (optional)", key="fb_model",
+                               help="Show the pairs this model's members disagree on most")
+
+try:
+    db = fv.store(db_path)
+except Exception as exc:
+    st.error(f"Cannot use this preference database: {plain(exc)}", icon=":material/error:")
+    st.stop()
+model = None
+if model_path:
+    try:
+        model = cached_reward_model(model_path)
+    except RewardModelError as exc:
+        st.warning(plain(exc))
+
+k = 2 if mode == "Pairs" else 4
+current = st.session_state.get(fv.CURRENT)
+if current is None or current["label"] != label or current["k"] != k:
+    try:
+        source = sources[label]()
+    except Exception as exc:
+        st.error(f"Cannot sample from {plain(label)}: {plain(exc)}", icon=":material/error:")
+        st.stop()
+    current = st.session_state[fv.CURRENT] = fv.new_comparison(source, k, model)
+
+mine = db.count(judge=judge)
+st.progress(min(1.0, mine / fv.TARGET),
+            text=f"{plain(judge)}: {mine} judgements of a suggested {fv.TARGET} "
+                 f"({db.count()} in {plain(db.path.name)} by everyone)")
+for key in ("fb_error", "fb_undone"):
+    message = st.session_state.pop(key, None)
+    if message:
+        (st.error if key == "fb_error" else st.toast)(plain(message))
+st.markdown("**Which sample is better?**" if k == 2 else "**Which sample is the best?**")
+fv.show(current)
+fv.buttons(db, current, judge)
+st.caption(f"{plain(current['data'].name)} samples from {plain(current['label'])} at step "
+           f"{current['step']:,} (generator {code(current['fingerprint'])}). Keys: "
+           + ("Left / Right arrows, Down = equal, S = skip" if k == 2 else "1-4, S = skip")
+           + ", U = undo.")
+
+st.subheader("Reward model")
+job = fv.jobs().get(db_path)
+out = st.text_input("Save as", value=str(fv.default_path().parent / "reward_models" /
+                                        f"{current['data'].name}.pt"), key="fb_out")
+row = st.container(horizontal=True, key="fb_model_row")   # wraps; columns cut the labels
+if row.button("Train reward model", key="fb_train", disabled=job is not None and
+             job.state == "running", type="primary"):
+    fv.jobs()[db_path] = job = fv.RewardJob(db, current["data"], None, Path(out))
+row.download_button("Judgements CSV", data=db.to_csv, file_name="preferences.csv",
+                   mime="text/csv", key="fb_csv", on_click="ignore")
+if job is not None and job.state == "done":
+    if st.button("Fine-tune with these preferences", key="fb_finetune", type="primary",
+                 help=f"A comparison from this generator: {', '.join(fv.FINE_TUNE_ARMS)}, "
+                      f"{fv.FINE_TUNE_STEPS:,} steps each, on the Compare page"):
+        try:
+            fv.fine_tune(sources[label](), Path(out))
+        except Exception as exc:   # the slot limit, a stale source: say so, keep the page
+            st.error(f"Could not start the fine-tune: {plain(exc)}", icon=":material/error:")
+if job is not None:
+    was_running = job.state == "running"
+
+    @st.fragment(run_every=run_view.POLL_S if was_running else None)
+    def progress() -> None:
+        if was_running and job.state != "running":
+            st.rerun()   # the page's buttons (Fine-tune) follow the finished job
+        if job.history:
+            st.plotly_chart(fv.history_figure(job.history), key="fb_history")
+        if job.state == "running":
+            st.caption(f"training: {len(job.history)} epochs so far")
+        elif job.state == "done":
+            st.success(plain(job.message), icon=":material/check:")
+        else:
+            st.error(plain(job.message), icon=":material/error:")
+    progress()
