@@ -110,7 +110,7 @@ def screenshots(page, url: str, docs: Path) -> None:
         time.sleep(wait_s)
         save_small_png(page, docs / name)
         if data == "ring8":
-            b.click(page, "btn_stop")
+            b.stop(page, "btn_stop")
             b.wait_status(page, "stopped")
             b.click(page, "btn_reset")
             page.locator(".st-key-btn_start").wait_for()
@@ -133,7 +133,7 @@ def screenshots(page, url: str, docs: Path) -> None:
     page.set_viewport_size({"width": 1400, "height": 1000})
     page.goto(run_url)
     b.wait_status(page, "running")
-    b.click(page, "btn_stop")
+    b.stop(page, "btn_stop")
 
 
 def compare_screenshot(page, url: str, docs: Path, wait_s: float = 20) -> None:
@@ -149,7 +149,7 @@ def compare_screenshot(page, url: str, docs: Path, wait_s: float = 20) -> None:
     page.locator(".st-key-cmp_grid_reinforce canvas").first.wait_for()
     time.sleep(wait_s)
     save_small_png(page, docs / "compare.png")
-    b.click(page, "cmp_stop")
+    b.stop(page, "cmp_stop")
     page.set_viewport_size({"width": 1400, "height": 1000})
 
 
@@ -167,7 +167,7 @@ def dark_screenshot(browser, url: str, docs: Path, wait_s: float = 12) -> None:
     time.sleep(wait_s)
     page.locator(".lc").first.scroll_into_view_if_needed()
     save_small_png(page, docs / "train_dark.png")
-    b.click(page, "btn_stop")
+    b.stop(page, "btn_stop")
     context.close()
 
 

@@ -226,6 +226,7 @@ class Arena(RunControls):
                 "batch_hash": self.batch_hash,
                 "init_hashes": dict(self.init_hashes),
                 "arms": {name: self.arm_state(name) for name in self.arms},
+                **self._notes_field(),
             }
 
     def load_state_dict(self, state: dict) -> None:
@@ -243,6 +244,7 @@ class Arena(RunControls):
             self.step_count = int(state["step"])
             self.fork_step = int(state.get("fork_step", 0))
             self.batch_hash = str(state.get("batch_hash", ""))
+            self._load_notes(state)
 
     @classmethod
     def from_state(cls, state: dict, **changes) -> "Arena":

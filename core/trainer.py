@@ -45,7 +45,7 @@ def torch_threads() -> int:
     core spin-waits for a free core and runs far slower than one thread
     (bench/engine.py measures both); raise it on a bigger machine."""
     raw = os.environ.get("GANLAB_TORCH_THREADS", "1")
-    if not raw.isdigit() or not 1 <= int(raw) <= 256:
+    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= 256:
         raise ConfigError(f"GANLAB_TORCH_THREADS={raw!r} must be an integer in [1, 256]")
     return int(raw)
 
@@ -93,6 +93,22 @@ class RunControls:
         self.saved: list[Path] = []       # checkpoints written by checkpoint_every
         self.on_step = []                 # more step hooks: callables(job), in the loop
         self._swept: set[Path] = set()    # folders cleared of stale temp files
+        self.notes = {"name": "", "text": ""}   # the user's display name and note
+
+    def set_notes(self, name: str = "", text: str = "") -> None:
+        """A display name and a note, saved with the checkpoints (cut to the lengths
+        core/checkpoint.py accepts back)."""
+        from .checkpoint import MAX_NOTE_NAME, MAX_NOTE_TEXT  # avoid a cycle
+        self.notes = {"name": " ".join(str(name).split())[:MAX_NOTE_NAME],
+                      "text": str(text)[:MAX_NOTE_TEXT]}
+
+    def _notes_field(self) -> dict:
+        # only when set: files without notes stay as before
+        return {"notes": dict(self.notes)} if any(self.notes.values()) else {}
+
+    def _load_notes(self, state: dict) -> None:
+        if isinstance(state.get("notes"), dict):   # validated by load_checkpoint
+            self.set_notes(state["notes"].get("name", ""), state["notes"].get("text", ""))
 
     def _tick(self) -> None:
         now = time.perf_counter()
@@ -320,11 +336,12 @@ class Trainer(RunControls):
     def state_dict(self) -> dict:
         """Everything a checkpoint needs, as plain tensors / dicts (see checkpoint.py)."""
         with self.lock:
-            return self.run.state(self.run_id, self.stream)
+            return {**self.run.state(self.run_id, self.stream), **self._notes_field()}
 
     def load_state_dict(self, state: dict) -> None:
         with self.lock:
             self.run.load(state)
+            self._load_notes(state)
             if not self.stream.load(state, self.cfg.seed):
                 self.log.add_event(self.step_count, RESEEDED)
 

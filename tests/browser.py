@@ -162,6 +162,13 @@ def click(page, key: str) -> None:
     page.locator(f".st-key-{key} button").first.click()
 
 
+def stop(page, key: str = "btn_stop") -> None:
+    """Stop asks for confirmation (ui/run_view.py stop_button): open its popover
+    (`<key>_menu`), then press "Really stop" (`key`)."""
+    click(page, f"{key}_menu")
+    page.locator(f".st-key-{key} button").first.click()
+
+
 def wait_points_above(page, n: int, title: str = "Losses") -> int:
     """Wait until the chart's first trace has more than n points; return the count seen
     by that same check (a second read could land mid-redraw, when it is -1)."""

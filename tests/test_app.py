@@ -79,11 +79,11 @@ def tiny_trainer(data: str = "ring8", steps: int = 5, **changes) -> Trainer:
 
 
 # -- every page renders ------------------------------------------------------------------
-@pytest.mark.parametrize("page", sorted(p.name for p in (ROOT / "pages").glob("*.py")))
+@pytest.mark.parametrize("page", sorted(p.name for p in (ROOT / "views").glob("*.py")))
 def test_every_page_renders(app_env, page):
     at = new_app()
     assert not at.exception
-    at.switch_page(f"pages/{page}").run()
+    at.switch_page(f"views/{page}").run()
     assert not at.exception, at.exception
     assert at.title, f"{page} has no title"
 
@@ -93,8 +93,8 @@ def test_train_page_guide_shows_until_dismissed(app_env):
     assert any(m.value == "#### What am I looking at?" for m in at.markdown)
     at.button(key="guide_dismiss").click().run()
     assert not any(m.value == "#### What am I looking at?" for m in at.markdown)
-    at.switch_page("pages/compare.py").run()
-    at.switch_page("pages/train.py").run()   # the session remembers the dismissal
+    at.switch_page("views/compare.py").run()
+    at.switch_page("views/train.py").run()   # the session remembers the dismissal
     assert not any(b.key == "guide_dismiss" for b in at.button)
 
 
@@ -171,6 +171,9 @@ def test_start_pause_step_resume_stop_reset(app_env):
 
     at.button(key="btn_resume").click().run()
     wait_for(lambda: trainer.status.step > step + 5, what="resume")
+    # Stop ends the run, so it sits in a popover behind a "Really stop" button
+    assert "Stop" in [p.proto.popover.label for p in at.get("popover")]
+    assert at.button(key="btn_stop").label == "Really stop"
     at.button(key="btn_stop").click().run()
     assert trainer.status.state == "stopped"
     at.run()
@@ -255,7 +258,7 @@ def test_one_cap_for_runs_and_comparisons(app_env):
     assert f"`{arena.run_id}` (Compare page)" in message
     assert registry().runs() == [run]
     # the same limit on the Compare page; pausing the run frees its slot there
-    at.switch_page("pages/compare.py").run()
+    at.switch_page("views/compare.py").run()
     at.button(key="cmp_start").click().run()
     assert any("the limit is 2" in e.value for e in at.error)
     assert arenas().runs() == [arena]
@@ -263,7 +266,7 @@ def test_one_cap_for_runs_and_comparisons(app_env):
     at.button(key="cmp_start").click().run()
     assert len(arenas().running()) == 2 and not at.error
     # ... and a paused run cannot resume while both slots are taken
-    at.switch_page("pages/train.py")
+    at.switch_page("views/train.py")
     at.query_params["run"] = run.run_id
     at.run()
     at.button(key="btn_resume").click().run()
@@ -285,7 +288,7 @@ def test_samples_grid_and_downloads_for_images(app_env):
     assert at.get("image")[0].proto.imgs[0].caption.endswith("at step 2"), \
         "the slider picks an older snapshot"
     labels = {d.label for d in at.get("download_button")}
-    assert {"Metrics CSV", "Download grid PNG", "Download progression GIF"} <= labels
+    assert {"Metrics CSV", "Grid PNG", "Progression GIF"} <= labels
 
 
 def test_quality_metrics_from_the_form_reach_the_quality_chart(app_env):
@@ -321,7 +324,7 @@ def test_quality_chart_group_for_q_columns(app_env):
 # -- Checkpoints page ---------------------------------------------------------------------
 def checkpoints_page() -> AppTest:
     at = new_app()
-    at.switch_page("pages/checkpoints.py").run()
+    at.switch_page("views/checkpoints.py").run()
     assert not at.exception, at.exception
     return at
 
@@ -372,9 +375,12 @@ def test_an_old_pt_checkpoint_is_listed_loaded_and_said_to_be_converted(app_env)
     at = checkpoints_page()
     assert at.dataframe[0].value.iloc[0]["step"] == 5       # listed next to new files
     assert not at.error
+    # picked from the saved files (the only one here), it gets the same note as an upload
+    assert [i.value for i in at.info if CONVERTED_NOTE in i.value and "5.pt" in i.value]
     at.file_uploader(key="upload").upload("old.pt", old.read_bytes()).run()
     assert any("valid checkpoint" in s.value for s in at.success)
-    assert [i.value for i in at.info if CONVERTED_NOTE in i.value], [i.value for i in at.info]
+    assert [i.value for i in at.info if i.value.startswith(f"old.pt: {CONVERTED_NOTE}")], \
+        [i.value for i in at.info]
     assert not at.exception
 
 

@@ -277,3 +277,34 @@ def test_a_save_removes_temp_files_that_killed_saves_left_behind(tmp_path):
     trainer.save_checkpoint(folder=tmp_path)
     assert not stale.exists() and not stale_old.exists() and fresh.exists()
     assert (tmp_path / "step_1.safetensors").exists()
+
+
+def test_run_name_and_note_round_trip_through_a_checkpoint(tmp_path):
+    trainer = Trainer(preset("recommended", data="ring8"))
+    trainer.step()
+    assert "notes" not in trainer.state_dict(), "no notes field until the user writes one"
+    trainer.set_notes("  wide   sigma ", "[link](http://x.example)\nsecond line")
+    path = trainer.save_checkpoint(tmp_path / "a.safetensors")
+    state = load_checkpoint(path)
+    assert state["notes"] == {"name": "wide sigma",
+                              "text": "[link](http://x.example)\nsecond line"}
+    resumed = Trainer.from_checkpoint(state)
+    assert resumed.notes == state["notes"], "resume keeps the name and the note"
+    assert resumed.state_dict()["notes"] == state["notes"], "and saves them again"
+
+
+@pytest.mark.parametrize("notes,message", [
+    ("a note", "notes is the text 'a note', not a dict of name and text"),
+    ({"name": "x"}, "notes is a dict of 1 entries"),
+    ({"name": "x", "text": "y", "extra": "z"}, "not a dict of name and text"),
+    ({"name": 5, "text": ""}, "notes name is the number 5, not text"),
+    ({"name": "x" * 201, "text": ""}, "notes name is 201 characters long; at most 200"),
+    ({"name": "", "text": "y" * 10_001}, "notes text is 10,001 characters long"),
+])
+def test_a_bad_notes_field_is_refused_in_one_line(notes, message):
+    trainer = Trainer(preset("recommended", data="ring8"))
+    state = trainer.state_dict()
+    state["notes"] = notes
+    with pytest.raises(CheckpointError, match=message) as info:
+        load_checkpoint(to_bytes(state))
+    assert "\n" not in str(info.value)

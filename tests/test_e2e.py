@@ -94,7 +94,7 @@ def test_train_controls_and_reload(server, page):
     assert "running" in b.status_text(second)
     second.close()
 
-    b.click(page, "btn_stop")
+    b.stop(page, "btn_stop")
     b.wait_status(page, "stopped")
     assert b.wait_points_above(page, 0) > 0   # the charts stay after the run ends
 
@@ -103,7 +103,7 @@ def test_checkpoint_download_upload_resume_and_bad_file(server, page, tmp_path):
     url, _ = server
     run_id = start_ring8(page, url)
     b.wait_status(page, "running")
-    b.click(page, "btn_stop")
+    b.stop(page, "btn_stop")
     b.wait_status(page, "stopped")
     step = b.status_step(page)
 
@@ -132,7 +132,7 @@ def test_checkpoint_download_upload_resume_and_bad_file(server, page, tmp_path):
         "n => { const e = document.querySelector('.st-key-status_line');"
         " const m = e && e.innerText.match(/step ([\\d,]+)/);"
         " return m && parseInt(m[1].replace(/,/g, '')) > n; }", arg=step)
-    b.click(page, "btn_stop")
+    b.stop(page, "btn_stop")
     b.wait_status(page, "stopped")
 
     # A file that is not a checkpoint: a clear message, nothing else changes.

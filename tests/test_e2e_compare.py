@@ -67,7 +67,7 @@ def test_compare_bce_vs_reinforce_on_ring8(server, page):
         wait_grows(page, "reinforce", 0)   # drawn, not mid-redraw
         page.screenshot(path=shot)
 
-    b.click(page, "cmp_stop")
+    b.stop(page, "cmp_stop")
     page.wait_for_function("() => { const e = document.querySelector('.st-key-cmp_status_line');"
                            " return e && e.innerText.includes('stopped'); }")
     for arm in ("bce", "reinforce"):

@@ -3,6 +3,7 @@ keyboard), undo one, reload: the count is 9 and the database holds exactly those
 Fixtures: tests/conftest.py."""
 from __future__ import annotations
 
+import browser as b
 from core.config import TrainConfig
 from core.preferences import PreferenceStore
 from core.trainer import Trainer
@@ -67,4 +68,4 @@ def test_preferences_to_fine_tune_comparison_in_the_browser(server, page):
     page.locator(".st-key-fb_finetune button").first.click()
     page.wait_for_url("**/compare?arena=*")
     page.get_by_text("bce vs reinforce vs rlhf", exact=False).first.wait_for()
-    page.locator(".st-key-cmp_stop button").first.click()
+    b.stop(page, "cmp_stop")

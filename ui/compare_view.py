@@ -115,13 +115,12 @@ def _start(cfg: TrainConfig, arms: list[ArmSpec], warmup: int) -> None:
 def start_buttons(cfg: TrainConfig | None, arms: list[ArmSpec], warmup: int) -> None:
     # Plain buttons, not on_click callbacks: a callback's args are the config of the
     # previous run, so a value typed just before the click would be missed.
-    c1, c2, _ = st.columns([1, 1.4, 2])
-    start = c1.button("Start comparison", type="primary", key="cmp_start",
-                      disabled=cfg is None, width="stretch")
-    warm = c2.button("Warm up with bce, then compare", key="cmp_warm", disabled=cfg is None,
-                     width="stretch", help="One bce run first (the warm-up steps above, or "
-                                           f"{DEFAULT_IMAGE_WARMUP}), then every arm forks "
-                                           "from it")
+    row = st.container(horizontal=True, key="cmp_start_row")   # wraps, never cuts labels
+    start = row.button("Start comparison", type="primary", key="cmp_start",
+                       disabled=cfg is None)
+    warm = row.button("Warm up with bce, then compare", key="cmp_warm", disabled=cfg is None,
+                      help="One bce run first (the warm-up steps above, or "
+                           f"{DEFAULT_IMAGE_WARMUP}), then every arm forks from it")
     if start or warm:
         _start(cfg, arms, warmup if start else (warmup or DEFAULT_IMAGE_WARMUP))
         st.rerun()
@@ -142,7 +141,7 @@ def _save(arena: Arena) -> None:
 
 
 def controls(arena: Arena) -> None:
-    cols = st.columns(5)
+    cols = run_view.button_row("cmp_row")
     run_view.run_buttons(cols, arena, registry(), "cmp",
                          "One lockstep step of every arm while paused")
     cols[3].button("New comparison", key="cmp_reset", on_click=_reset, args=(arena,),
@@ -325,18 +324,18 @@ def samples(arena: Arena) -> None:
 
 def downloads(arena: Arena) -> None:
     from core.checkpoint import to_bytes
-    cols = st.columns(len(arena.arms) + 1)
-    for col, name in zip(cols, arena.arms):
-        col.download_button(f"{name} as a single run", key=f"cmp_dl_{name}",
+    row = st.container(horizontal=True, key="cmp_downloads")   # wraps at 800 px
+    for name in arena.arms:
+        row.download_button(f"{name} as a single run", key=f"cmp_dl_{name}",
                             data=lambda n=name: to_bytes(arena.arm_state(n)),
                             file_name=f"{arena.run_id}_{name}_step_{arena.step_count}.safetensors",
-                            on_click="ignore", width="stretch",
+                            on_click="ignore",
                             disabled=arena.status.state == "running" or arena.warming_up,
                             help="Pause first. Resume or sample it on the Checkpoints page "
                                  "or with python -m core train --resume")
-    cols[-1].download_button(
+    row.download_button(
         "Metrics CSV (all arms)", key="cmp_csv", mime="text/csv", on_click="ignore",
-        width="stretch", file_name=f"{arena.run_id}_metrics.csv",
+        file_name=f"{arena.run_id}_metrics.csv",
         data=lambda: all_arms_csv(arena))
 
 
@@ -347,16 +346,18 @@ def all_arms_csv(arena: Arena) -> bytes:
 
 
 def live_view(arena: Arena) -> None:
-    c1, c2 = st.columns([5, 2], vertical_alignment="bottom")
-    smoothing = c1.slider("EMA smoothing", 0.0, 0.99, 0.9, 0.01, key="cmp_smoothing",
-                          help="Raw values faint, smoothed bold; one colour per arm, the "
-                          "history before the fork in grey")
-    compared_only = c2.toggle("Compared steps only", key="cmp_compared_only",
-                              help="Hide the warm-up (or the forked run's past)")
+    # one wrapping row: at 800 px a fixed column cut the toggle's label ("Compar...")
+    row = st.container(horizontal=True, vertical_alignment="bottom", key="cmp_view_row")
+    smoothing = row.slider("EMA smoothing", 0.0, 0.99, 0.9, 0.01, key="cmp_smoothing",
+                           help="Raw values faint, smoothed bold; one colour per arm, the "
+                           "history before the fork in grey")
+    compared_only = row.toggle("Compared steps only", key="cmp_compared_only",
+                               width="content",
+                               help="Hide the warm-up (or the forked run's past)")
 
     def body() -> None:
         status(arena)
-        left, right = st.columns([3, 2])
+        left, right = run_view.side_by_side("cmp_split", 340)
         with left:
             metric_charts(arena, smoothing, compared_only)
         with right:
@@ -367,7 +368,7 @@ def live_view(arena: Arena) -> None:
             table = latest_table(arena)
             st.dataframe(table, key="cmp_table", width="stretch", hide_index=True,
                          height=35 * (len(table) + 1) + 3,   # every row, no scrolling
-                         column_config={"metric": st.column_config.TextColumn(width="medium")})
+                         column_config={"metric": st.column_config.TextColumn(width=130)})
             samples(arena)
 
     run_view.live_fragment(arena, body)

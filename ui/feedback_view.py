@@ -161,20 +161,20 @@ def undo(db: PreferenceStore, judge: str) -> None:
 
 
 def buttons(db: PreferenceStore, current: dict, judge: str) -> None:
+    # one wrapping row of content-width buttons: at 800 px fixed columns cut "Left ..."
+    row = st.container(horizontal=True, key="fb_buttons")
     if current["k"] == 2:
-        cols = st.columns(len(PAIR_BUTTONS) + 1)
-        for col, (choice, label, key) in zip(cols, PAIR_BUTTONS):
-            col.button(label, key=f"fb_{choice}", on_click=record, width="stretch",
+        for choice, label, key in PAIR_BUTTONS:
+            row.button(label, key=f"fb_{choice}", on_click=record,
                        args=(db, current, choice, judge), shortcut=key,
                        type="primary" if choice in ("left", "right") else "secondary")
     else:
-        cols = st.columns(5)
-        for i, (col, name) in enumerate(zip(cols, NAMES[4])):
-            col.button(f"{name} is best", key=f"fb_best{i}", on_click=record, width="stretch",
+        for i, name in enumerate(NAMES[4]):
+            row.button(f"{name} is best", key=f"fb_best{i}", on_click=record,
                        args=(db, current, f"best:{i}", judge), shortcut=str(i + 1),
                        type="primary")
-        cols[4].button("Skip", key="fb_skip", on_click=record, args=(db, current, "skip", judge),
-                       shortcut="S", width="stretch")
+        row.button("Skip", key="fb_skip", on_click=record, args=(db, current, "skip", judge),
+                   shortcut="S")
     st.button("Undo last", key="fb_undo", on_click=undo, args=(db, judge), shortcut="U")
 
 
@@ -196,7 +196,7 @@ def fine_tune(source: Source, model_path: Path, steps: int = FINE_TUNE_STEPS) ->
                   run_id=new_run_id(f"arena-rlhf-{cfg.data}"))
     compare_view.registry().start(arena)
     compare_view.attach(arena)
-    st.switch_page("pages/compare.py", query_params={compare_view.QUERY_KEY: arena.run_id})
+    st.switch_page("views/compare.py", query_params={compare_view.QUERY_KEY: arena.run_id})
 
 
 # -- reward model training in the background ------------------------------------------------

@@ -42,6 +42,22 @@ def _step(job) -> None:
         flash_error(str(exc))
 
 
+def button_row(key: str, slots: int = 5) -> list:
+    """A page's control buttons as one wrapping row: at 800 px five columns cut their
+    labels ("Metric..."); a horizontal container moves the last ones to a second line.
+    Every slot is the same container, so callers keep indexing cols[i]."""
+    return [st.container(horizontal=True, key=key, gap="small")] * slots
+
+
+def side_by_side(key: str, right_px: int):
+    """(left, right) containers: side by side when the page is wide enough, else the
+    right one wraps below the left (at 800 px a 3:2 split hid the compare table's arm
+    columns). Flexbox wraps when the left's content is wider than the space left
+    over (the compare legends are); charts alone would shrink instead."""
+    row = st.container(horizontal=True, key=key, gap="medium")
+    return row.container(width="stretch"), row.container(width=right_px)
+
+
 def run_buttons(cols, job, registry, key: str, step_help: str) -> None:
     """Pause / Resume, Step and Stop in three columns; `key` prefixes widget keys."""
     state = job.status.state
@@ -53,8 +69,22 @@ def run_buttons(cols, job, registry, key: str, step_help: str) -> None:
                        on_click=_resume, args=(job, registry), width="stretch")
     cols[1].button("Step", key=f"{key}_step", disabled=not_paused, on_click=_step,
                    args=(job,), width="stretch", help=step_help)
-    cols[2].button("Stop", key=f"{key}_stop", disabled=not job.status.live,
-                   on_click=job.stop, width="stretch")
+    stop_button(cols[2], f"{key}_stop", job.stop, disabled=not job.status.live)
+
+
+STOP_NOTE = ("Stop ends the run: its thread exits and the weights stay, to save or "
+             "continue. Pause instead to resume it later.")
+
+
+def stop_button(col, key: str, on_stop, *, disabled: bool, note: str = STOP_NOTE) -> None:
+    """Stop behind a confirmation: unlike Pause it ends the run. The popover is
+    `<key>_menu`; the confirming button inside keeps `key` (tests click it)."""
+    with col.popover("Stop", icon=":material/stop_circle:", key=f"{key}_menu",
+                     disabled=disabled, width="stretch",
+                     help="End the run for good (Pause keeps it ready to resume)"):
+        st.caption(note)
+        st.button("Really stop", key=key, type="primary", on_click=on_stop,
+                  disabled=disabled, width="stretch")
 
 
 def fmt_time(seconds: float) -> str:

@@ -129,9 +129,10 @@ def _new(job: SeedJob) -> None:
 
 
 def controls(job: SeedJob) -> None:
-    c1, c2, _ = st.columns([1, 1.4, 2])
-    c1.button("Stop", key=K + "seeds_stop", on_click=job.stop, disabled=not job.status.live,
-              width="stretch", help="Start no more seeds (running ones are not shown)")
+    c1, c2, _ = st.columns([1.2, 1.6, 2])
+    run_view.stop_button(c1, K + "seeds_stop", job.stop, disabled=not job.status.live,
+                         note="Stop ends the job: no more seeds start, and the seeds "
+                              "still running are not shown.")
     c2.button("New comparison", key=K + "seeds_reset", on_click=_new, args=(job,),
               width="stretch")
 

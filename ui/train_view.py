@@ -39,7 +39,7 @@ def _reset(trainer: Trainer) -> None:
 
 
 def controls(trainer: Trainer | None, cfg: TrainConfig | None) -> None:
-    cols = st.columns(5)
+    cols = run_view.button_row("btn_row")
     if trainer is None:
         # A plain button, not on_click=_start with args=(cfg,): those args are bound one
         # script run earlier, so a value typed just before the click would be ignored.
@@ -80,14 +80,15 @@ def _save(trainer: Trainer) -> None:
 
 def after_the_end(trainer: Trainer) -> None:
     """A stopped or finished run is not a dead end: continue it, or save it."""
-    c1, c2, c3, _ = st.columns([1.2, 1, 1.2, 1.6], vertical_alignment="bottom")
-    c1.number_input("Continue for (steps)", min_value=1, value=1000, step=500,
-                    key="btn_more_steps")
-    c2.button("Continue", key="btn_continue", type="primary", on_click=_continue,
-              args=(trainer,), width="stretch",
-              help="Train on from where the run stopped, with the same settings")
-    c3.button("Save checkpoint", key="btn_save", on_click=_save, args=(trainer,),
-              width="stretch", help="Save to the Checkpoints page's folder")
+    # one wrapping row: fixed columns cut "Save checkpoint" to "Sav..." at 800 px
+    row = st.container(horizontal=True, vertical_alignment="bottom", key="btn_end_row")
+    row.number_input("Continue for (steps)", min_value=1, value=1000, step=500,
+                     key="btn_more_steps", width=200)
+    row.button("Continue", key="btn_continue", type="primary", on_click=_continue,
+               args=(trainer,),
+               help="Train on from where the run stopped, with the same settings")
+    row.button("Save checkpoint", key="btn_save", on_click=_save, args=(trainer,),
+               help="Save to the Checkpoints page's folder")
     saved = st.session_state.pop("train_saved", None)
     if saved:
         st.toast(f"Saved {saved}")
@@ -166,8 +167,8 @@ def samples(trainer: Trainer) -> None:
     # While following, no slider is drawn: a select_slider whose options change every
     # tick re-sends its old index and jumps. Unchecking freezes the history's steps.
     follow_key, frozen_key = f"follow_{trainer.run_id}", f"steps_{trainer.run_id}"
-    if st.checkbox("Follow latest (uncheck to browse the history)", value=True,
-                   key=follow_key) or len(steps) < 2:
+    if st.checkbox("Follow latest", value=True, key=follow_key,
+                   help="Uncheck to browse the history") or len(steps) < 2:
         st.session_state.pop(frozen_key, None)
         snap = trainer.snapshots.latest()
     else:
@@ -177,7 +178,8 @@ def samples(trainer: Trainer) -> None:
         snap = trainer.snapshots.at_step(chosen)
     if snap.png is not None:
         st.image(snap.png, caption=f"Fixed-noise samples at step {snap.step:,}", width="stretch")
-        st.download_button("Download grid PNG", data=lambda: large_png(snap.png),
+        st.download_button("Grid PNG", icon=":material/download:",
+                           data=lambda: large_png(snap.png),
                            key="btn_grid_png", file_name=f"{trainer.run_id}_step_{snap.step}.png",
                            mime="image/png", on_click="ignore",
                            help="This grid, upscaled to 1,024 px or more")
@@ -185,7 +187,8 @@ def samples(trainer: Trainer) -> None:
         live_chart.toy_picture("chart_toy", trainer.run_id, snap, _real_points(trainer),
                                f"Real vs generated at step {snap.step:,} over D(x)")
         st.caption(charts.TOY_CAPTION)
-    st.download_button("Download progression GIF", data=lambda: _progression(trainer),
+    st.download_button("Progression GIF", icon=":material/download:",
+                       data=lambda: _progression(trainer),
                        key="btn_progress_gif", file_name=f"{trainer.run_id}_progress.gif",
                        mime="image/gif", on_click="ignore",
                        help="Every kept snapshot, one frame each, labelled with its step")
