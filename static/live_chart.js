@@ -538,15 +538,17 @@ class ToyPicture {
   draw() {
     const s = this.snap;
     if (!s) return;
-    const bar = 16, gap = 8, label = 52;
-    const side = Math.max(120, Math.min(this.box.clientWidth - bar - gap - label, 460));
-    const px = devicePixelRatio || 1;
     const c = this.canvas;
+    const ctx = c.getContext("2d");
+    ctx.font = "11px sans-serif";
+    const bar = 14, gap = 6, label = 6 + Math.ceil(ctx.measureText("0 fake").width);
+    // the square fills what the column leaves beside the colour bar and its labels
+    const side = Math.max(60, Math.min(this.box.clientWidth - bar - gap - label, 460));
+    const px = devicePixelRatio || 1;
     c.width = (side + gap + bar + label) * px;
     c.height = side * px;
     c.style.width = `${side + gap + bar + label}px`;
     c.style.height = `${side}px`;
-    const ctx = c.getContext("2d");
     ctx.setTransform(px, 0, 0, px, 0, 0);
     const [xmin, xmax, ymin, ymax] = s.extent;
     if (s.heatmap) {   // rows are y upwards

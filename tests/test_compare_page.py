@@ -27,7 +27,7 @@ def arenas(tmp_path, monkeypatch):
 
 
 def page() -> AppTest:
-    return AppTest.from_file(str(ROOT / "pages" / "compare.py"), default_timeout=TIMEOUT).run()
+    return AppTest.from_file(str(ROOT / "views" / "compare.py"), default_timeout=TIMEOUT).run()
 
 
 def wait_for(predicate, timeout: float = 30.0):

@@ -32,7 +32,7 @@ def wait_for(predicate, timeout: float = 90.0):
 
 
 def test_many_seeds_arrive_with_bands_and_a_paired_verdict(jobs):
-    at = AppTest.from_file(str(ROOT / "pages" / "compare.py"), default_timeout=60).run()
+    at = AppTest.from_file(str(ROOT / "views" / "compare.py"), default_timeout=60).run()
     assert not at.exception and not any(b.key == "cmp_seeds_start" for b in at.button)
     at.sidebar.number_input(key="cmp_steps").set_value(40)
     at.sidebar.number_input(key="cmp_seeds").set_value(3).run()
@@ -64,7 +64,7 @@ def test_many_seeds_arrive_with_bands_and_a_paired_verdict(jobs):
     verdict = next(d for d in at.dataframe if "verdict" in d.value.columns).value
     assert set(verdict["seeds"]) == {3} and set(verdict["arm"]) == {"reinforce"}
     # a second tab (a new session with the id in the URL) re-attaches to the job
-    again = AppTest.from_file(str(ROOT / "pages" / "compare.py"), default_timeout=60)
+    again = AppTest.from_file(str(ROOT / "views" / "compare.py"), default_timeout=60)
     again.query_params["seeds"] = job.run_id
     again.run()
     assert not again.exception and "3 / 3 seeds done" in again.get("progress")[0].proto.text

@@ -55,6 +55,16 @@ OPACITY_JS = """() => [...document.querySelectorAll('.stBidiComponent')].map(el 
   return o; })"""
 
 
+def test_a_first_request_straight_to_a_page_goes_through_the_router(server, page):
+    # first in this module: the server has seen no request yet (a bookmark of /compare)
+    url, _ = server
+    page.goto(url + "/compare")
+    page.get_by_role("heading", name="Compare update rules").wait_for()
+    nav = page.locator('[data-testid="stSidebarNav"]').inner_text().split()
+    # the router's titles, not Streamlit's own list of a pages/ folder (app, train, ...)
+    assert {"Train", "Feedback", "Checkpoints"} <= set(nav) and "app" not in nav, nav
+
+
 def test_zoom_hover_and_no_flicker_while_training(server, page):
     url, _ = server
     start(page, url)
@@ -110,7 +120,7 @@ def test_zoom_hover_and_no_flicker_while_training(server, page):
             ".find(c => c.title === 'Losses'); return c && c.points > 0; }")
         again = losses(tab)
         assert again["x"][0] <= 2 and again["x"][1] >= step * 0.9
-    b.click(page, "btn_stop")
+    b.stop(page, "btn_stop")
 
 
 @pytest.fixture
@@ -155,4 +165,4 @@ def test_dark_theme_chart_text_is_readable(server, page_dark):
     assert luminance(bg) < 0.1 and luminance(blend(app, "rgb(0,0,0)")) < 0.1, (theme, app)
     assert contrast(blend(theme["text"], bg), bg) >= 7, theme
     assert contrast(blend(theme["axis"], bg), bg) >= 4.5, theme
-    b.click(page_dark, "btn_stop")
+    b.stop(page_dark, "btn_stop")

@@ -135,7 +135,7 @@ def feedback_env(tmp_path, monkeypatch):
 
 def feedback_page():
     from streamlit.testing.v1 import AppTest
-    return AppTest.from_file(str(ROOT / "pages" / "feedback.py"), default_timeout=60).run()
+    return AppTest.from_file(str(ROOT / "views" / "feedback.py"), default_timeout=60).run()
 
 
 def test_feedback_page_judge_ten_undo_one_reload_shows_nine(feedback_env):

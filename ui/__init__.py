@@ -1,1 +1,1 @@
-"""Streamlit glue shared by the pages (the only package besides pages/ that imports streamlit)."""
+"""Streamlit glue shared by the pages (the only package besides views/ that imports streamlit)."""
