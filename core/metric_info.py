@@ -15,6 +15,8 @@ _m = METRICS.register
 
 # Logged every step by the engine (the discriminator update and every rule).
 # summary: in the mean +- s.e. table of a comparison over seeds (core/multi_seed.py).
+# drawn_with: a second line on that metric's chart (the FD and its floor); curve=False:
+# a number shown beside the charts, not a curve (the classifier's own accuracy).
 _m("d_loss", label="D loss", chart="Losses", summary=True,
    help="BCE of D on real (label 1) plus BCE on fake (label 0): the loss D descends")
 _m("g_loss", label="G loss", chart="Losses", summary=True,
@@ -48,8 +50,9 @@ _m("q_confidence", label="classifier confidence", better="higher", kind="image",
 _m("q_fd", label="classifier FD", better="lower", kind="image", chart="Quality",
    help="Frechet distance in the classifier's features to held-out real images (not FID)")
 _m("q_fd_floor", label="classifier FD floor (real)", better="lower", kind="image",
-   chart="Quality", help="The same distance for real training images: the best reachable")
+   chart="Quality", drawn_with="q_fd", help="The same distance for real training images: the best reachable")
 _m("q_accuracy", label="classifier accuracy", unit="%", kind="image", chart="Quality",
+   curve=False,
    help="The classifier's own held-out accuracy (a property of the judge, not of G)")
 
 

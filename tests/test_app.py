@@ -315,6 +315,13 @@ def test_quality_chart_group_for_q_columns(app_env):
     modes = live_chart(at, "chart_q_modes")
     assert modes["chart"]["title"].startswith("modes covered") and modes["chart"]["points"]
     assert modes["sources"][0]["ys"][0][-1] == 3.0
+    judged = tiny_trainer(steps=4)
+    judged.log.set_at_step(4, {"q_fd": 52.0, "q_fd_floor": 4.4, "q_accuracy": 97.7})
+    at.query_params["run"] = registry().add(judged).run_id
+    at.run()
+    assert live_chart(at, "chart_q_fd")["chart"]["metrics"] == ["q_fd", "q_fd_floor"]
+    assert "chart_q_accuracy" not in chart_keys(at)
+    assert any("classifier accuracy: 97.7 %" in c.value for c in at.caption)
     plain = registry().add(tiny_trainer(steps=3))
     at.query_params["run"] = plain.run_id
     at.run()

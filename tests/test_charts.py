@@ -140,3 +140,11 @@ def test_2d_snapshots_are_sent_as_int16_points_and_uint8_levels():
     heat = live_chart._heatmap(np.array([[0.0, 0.5], [1.0, 2.0]]))
     levels = np.frombuffer(base64.b64decode(heat["b64"]), dtype=np.uint8)
     assert heat["shape"] == [2, 2] and levels.tolist() == [0, 128, 255, 255]
+
+
+def test_the_fd_floor_shares_the_fd_chart_and_accuracy_is_no_curve():
+    listed = {name: spec for name, spec, _ in live_chart.chart_list(
+        ["d_loss", "g_loss", "q_fd", "q_fd_floor", "q_accuracy", "q_classes"])}
+    assert listed["q_fd"].metrics == ("q_fd", "q_fd_floor")
+    assert "q_fd_floor" not in listed and "q_accuracy" not in listed
+    assert "q_classes" in listed

@@ -225,7 +225,7 @@ def metric_charts(arena: Arena, smoothing: float, compared_only: bool) -> None:
                                     smoothing=smoothing, events=_events(arena),
                                     group="compare"):
         st.caption("Charts appear after the first steps.")
-    run_view.quality_notes(columns)
+    run_view.quality_notes(columns, arena.active_runs()[0].log)
 
 
 def table_columns(latest: dict) -> list[str]:

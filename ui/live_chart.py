@@ -145,10 +145,16 @@ def chart_list(columns_logged) -> list[tuple[str, charts.ChartSpec, dict]]:
     logged = set(columns_logged)
     out = [(spec.metrics[0], spec, {}) for spec in charts.chart_specs(logged)
            if logged.intersection(spec.metrics)]
-    for name in charts.quality_columns(logged):
+    quality = charts.quality_columns(logged)
+    for name in quality:
         entry = METRICS.get(name)
-        spec = charts.ChartSpec(charts.metric_title(name), (name,),
-                                y_range=entry.extra.get("y_range") if entry else None)
+        extra = entry.extra if entry else {}
+        if extra.get("curve") is False or extra.get("drawn_with") in quality:
+            continue   # a number beside the charts, or a line on another metric's chart
+        partners = tuple(m for m in quality
+                         if METRICS.get(m) and METRICS.entry(m).extra.get("drawn_with") == name)
+        spec = charts.ChartSpec(charts.metric_title(name), (name, *partners),
+                                y_range=extra.get("y_range"))
         out.append((name, spec, {"points": True, "height": 150}))
     return out
 

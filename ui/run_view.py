@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import streamlit as st
 
+from core.metric_info import METRICS
 from ui import charts, runs
 from ui.text import plain
 
@@ -127,8 +128,16 @@ def quality_notice(run) -> None:
                    "as soon as it is ready.")
 
 
-def quality_notes(columns) -> None:
-    """What each quality metric shown measures, under the Quality chart."""
+def quality_notes(columns, log=None) -> None:
+    """What each quality metric shown measures, under the Quality charts, and the
+    numbers that describe the judge rather than G (e.g. the classifier's accuracy)."""
+    if log is not None:
+        latest = log.latest()
+        for name in charts.quality_columns(columns):
+            entry = METRICS.get(name)
+            if entry and entry.extra.get("curve") is False and name in latest:
+                st.caption(plain(f"{entry.title}: {latest[name]:.4g}"
+                                 f"{(' ' + entry.unit) if entry.unit else ''} ({entry.help})"))
     text = charts.quality_help(columns)
     if text:
         with st.expander("What the quality metrics mean"):

@@ -138,7 +138,7 @@ def metric_charts(trainer: Trainer, smoothing: float) -> None:
         return
     if "q_sqrt_kl" in trainer.log.columns:
         overopt(trainer)
-    run_view.quality_notes(trainer.log.columns)
+    run_view.quality_notes(trainer.log.columns, trainer.log)
 
 
 def overopt(trainer: Trainer) -> None:
