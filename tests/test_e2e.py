@@ -94,6 +94,20 @@ def test_train_controls_and_reload(server, page):
     assert "running" in b.status_text(second)
     second.close()
 
+    # A new browser session on the Compare page finds the run in the runs panel and
+    # opens it on the Train page.
+    other = page.context.browser.new_context(viewport={"width": 1400, "height": 1000})
+    tab = other.new_page()
+    tab.set_default_timeout(60_000)
+    tab.goto(url)
+    tab.get_by_role("link", name="Compare").click()
+    tab.get_by_role("heading", name="Compare update rules").wait_for()
+    tab.get_by_text("Runs and comparisons on this server").click()
+    tab.locator(f".st-key-panel_open_{run_id} button").first.click()
+    b.wait_status(tab, run_id)
+    assert "running" in b.status_text(tab) and f"run={run_id}" in tab.url
+    other.close()
+
     b.stop(page, "btn_stop")
     b.wait_status(page, "stopped")
     assert b.wait_points_above(page, 0) > 0   # the charts stay after the run ends

@@ -81,17 +81,18 @@ def run_card(run, what: str, warming_up: bool = False) -> None:
     warms up (its arms do not exist yet)."""
     s = run.status
     with st.container(border=True, key=f"run_{run.run_id}"):
-        c1, c2, c3 = st.columns([4, 1, 1], vertical_alignment="center")
-        c1.markdown(f"{code(run.run_id)} · **{s.state}** · step {s.step:,} · {what}")
-        if c2.button("Save now", key=f"save_{run.run_id}", width="stretch",
-                     disabled=warming_up, help="Save after the bce warm-up" if warming_up
-                     else None):
+        st.markdown(f"{code(run.run_id)} · **{s.state}** · step {s.step:,} · {what}")
+        # a row that wraps: fixed columns cut the labels ("Sav...") at 800 px
+        row = st.container(horizontal=True, key=f"run_buttons_{run.run_id}")
+        if row.button("Save now", key=f"save_{run.run_id}",
+                      disabled=warming_up, help="Save after the bce warm-up" if warming_up
+                      else None):
             st.toast(f"Saved {plain(save_now(run))}")
             st.rerun()   # the table below lists the new file
-        c3.download_button(
+        row.download_button(
             "Download", data=live_state_bytes(run), key=f"dl_{run.run_id}",
             file_name=download_name(run.run_id, s.step),
-            disabled=s.state == "running" or warming_up, on_click="ignore", width="stretch",
+            disabled=s.state == "running" or warming_up, on_click="ignore",
             help="Pause the run first (or use Save now), so the file is the step it names")
 
 
