@@ -135,6 +135,15 @@ class MetricLog:
                          np.zeros((0, len(steps))), max_rows)
         return steps[keep], {k: v[keep] for k, v in cols.items()}
 
+    def last_logged(self, name: str, k: int = 2) -> list[float]:
+        """The last k logged (non-NaN) values of a column, oldest first."""
+        with self._lock:
+            col = self._cols.get(name)
+            if col is None:
+                return []
+            valid = np.flatnonzero(~np.isnan(col[:self._n]))[-k:]
+            return [float(col[i]) for i in valid]
+
     def row_of_step(self, step: int) -> int:
         """The number of rows whose step is at most `step` (steps only grow)."""
         with self._lock:

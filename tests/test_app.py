@@ -322,6 +322,8 @@ def test_quality_chart_group_for_q_columns(app_env):
     assert live_chart(at, "chart_q_fd")["chart"]["metrics"] == ["q_fd", "q_fd_floor"]
     assert "chart_q_accuracy" not in chart_keys(at)
     assert any("classifier accuracy: 97.7 %" in c.value for c in at.caption)
+    cards = {m.label: m.value for m in at.metric}
+    assert cards["classifier FD ↓"] == "52 (floor 4.4)", cards
     plain = registry().add(tiny_trainer(steps=3))
     at.query_params["run"] = plain.run_id
     at.run()

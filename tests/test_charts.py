@@ -148,3 +148,12 @@ def test_the_fd_floor_shares_the_fd_chart_and_accuracy_is_no_curve():
     assert listed["q_fd"].metrics == ("q_fd", "q_fd_floor")
     assert "q_fd_floor" not in listed and "q_accuracy" not in listed
     assert "q_classes" in listed
+
+
+def test_last_logged_values_skip_the_rows_between_evaluations():
+    log = make_log(30)
+    log.set_at_step(10, {"q_modes": 3.0})
+    log.set_at_step(20, {"q_modes": 5.0})
+    log.set_at_step(30, {"q_modes": 8.0})
+    assert log.last_logged("q_modes", 2) == [5.0, 8.0]
+    assert log.last_logged("q_missing") == []

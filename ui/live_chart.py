@@ -151,8 +151,7 @@ def chart_list(columns_logged) -> list[tuple[str, charts.ChartSpec, dict]]:
         extra = entry.extra if entry else {}
         if extra.get("curve") is False or extra.get("drawn_with") in quality:
             continue   # a number beside the charts, or a line on another metric's chart
-        partners = tuple(m for m in quality
-                         if METRICS.get(m) and METRICS.entry(m).extra.get("drawn_with") == name)
+        partners = tuple(m for m in METRICS.names(drawn_with=name) if m in quality)
         spec = charts.ChartSpec(charts.metric_title(name), (name, *partners),
                                 y_range=extra.get("y_range"))
         out.append((name, spec, {"points": True, "height": 150}))

@@ -128,6 +128,32 @@ def quality_notice(run) -> None:
                    "as soon as it is ready.")
 
 
+def quality_cards(log) -> None:
+    """The latest quality evaluation as cards (label, unit, which way is better), each
+    with its change since the evaluation before, green when it moved the right way."""
+    cards = []
+    for name in charts.quality_columns(log.columns):
+        entry = METRICS.get(name)
+        extra = entry.extra if entry else {}
+        if extra.get("curve") is False or extra.get("drawn_with"):
+            continue
+        values = log.last_logged(name, 2)
+        if not values:
+            continue
+        floor = next((log.last_logged(m, 1) for m in METRICS.names(drawn_with=name)), [])
+        value = f"{values[-1]:.3g}" + (f" (floor {floor[-1]:.3g})" if floor else "")
+        change = values[-1] - values[0] if len(values) == 2 else 0.0
+        delta = f"{change:+.3g}" if change else None
+        cards.append((charts.metric_title(name), value, delta,
+                      "inverse" if entry and entry.better == "lower" else "normal"))
+    if not cards:
+        return
+    row = st.container(horizontal=True, key="quality_cards", gap="small")
+    for label, value, delta, colour in cards:
+        row.metric(label, value, delta, delta_color=colour, border=True, width="content",
+                   help="The latest quality evaluation, and its change since the one before")
+
+
 def quality_notes(columns, log=None) -> None:
     """What each quality metric shown measures, under the Quality charts, and the
     numbers that describe the judge rather than G (e.g. the classifier's accuracy)."""

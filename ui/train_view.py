@@ -130,6 +130,7 @@ def status(trainer: Trainer) -> None:
 
 
 def metric_charts(trainer: Trainer, smoothing: float) -> None:
+    run_view.quality_cards(trainer.log)
     source = live_chart.Source(trainer.run_id, "", trainer.log)
     if not live_chart.metric_charts("chart_", [source], trainer.log.columns,
                                     smoothing=smoothing, events=list(trainer.log.events),
