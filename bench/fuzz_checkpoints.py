@@ -36,7 +36,7 @@ from collections import Counter
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT)]
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 os.environ.setdefault("GANLAB_TORCH_THREADS", "1")
 
 import torch  # noqa: E402
@@ -45,6 +45,7 @@ from core.__main__ import main  # noqa: E402
 from core.checkpoint import to_bytes, to_pt_bytes  # noqa: E402
 from core.ckpt_format import pack  # noqa: E402
 from core.config import preset  # noqa: E402
+from helpers import put  # noqa: E402  (tests/helpers.py)
 
 TINY = dict(g_hidden=[8, 8], d_hidden=[8], batch_size=32, sample_every=2, eval_every=0,
             max_snapshots=10, device="cpu")
@@ -75,16 +76,6 @@ def _header_file(header: dict, data: bytes = b"", length: int | None = None) -> 
 
 def _doc(state) -> str:
     return json.dumps({"format": "ganlab-checkpoint", "state": state})
-
-
-def _put(state, path, value):
-    import copy
-    out = copy.deepcopy(state)
-    node = out
-    for key in path[:-1]:
-        node = node[key]
-    node[path[-1]] = value
-    return out
 
 
 def corpus(run: dict, arena: dict, flips: int, cuts: int, seed: int = 0) -> dict:
@@ -139,26 +130,26 @@ def corpus(run: dict, arena: dict, flips: int, cuts: int, seed: int = 0) -> dict
         "meta/tensor_twice": (pack(_doc({"x": {"$t": "a"}, "y": {"$t": "a"}}),
                                    {"a": torch.zeros(2)}), "clear"),
         "meta/unknown_tag": (pack(_doc({"x": {"$p": "os.system"}}), {}), "clear"),
-        "meta/complex_weights": (to_bytes(_put(run, ("generator", "layers.0.weight"),
+        "meta/complex_weights": (to_bytes(put(run, ("generator", "layers.0.weight"),
                                                torch.zeros(8, 2, dtype=torch.complex64))),
                                  "clear"),
-        "meta/huge_fixed_z": (to_bytes(_put(run, ("fixed_z",), torch.zeros(10**6, 2))),
+        "meta/huge_fixed_z": (to_bytes(put(run, ("fixed_z",), torch.zeros(10**6, 2))),
                               "clear"),
-        "meta/nan_weights": (to_bytes(_put(run, ("generator", "layers.0.bias"),
+        "meta/nan_weights": (to_bytes(put(run, ("generator", "layers.0.bias"),
                                            torch.full((8,), float("nan")))), "clear"),
         "meta/schema_1_in_new_format": (pack_state(run, schema_version=1), "clear"),
-        "meta/arena_arm_int": (to_bytes(_put(arena, ("arms", "bce"), 3), "arena"), "clear"),
+        "meta/arena_arm_int": (to_bytes(put(arena, ("arms", "bce"), 3), "arena"), "clear"),
         "old/pickled_callable": (_torch_save(dict(run, schema_version=1, x=Evil())), "clear"),
         "old/bare_pickle_callable": (pickle.dumps({"x": Evil()}), "clear"),
-        "old/zero_stride_exp_avg": (to_pt_bytes(_put(
+        "old/zero_stride_exp_avg": (to_pt_bytes(put(
             run, ("g_optimizer", "state", 0, "exp_avg"), torch.zeros(1).expand(114))), "clear"),
-        "old/overlapping_weight": (to_pt_bytes(_put(
+        "old/overlapping_weight": (to_pt_bytes(put(
             run, ("generator", "layers.0.weight"), torch.zeros(9).as_strided((8, 2), (1, 1)))),
             "clear"),
-        "old/short_exp_avg": (to_pt_bytes(_put(run, ("g_optimizer", "state", 0, "exp_avg"),
+        "old/short_exp_avg": (to_pt_bytes(put(run, ("g_optimizer", "state", 0, "exp_avg"),
                                                torch.zeros(10))), "clear"),
-        "old/step_nan": (to_pt_bytes(_put(run, ("step",), float("nan"))), "clear"),
-        "old/sparse_weight": (to_pt_bytes(_put(run, ("generator", "layers.0.weight"),
+        "old/step_nan": (to_pt_bytes(put(run, ("step",), float("nan"))), "clear"),
+        "old/sparse_weight": (to_pt_bytes(put(run, ("generator", "layers.0.weight"),
                                                torch.zeros(8, 2).to_sparse())), "clear"),
         "old/foreign_torch_file": (_torch_save({"weights": torch.zeros(3)}), "clear"),
         "old/schema_2_in_old_format": (_torch_save(dict(run, schema_version=2)), "clear"),

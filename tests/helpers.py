@@ -7,6 +7,18 @@ from pathlib import Path
 import numpy as np
 
 
+def put(state, path, value):
+    """state with state[path[0]][path[1]]... = value (a deep copy): a crafted checkpoint."""
+    import copy
+
+    out = copy.deepcopy(state)
+    node = out
+    for key in path[:-1]:
+        node = node[key]
+    node[path[-1]] = value
+    return out
+
+
 def write_idx_mnist(root: Path, folder: str, n: int = 32, seed: int = 0) -> Path:
     """Write tiny MNIST-format files where torchvision looks for them.
 

@@ -22,6 +22,7 @@ from core.checkpoint import (CONVERTED_NOTE, CheckpointError, checkpoint_summary
                              load_checkpoint, load_with_format, optimizer_state_for, to_bytes,
                              to_pt_bytes)
 from core.config import OptimConfig, preset
+from helpers import put
 
 NAME = "the uploaded file"     # how load_checkpoint(bytes) names its source
 TINY = dict(g_hidden=[8, 8], d_hidden=[8], batch_size=32, sample_every=2, eval_every=0,
@@ -67,16 +68,6 @@ def image_valid():
 
 
 # -- building corrupted variants -------------------------------------------------------------
-def put(state, path, value):
-    """state with state[path[0]][path[1]]... = value (a deep copy)."""
-    out = copy.deepcopy(state)
-    node = out
-    for key in path[:-1]:
-        node = node[key]
-    node[path[-1]] = value
-    return out
-
-
 def drop(state, path):
     out = copy.deepcopy(state)
     node = out

@@ -13,22 +13,13 @@ import torch
 from PIL import Image
 
 from core.checkpoint import to_bytes, to_pt_bytes
+from helpers import put
 from test_app import app_env, checkpoints_page, registry, tiny_trainer  # noqa: F401
 
 
 class Evil:
     def __reduce__(self):
         return (os.system, ("echo pwned > /tmp/ganlab_upload_pwned",))
-
-
-def _put(state: dict, path: tuple, value) -> dict:
-    import copy
-    out = copy.deepcopy(state)
-    node = out
-    for key in path[:-1]:
-        node = node[key]
-    node[path[-1]] = value
-    return out
 
 
 def _flip(data: bytes, where: int) -> bytes:
@@ -64,9 +55,9 @@ def corpus(state: dict) -> dict:
         "png_renamed.pt": _png(),
         "header_2^63.safetensors": struct.pack("<Q", 2**63) + b"{}",
         "header_past_end.safetensors": struct.pack("<Q", 10**9) + b"{}",
-        "nan_weights.safetensors": to_bytes(_put(state, ("generator", "layers.0.bias"),
+        "nan_weights.safetensors": to_bytes(put(state, ("generator", "layers.0.bias"),
                                                  torch.full((128,), float("nan")))),
-        "short_optimiser_state.pt": to_pt_bytes(_put(
+        "short_optimiser_state.pt": to_pt_bytes(put(
             state, ("g_optimizer", "state", 0, "exp_avg"), torch.zeros(10))),
         "cut_old.pt": old[:len(old) // 2],
         "pickled_callable.pt": pickle.dumps({"x": Evil()}),
