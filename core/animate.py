@@ -88,30 +88,6 @@ def _points_frame(snap: Snapshot, real: np.ndarray | None, size: int) -> Image.I
     return img
 
 
-COLOUR_BAR = 18     # px: width of the D(x) colour bar of the page's 2-D picture
-
-
-def toy_png(snap: Snapshot, real: np.ndarray | None, size: int = 420) -> bytes:
-    """The page's 2-D picture: the points over D's heatmap, and at its right a colour
-    bar of D(x) from 0 (fake, blue) to 1 (real, red), so the colours explain
-    themselves. A PNG: the page re-sends only its URL until the next snapshot."""
-    plot = _points_frame(snap, real, size)
-    width = size + COLOUR_BAR + 64
-    img = Image.new("RGB", (width, size), "white")
-    img.paste(plot, (0, 0))
-    bar = _heat_rgb(np.linspace(0.0, 1.0, 64)[:, None], 64).resize((COLOUR_BAR, size))
-    img.paste(bar, (size + 8, 0))
-    draw = ImageDraw.Draw(img)
-    font = _font(13)
-    x = size + 12 + COLOUR_BAR
-    draw.text((x, 2), "1 real", fill="black", font=font)
-    draw.text((x, size // 2), "0.5", fill="black", font=font, anchor="lm")
-    draw.text((x, size - 2), "0 fake", fill="black", font=font, anchor="ls")
-    buf = io.BytesIO()
-    img.save(buf, format="PNG")
-    return buf.getvalue()
-
-
 def _extent_of(points: np.ndarray, real: np.ndarray | None) -> tuple:
     both = points if real is None else np.concatenate([points, real])
     lo, hi = float(np.nanmin(both)) - 0.5, float(np.nanmax(both)) + 0.5

@@ -184,29 +184,17 @@ class MetricLog:
 
 def decimate(steps: np.ndarray, cols: dict[str, np.ndarray],
              max_points: int = 2000) -> dict[str, np.ndarray]:
-    """Min/max-per-bucket decimation of every column over a shared step axis.
-
-    Returns {"step": ..., name: ...} per column as separate (step, value) pairs under
-    keys name and "step:" + name, since each column keeps its own extremes.
-    """
-    n = len(steps)
+    """Each column's logged (non-NaN) rows, thinned by thin_rows (each bucket's min and
+    max, so spikes stay), as float32 under keys name and "step:" + name (each column
+    keeps its own extremes, so their step axes differ)."""
     out: dict[str, np.ndarray] = {}
-    buckets = max(1, max_points // 2)
     for name, values in cols.items():
         valid = ~np.isnan(values)
         s, v = steps[valid], values[valid]
-        if len(s) <= max_points:
-            out["step:" + name] = s.astype(np.float32)
-            out[name] = v.astype(np.float32)
-            continue
-        edges = np.linspace(0, len(s), buckets + 1).astype(np.int64)
-        starts = edges[:-1]
-        lo = _argreduce(v, starts, np.minimum)
-        hi = _argreduce(v, starts, np.maximum)
-        idx = np.sort(np.unique(np.concatenate([lo, hi, [len(s) - 1]])))
-        out["step:" + name] = s[idx].astype(np.float32)
-        out[name] = v[idx].astype(np.float32)
-    out["n"] = np.array(n)
+        keep = thin_rows(v[None, :], max_points)
+        out["step:" + name] = s[keep].astype(np.float32)
+        out[name] = v[keep].astype(np.float32)
+    out["n"] = np.array(len(steps))
     return out
 
 
@@ -232,13 +220,3 @@ def thin_rows(cols: np.ndarray, max_rows: int) -> np.ndarray:
             first = hits[np.searchsorted(hits, starts)]   # each bucket's first hit
             keep.append(1 + first[np.isfinite(reduced)])
     return np.unique(np.concatenate(keep))
-
-
-def _argreduce(values: np.ndarray, starts: np.ndarray, op) -> np.ndarray:
-    """Index of the min (or max) inside each bucket [starts[i], starts[i+1])."""
-    reduced = op.reduceat(values, starts)
-    ends = np.append(starts[1:], len(values))
-    idx = np.empty(len(starts), dtype=np.int64)
-    for i, (a, b) in enumerate(zip(starts, ends)):
-        idx[i] = a + int(np.argmax(values[a:b] == reduced[i]))
-    return idx

@@ -16,7 +16,8 @@ def make_log(n: int, spike_at: int | None = None) -> MetricLog:
     log = MetricLog()
     rng = np.random.default_rng(0)
     for i in range(1, n + 1):
-        row = {c: float(rng.normal()) for c in charts.chart_columns()}
+        row = {c: float(rng.normal()) for spec in charts.chart_specs()
+               for c in live_chart.columns(spec)}
         if i == spike_at:
             row["d_loss"] = 1000.0
         log.append(i, row)

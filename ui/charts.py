@@ -58,14 +58,6 @@ def chart_specs(columns=None) -> list[ChartSpec]:
     return specs
 
 
-def chart_columns(columns=None) -> list[str]:
-    """Every column the charts need (pass to MetricLog.decimated)."""
-    names: list[str] = []
-    for spec in chart_specs(columns):
-        names += [*spec.metrics, *([spec.band] if spec.band else [])]
-    return names
-
-
 def quality_columns(columns) -> list[str]:
     """The quality-metric columns (logged every M steps, NaN elsewhere), in the
     registry's order."""
@@ -100,7 +92,7 @@ def _label(arm: str, metric: str) -> str:
     return f"{arm} · {metric}" if arm else metric
 
 
-def _base_layout(fig: go.Figure, title: str, height: int) -> go.Figure:
+def base_layout(fig: go.Figure, title: str, height: int) -> go.Figure:
     fig.update_layout(
         title={"text": title, "font": {"size": 14}}, height=height,
         margin={"l": 10, "r": 10, "t": 36, "b": 10},
@@ -141,7 +133,7 @@ def overoptimisation_figure(arms: dict[str, dict]) -> go.Figure:
                 best = max(steps, key=lambda s: values[s])
                 fig.add_annotation(x=kl[best], y=values[best], text=f"gold peak: step {best:,}",
                                    showarrow=True, arrowhead=2, font={"size": 10})
-    fig = _base_layout(fig, "Over-optimisation: score vs sqrt(KL) to the start", HEIGHT + 40)
+    fig = base_layout(fig, "Over-optimisation: score vs sqrt(KL) to the start", HEIGHT + 40)
     fig.update_xaxes(title_text="sqrt KL to the start")
     fig.update_layout(hovermode="closest")
     return fig
@@ -182,12 +174,7 @@ def toy_figure(real: np.ndarray, generated: np.ndarray, heatmap: np.ndarray | No
         # title) rather than the axis ranges growing past the heatmap
         fig.update_yaxes(range=[extent[2], extent[3]], scaleanchor="x", scaleratio=1,
                          constrain="domain", constraintoward="top")
-    fig = _base_layout(fig, title, height)
+    fig = base_layout(fig, title, height)
     fig.update_layout(hovermode="closest", showlegend=False)
     fig.update_xaxes(title_text=None)
     return fig
-
-
-def figure_bytes(fig: go.Figure) -> int:
-    """Size of the JSON Streamlit sends for a figure (used by the bench note)."""
-    return len(fig.to_json().encode())

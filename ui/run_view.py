@@ -157,12 +157,13 @@ def quality_cards(log) -> None:
 def quality_notes(columns, log=None) -> None:
     """What each quality metric shown measures, under the Quality charts, and the
     numbers that describe the judge rather than G (e.g. the classifier's accuracy)."""
-    if log is not None:
-        latest = log.latest()
+    if log is not None:   # the last value only: not a scan of every column
         for name in charts.quality_columns(columns):
             entry = METRICS.get(name)
-            if entry and entry.extra.get("curve") is False and name in latest:
-                st.caption(plain(f"{entry.title}: {latest[name]:.4g}"
+            value = (log.last_logged(name, 1)
+                     if entry and entry.extra.get("curve") is False else [])
+            if value:
+                st.caption(plain(f"{entry.title}: {value[-1]:.4g}"
                                  f"{(' ' + entry.unit) if entry.unit else ''} ({entry.help})"))
     text = charts.quality_help(columns)
     if text:

@@ -12,7 +12,7 @@ import plotly.graph_objects as go
 
 from core.metric_info import METRICS
 from core.multi_seed import SUMMARY_METRICS
-from ui.charts import PALETTE, metric_title
+from ui.charts import PALETTE, base_layout, metric_title
 
 POINTS = 200        # per seed line: step metrics are averaged into this many buckets
 HEIGHT = 300
@@ -80,14 +80,7 @@ def seed_figure(by_arm: dict[str, dict[int, pd.DataFrame]], metric: str) -> go.F
             else "lines", legendgroup=arm, name=f"{arm} (mean of {len(per_seed)})",
             line={"color": color, "width": 2.5}, customdata=stats["se"],
             hovertemplate=f"{arm}: %{{y:.4g}} ± %{{customdata:.2g}}<extra></extra>"))
-    fig.update_layout(
-        title={"text": metric_title(metric), "font": {"size": 14}}, height=HEIGHT,
-        margin={"l": 10, "r": 10, "t": 36, "b": 10}, hovermode="x unified",
-        uirevision="keep", plot_bgcolor="white", xaxis_title="step",
-        legend={"orientation": "h", "yref": "container", "y": 0, "yanchor": "bottom", "x": 0})
-    fig.update_xaxes(gridcolor="#eee")
-    fig.update_yaxes(gridcolor="#eee")
-    return fig
+    return base_layout(fig, metric_title(metric), HEIGHT)   # the app's chart layout
 
 
 def seed_figures(by_arm: dict[str, dict[int, pd.DataFrame]]) -> list[tuple[str, go.Figure]]:
