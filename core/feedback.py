@@ -5,6 +5,8 @@ Feedback page.
 from __future__ import annotations
 
 import hashlib
+import math
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -12,7 +14,7 @@ from torch import nn
 
 from .data import DataSet
 from .oracles import Oracle
-from .preferences import Judgement, PreferenceStore
+from .preferences import BlindJudgement, Judgement, PreferenceStore
 from .reward_model import RewardModel, train_reward_model
 
 CANDIDATES = 32   # active selection: pairs drawn, the most disputed one is shown
@@ -40,6 +42,12 @@ def to_display(x: torch.Tensor, data: DataSet) -> np.ndarray:
     c, h, w = data.image_shape
     pixels = ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).numpy()
     return pixels.reshape(len(x), h, w) if c == 1 else pixels.reshape(len(x), c, h, w)
+
+
+def from_display(shown: np.ndarray, data: DataSet) -> torch.Tensor:
+    """Samples as shown back to model space (k, dim): what a reward model scores."""
+    x = torch.as_tensor(shown)
+    return x.reshape(len(x), -1).float() / 127.5 - 1 if data.is_image else x.float()
 
 
 @torch.no_grad()
@@ -75,8 +83,7 @@ def simulate(store: PreferenceStore, G: nn.Module, data: DataSet, oracle: Oracle
     rows = []
     for _ in range(n):
         x, z = draw(G, k, gen)
-        shown = torch.as_tensor(to_display(x, data))   # judge what a person would see
-        shown = shown.reshape(k, -1).float() / 127.5 - 1 if data.is_image else shown
+        shown = from_display(to_display(x, data), data)   # judge what a person would see
         if k == 2:
             choice = oracle.judge(shown[:1], shown[1:], noise, gen)[0]
         else:
@@ -115,3 +122,149 @@ def blind_win_rate(G_new: nn.Module, G_base: nn.Module, oracle: Oracle, n: int =
     wins = [0.5 if a == "tie" else float((a == "left") != bool(f))
             for a, f in zip(answers, flip.tolist())]
     return sum(wins) / n
+
+
+# -- a person's blind test: new generator against its base --------------------------------
+Z95 = 1.959964
+
+
+def wilson(successes: float, n: int, z: float = Z95) -> tuple[float, float]:
+    """Wilson score interval of successes / n (nan, nan for n = 0). Fractional successes
+    (ties as half) are fine: a tie varies less than a coin, so this errs wide."""
+    if n <= 0:
+        return math.nan, math.nan
+    p = successes / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def win_rate_ci(wins: int, ties: int, n: int, z: float = Z95) -> tuple[float, float, float]:
+    """(rate, low, high): the new generator's win rate over n judged pairs (skips not
+    counted), ties counting half as in blind_win_rate, and its 95% Wilson interval."""
+    if not 0 <= wins + ties <= n:
+        raise ValueError(f"wins {wins} + ties {ties} must be between 0 and n = {n}")
+    score = wins + ties / 2
+    low, high = wilson(score, n, z)
+    return (score / n if n else math.nan), low, high
+
+
+@torch.no_grad()
+def blind_pair(G_base: nn.Module, G_new: nn.Module, gen: torch.Generator
+               ) -> tuple[torch.Tensor, str]:
+    """One sample of each generator on independent z, in random order:
+    (x as [left, right], the side the new generator's sample is on)."""
+    base = G_base(torch.randn(1, latent_dim(G_base), generator=gen))
+    new = G_new(torch.randn(1, latent_dim(G_new), generator=gen))
+    if bool(torch.rand(1, generator=gen) < 0.5):
+        return torch.cat([new, base]), "left"
+    return torch.cat([base, new]), "right"
+
+
+@torch.no_grad()
+def model_choice(model: RewardModel, shown: np.ndarray, data: DataSet) -> str | None:
+    """The side of a shown pair the reward model scores higher (None: equal)."""
+    r = model.score(from_display(shown, data))
+    diff = float(r[0] - r[1])
+    return "left" if diff > 0 else "right" if diff < 0 else None
+
+
+def model_fingerprint(model: RewardModel) -> str:
+    """Which reward model judged a blind pair (its heads' weights)."""
+    return generator_fingerprint(model.heads)
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.0f}%"
+
+
+def _ci(low: float, high: float) -> str:
+    return f"95% CI {100 * low:.0f}–{100 * high:.0f}%"
+
+
+ALARM_MIN_PAIRS = 10   # a handful of clicks is too few to raise an alarm on
+
+
+@dataclass(frozen=True)
+class BlindTally:
+    """A blind test's counts, for the new generator; agree / model_pairs: how often the
+    reward model preferred the sample the person did (pairs with a winner only)."""
+    wins: int = 0
+    ties: int = 0
+    losses: int = 0
+    skips: int = 0
+    agree: int = 0
+    model_pairs: int = 0
+
+    @property
+    def n(self) -> int:
+        return self.wins + self.ties + self.losses
+
+    def win_rate(self) -> tuple[float, float, float]:
+        return win_rate_ci(self.wins, self.ties, self.n)
+
+    def winner(self) -> str | None:
+        """"new" / "base" when the 95% interval excludes a coin flip, else None."""
+        if self.n == 0:
+            return None
+        _, low, high = self.win_rate()
+        return "new" if low > 0.5 else "base" if high < 0.5 else None
+
+    def verdict(self) -> str:
+        """One plain sentence: who wins, by how much, and whether it is more than noise."""
+        if self.n == 0:
+            return "No blind judgements yet."
+        rate, low, high = self.win_rate()
+        ties = f" and ties {self.ties}" if self.ties else ""
+        half = ", ties as half" if self.ties else ""
+        counts = (f"wins {self.wins}{ties} of {self.n} ({_pct(rate)}{half}, "
+                  f"{_ci(low, high)})")
+        if self.winner() == "new":
+            return f"The fine-tuned generator is better: it {counts}."
+        if self.winner() == "base":
+            return f"The base generator is better: the fine-tuned one {counts}."
+        return (f"Within noise: the fine-tuned generator {counts}; judge more pairs to "
+                f"tell them apart.")
+
+    def agreement(self) -> tuple[float, float, float]:
+        """(rate, low, high) of the reward model's on-policy agreement with the person."""
+        low, high = wilson(self.agree, self.model_pairs)
+        return (self.agree / self.model_pairs if self.model_pairs else math.nan), low, high
+
+    def alarm(self, held_out: float | None) -> bool:
+        """Gao et al.: agreement on the new generator's samples clearly below the held-out
+        agreement at training time (its 95% upper bound under it) hints at reward hacking."""
+        if self.model_pairs < ALARM_MIN_PAIRS or held_out is None or not math.isfinite(held_out):
+            return False
+        return self.agreement()[2] < held_out
+
+
+def blind_tally(judgements: list[BlindJudgement], model: str = "") -> BlindTally:
+    """Count a blind test; agreement only over the pairs judged while the reward model
+    with fingerprint `model` was loaded."""
+    out = {"win": 0, "tie": 0, "loss": 0, "skip": 0}
+    agree = pairs = 0
+    for j in judgements:
+        out[j.outcome] += 1
+        if model and j.reward_model == model and j.model_choice and j.outcome in ("win", "loss"):
+            pairs += 1
+            agree += j.model_choice == j.choice
+    return BlindTally(out["win"], out["tie"], out["loss"], out["skip"], agree, pairs)
+
+
+def agreement_line(tally: BlindTally, held_out: float | None) -> str:
+    """'The reward model agrees with you on X of N fresh pairs (Y%) ...', plain text."""
+    if not tally.model_pairs:
+        return "The reward model has no judged fresh pairs to compare with you yet."
+    rate, low, high = tally.agreement()
+    line = (f"The reward model agrees with you on {tally.agree} of {tally.model_pairs} "
+            f"fresh pairs ({_pct(rate)}, {_ci(low, high)})")
+    if held_out is None or not math.isfinite(held_out):
+        return line + "."
+    return line + f"; on held-out pairs at training time it agreed {_pct(held_out)}."
+
+
+ALARM = ("On the new samples the reward model agrees with you clearly less than on its "
+         "held-out pairs: the generator may be exploiting the reward model. Stop the "
+         "fine-tune at an earlier checkpoint, or judge more pairs of the new samples.")

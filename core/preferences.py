@@ -13,6 +13,13 @@ PRAGMA user_version = SCHEMA_VERSION.
 Schema 1: one table
     judgements(id, time, judge, generator, step, data, choice, k,
                samples, samples_dtype, samples_shape, z, z_dtype, z_shape)
+Schema 2 adds
+    blind_tests(id, time, judge, data, base, base_generator, base_step, new,
+                new_generator, new_step, new_side, choice, reward_model, model_choice,
+                samples, samples_dtype, samples_shape)
+a person's blind test of a fine-tuned generator against its base, kept apart from
+judgements so it never becomes reward-model training data. A schema-1 file is upgraded
+in place (one transaction) the first time it is opened for writing.
 Arrays are stored little-endian; shapes as JSON lists.
 """
 from __future__ import annotations
@@ -35,7 +42,7 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 APPLICATION_ID = 0x474C5046          # "GLPF": GAN Lab PreFerences
 CHOICES = ("left", "right", "tie", "skip")
 BEST_CHOICES = tuple(f"best:{i}" for i in range(4)) + ("skip",)
@@ -43,6 +50,8 @@ PAIR_P = {"left": 1.0, "right": 0.0, "tie": 0.5}
 
 _MAGIC = b"SQLite format 3\x00"
 _TABLE = "judgements"
+_BLIND = "blind_tests"
+_TABLES = {1: [_TABLE], 2: sorted([_TABLE, _BLIND])}   # what each schema version holds
 _DTYPES = {"uint8": np.dtype("<u1"), "float32": np.dtype("<f4")}
 _META = ("id", "time", "judge", "generator", "step", "data", "choice", "k")
 _BLOBS = ("samples", "samples_dtype", "samples_shape", "z", "z_dtype", "z_shape")
@@ -62,6 +71,30 @@ _CREATE = f"""CREATE TABLE {_TABLE} (
     z BLOB NOT NULL,
     z_dtype TEXT NOT NULL,
     z_shape TEXT NOT NULL)"""
+_BLIND_META = ("id", "time", "judge", "data", "base", "base_generator", "base_step", "new",
+               "new_generator", "new_step", "new_side", "choice", "reward_model",
+               "model_choice")
+_BLIND_COLUMNS = _BLIND_META + ("samples", "samples_dtype", "samples_shape")
+_CREATE_BLIND = f"""CREATE TABLE IF NOT EXISTS {_BLIND} (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    time REAL NOT NULL,
+    judge TEXT NOT NULL,
+    data TEXT NOT NULL,
+    base TEXT NOT NULL,
+    base_generator TEXT NOT NULL,
+    base_step INTEGER NOT NULL,
+    new TEXT NOT NULL,
+    new_generator TEXT NOT NULL,
+    new_step INTEGER NOT NULL,
+    new_side TEXT NOT NULL,
+    choice TEXT NOT NULL,
+    reward_model TEXT NOT NULL,
+    model_choice TEXT,
+    samples BLOB NOT NULL,
+    samples_dtype TEXT NOT NULL,
+    samples_shape TEXT NOT NULL)"""
+_INSERT_BLIND = (f"INSERT INTO {_BLIND} ({', '.join(_BLIND_COLUMNS[1:])}) "
+                 f"VALUES ({', '.join('?' * (len(_BLIND_COLUMNS) - 1))})")
 _INSERT = (f"INSERT INTO {_TABLE} ({', '.join(_COLUMNS[1:])}) "
            f"VALUES ({', '.join('?' * (len(_COLUMNS) - 1))})")
 _CSV_HEADER = ("id", "time", "judge", "data", "generator", "step", "choice", "k",
@@ -107,6 +140,35 @@ class Judgement:
         return [(best, j, 1.0) for j in range(int(self.samples.shape[0])) if j != best]
 
 
+@dataclass(frozen=True, eq=False)
+class BlindJudgement:
+    """One blind-test comparison: a sample of the base and of the new (fine-tuned)
+    generator, on independent z, shown left/right in random order. The person never sees
+    which is which; `new_side` records it."""
+    samples: np.ndarray   # (2, ...) as shown: [left, right]; same dtypes as Judgement
+    new_side: str         # "left" / "right": where the new generator's sample was
+    choice: str           # left/right/tie/skip, as for a pair
+    judge: str
+    data: str
+    base: str             # the generators as the page labels them ("file run/step_9.pt")
+    base_generator: str   # fingerprints of their weights
+    base_step: int
+    new: str
+    new_generator: str
+    new_step: int
+    reward_model: str = ""          # fingerprint of the reward model loaded, "" if none
+    model_choice: str | None = None # the side that model scored higher
+    time: float = 0.0
+    id: int | None = None
+
+    @property
+    def outcome(self) -> str:
+        """For the new generator: win / loss / tie / skip."""
+        if self.choice in ("tie", "skip"):
+            return self.choice
+        return "win" if self.choice == self.new_side else "loss"
+
+
 # ---------------------------------------------------------------- validation
 
 def _invalid(field: str, problem: str) -> PreferenceStoreError:
@@ -129,6 +191,28 @@ def validate(j: Judgement) -> None:
     for field in ("judge", "generator", "data"):
         _check_text(field, getattr(j, field))
     _check_step(j.step)
+    _check_time(j.time)
+
+
+def validate_blind(j: BlindJudgement) -> None:
+    if not isinstance(j, BlindJudgement):
+        raise PreferenceStoreError(f"invalid blind judgement: expected a BlindJudgement, "
+                                   f"got {type(j).__name__}")
+    if _check_samples(j.samples) != 2:
+        raise _invalid("samples", "of a blind test must hold 2 samples")
+    _check_choice(j.choice, 2)
+    if j.new_side not in ("left", "right"):
+        raise _invalid("new_side", f"must be 'left' or 'right', got {j.new_side!r}")
+    for field in ("judge", "data", "base", "base_generator", "new", "new_generator"):
+        _check_text(field, getattr(j, field))
+    _check_step(j.base_step)
+    _check_step(j.new_step)
+    if not isinstance(j.reward_model, str):
+        raise _invalid("reward_model", f"must be a string, got {j.reward_model!r}")
+    allowed = (None, "left", "right") if j.reward_model else (None,)
+    if j.model_choice not in allowed:
+        raise _invalid("model_choice", f"must be one of {allowed} with reward_model "
+                                       f"{j.reward_model!r}, got {j.model_choice!r}")
     _check_time(j.time)
 
 
@@ -229,6 +313,24 @@ def _stamped(j: Judgement) -> Judgement:
     return replace(j, time=_time.time()) if j.time == 0 else j
 
 
+def _blind_row(j: BlindJudgement) -> tuple:
+    validate_blind(j)
+    t = _time.time() if j.time == 0 else float(j.time)
+    return (t, j.judge, j.data, j.base, j.base_generator, int(j.base_step), j.new,
+            j.new_generator, int(j.new_step), j.new_side, j.choice, j.reward_model,
+            j.model_choice, *_encode(j.samples))
+
+
+def _from_blind_row(row) -> BlindJudgement:
+    (id_, t, judge, data, base, base_g, base_step, new, new_g, new_step, new_side, choice,
+     model, model_choice, s, sd, ss) = row
+    return BlindJudgement(samples=_decode(s, sd, ss, id_, "samples"), new_side=new_side,
+                          choice=choice, judge=judge, data=data, base=base,
+                          base_generator=base_g, base_step=int(base_step), new=new,
+                          new_generator=new_g, new_step=int(new_step), reward_model=model,
+                          model_choice=model_choice, time=float(t), id=int(id_))
+
+
 def _as_float(samples: np.ndarray) -> np.ndarray:
     """What the reward model sees: images in [-1, 1] like the generator's output."""
     if samples.dtype == np.uint8:
@@ -236,14 +338,13 @@ def _as_float(samples: np.ndarray) -> np.ndarray:
     return samples.astype(np.float32)
 
 
-def _where(judge=None, data=None, usable_only=False) -> tuple[str, list]:
+def _where(usable_only=False, **equal) -> tuple[str, list]:
+    """WHERE for column = value filters (None: any); column names are ours, never input."""
     parts, args = [], []
-    if judge is not None:
-        parts.append("judge = ?")
-        args.append(judge)
-    if data is not None:
-        parts.append("data = ?")
-        args.append(data)
+    for column, value in equal.items():
+        if value is not None:
+            parts.append(f"{column} = ?")
+            args.append(value)
     if usable_only:
         parts.append("choice != 'skip'")
     return (" WHERE " + " AND ".join(parts) if parts else ""), args
@@ -258,9 +359,11 @@ def _open(path: Path) -> sqlite3.Connection:
     _check_schema(_connect_ro(path), path, close=True)
     conn = _connect_rw(path)
     try:
-        _check_schema(conn, path)
+        version = _check_schema(conn, path)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=FULL")
+        if version < SCHEMA_VERSION:
+            _upgrade(conn, path)
     except BaseException:
         conn.close()
         raise
@@ -310,6 +413,7 @@ def _init_schema(tmp: str) -> None:
         conn.execute(f"PRAGMA application_id={APPLICATION_ID}")
         conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         conn.execute(_CREATE)
+        conn.execute(_CREATE_BLIND)
         conn.execute("COMMIT")
         conn.execute("PRAGMA journal_mode=WAL")
     finally:
@@ -368,7 +472,7 @@ def _tables(conn: sqlite3.Connection) -> list[str]:
 
 
 def _foreign_message(path: Path, tables: list[str] | None, version: int) -> str:
-    if tables == [_TABLE] and version > SCHEMA_VERSION:
+    if tables and _TABLE in tables and version > SCHEMA_VERSION:
         return _newer_message(path, version)
     has = ("its tables cannot be read" if tables is None
            else f"it has tables {', '.join(tables)}" if tables else "it has no tables")
@@ -394,13 +498,15 @@ def _connect_rw(path: Path) -> sqlite3.Connection:
         raise PreferenceStoreError(f"cannot open {path} ({e}); check the path and its permissions") from e
 
 
-def _check_schema(conn: sqlite3.Connection, path: Path, close: bool = False) -> None:
-    """The header said ours; confirm through SQLite (which also sees the WAL)."""
+def _check_schema(conn: sqlite3.Connection, path: Path, close: bool = False) -> int:
+    """The header said ours; confirm through SQLite (which also sees the WAL). Returns
+    the schema version (an older one is upgraded by _upgrade)."""
     try:
         app_id = conn.execute("PRAGMA application_id").fetchone()[0]
         version = conn.execute("PRAGMA user_version").fetchone()[0]
         tables = _tables(conn)
         columns = {r[1] for r in conn.execute(f"PRAGMA table_info({_TABLE})")}
+        blind = {r[1] for r in conn.execute(f"PRAGMA table_info({_BLIND})")}
     except sqlite3.Error as e:
         raise PreferenceStoreError(f"{path} is not a readable SQLite database ({e}); choose another file") from e
     finally:
@@ -410,9 +516,30 @@ def _check_schema(conn: sqlite3.Connection, path: Path, close: bool = False) -> 
         raise PreferenceStoreError(_foreign_message(path, tables, version))
     if version > SCHEMA_VERSION:
         raise PreferenceStoreError(_newer_message(path, version))
-    if version != SCHEMA_VERSION or tables != [_TABLE] or not set(_COLUMNS) <= columns:
+    if (tables != _TABLES.get(version) or not set(_COLUMNS) <= columns
+            or (_BLIND in tables and not set(_BLIND_COLUMNS) <= blind)):
         raise PreferenceStoreError(f"{path} is a damaged GAN RL Lab preference database (schema {version}, "
                                    f"tables {', '.join(tables) or 'none'}); restore a backup or choose another file")
+    return version
+
+
+def _upgrade(conn: sqlite3.Connection, path: Path) -> None:
+    """Schema 1 -> 2: add the blind_tests table. One transaction, re-checked inside it,
+    so two processes opening the same old file upgrade it once."""
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            if conn.execute("PRAGMA user_version").fetchone()[0] == 1:
+                conn.execute(_CREATE_BLIND)
+                conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+    except sqlite3.Error as e:
+        raise PreferenceStoreError(f"cannot upgrade {path} to preference schema {SCHEMA_VERSION} "
+                                   f"({e}); check that the file is writable") from e
 
 
 # ---------------------------------------------------------------- the store
@@ -518,6 +645,34 @@ class PreferenceStore:
             raise PreferenceStoreError(f"judgements have different sample shapes {shapes}; "
                                        f"pass data=<name> to train on one data set")
         return np.stack(a), np.stack(b), np.asarray(p, dtype=np.float32)
+
+    # -- blind tests ------------------------------------------------------------------
+    def add_blind(self, j: BlindJudgement) -> int:
+        """Store one blind-test click, committed before returning; returns the row id."""
+        row = _blind_row(j)
+        with self._write() as conn:
+            return int(conn.execute(_INSERT_BLIND, row).lastrowid)
+
+    def blind_judgements(self, judge: str | None = None, base: str | None = None,
+                         new: str | None = None) -> list[BlindJudgement]:
+        """Oldest first; filtered by judge and the two generators' labels."""
+        where, args = _where(judge=judge, base=base, new=new)
+        with self._locked() as conn:
+            rows = conn.execute(f"SELECT {', '.join(_BLIND_COLUMNS)} FROM {_BLIND}{where} "
+                                f"ORDER BY id", args).fetchall()
+        return [_from_blind_row(r) for r in rows]
+
+    def undo_last_blind(self, judge: str | None = None) -> BlindJudgement | None:
+        """Take back a blind-test mis-click (of that judge); pairs are untouched."""
+        where, args = _where(judge=judge)
+        with self._write() as conn:
+            row = conn.execute(f"SELECT {', '.join(_BLIND_COLUMNS)} FROM {_BLIND}{where} "
+                               f"ORDER BY id DESC LIMIT 1", args).fetchone()
+            if row is None:
+                return None
+            j = _from_blind_row(row)
+            conn.execute(f"DELETE FROM {_BLIND} WHERE id = ?", (j.id,))
+        return j
 
     def to_csv(self) -> bytes:
         """A spreadsheet-friendly log (no pixels), UTF-8."""

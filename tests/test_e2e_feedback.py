@@ -69,3 +69,48 @@ def test_preferences_to_fine_tune_comparison_in_the_browser(server, page):
     page.wait_for_url("**/compare?arena=*")
     page.get_by_text("bce vs reinforce vs rlhf", exact=False).first.wait_for()
     b.stop(page, "cmp_stop")
+
+
+def test_blind_test_with_the_keyboard(server, page):
+    """Blind test: choose a base and a fine-tuned generator, judge pairs with the keys
+    (Left, Right, Down = equal, S = skip, U = undo): the count and the verdict follow."""
+    import torch
+
+    url, root = server
+    trainer = Trainer(TrainConfig(data="ring8", latent_dim=2, batch_size=16, eval_every=0))
+    trainer.step()
+    trainer.save_checkpoint(root / "checkpoints" / "blind_base" / "step_1.pt")
+    with torch.no_grad():
+        trainer.nets.G.layers[-1].bias[1] += 50.0
+    trainer.save_checkpoint(root / "checkpoints" / "blind_new" / "step_1.pt")
+    page.goto(f"{url}/feedback")
+    page.locator(".st-key-fb_mode").get_by_text("Blind test").click()
+    b.select_option(page, "fb_base", "file blind_base/step_1.pt")
+    b.select_option(page, "fb_new", "file blind_new/step_1.pt")
+    page.get_by_text("One sample of file blind_base/step_1.pt", exact=False).wait_for()
+    wait_blind(page, "0 blind judgements")
+    page.get_by_text("No blind judgements yet.").wait_for()
+    page.get_by_text("Which sample is better?").click()   # focus off the select boxes
+    for n, key in enumerate(["ArrowLeft", "ArrowRight", "ArrowDown"], start=1):
+        page.keyboard.press(key)
+        wait_blind(page, f"{n} blind judgements")
+    page.keyboard.press("s")                   # a skip is stored, not counted
+    wait_blind(page, "3 blind judgements of a suggested 50 (1 skipped)")
+    page.keyboard.press("u")                   # undo takes back the skip
+    wait_blind(page, "3 blind judgements of a suggested 50", exact_end=True)
+    page.keyboard.press("ArrowLeft")
+    wait_blind(page, "4 blind judgements")
+    page.get_by_text("Within noise:").wait_for()
+    store = PreferenceStore(root / "checkpoints" / "preferences.sqlite")
+    rows = store.blind_judgements()
+    store.close()
+    assert [j.choice for j in rows] == ["left", "right", "tie", "left"]
+    assert {j.new for j in rows} == {"file blind_new/step_1.pt"}
+
+
+def wait_blind(page, text: str, exact_end: bool = False) -> None:
+    """Wait for the blind test's progress line to hold (or, exact_end, end with) text."""
+    page.wait_for_function(
+        "([t, end]) => { const e = document.querySelector(\"[data-testid='stProgress']\");"
+        " const s = e ? e.innerText.trim() : ''; return end ? s.endsWith(t) : s.includes(t); }",
+        arg=[text, exact_end])

@@ -229,9 +229,9 @@ def test_newer_schema_untouched(tmp_path):
     with PreferenceStore(path) as s:
         s.add(image_judgement())
     conn = sqlite3.connect(path)
-    conn.execute("PRAGMA user_version=2")
+    conn.execute("PRAGMA user_version=3")
     conn.close()
-    refuses_untouched(path, "newer .*schema 2")
+    refuses_untouched(path, "newer .*schema 3")
 
 
 def test_unusable_paths(tmp_path):

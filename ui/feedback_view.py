@@ -28,6 +28,7 @@ from core.preferences import PreferenceStore, PreferenceStoreError, default_path
 from core.reward_model import RewardModel
 from ui import checkpoints as ck
 from ui import compare_view, runs
+from ui.text import plain
 
 TARGET = 200          # suggested judgements before training a reward model
 SHOWN_PX = 280        # images are shown upscaled to this width
@@ -116,7 +117,7 @@ def _png(pixels: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def _points_figure(data: DataSet, points: np.ndarray, names: list[str]) -> go.Figure:
+def points_figure(data: DataSet, points: np.ndarray, names: list[str]) -> go.Figure:
     real = data.x[:1000].numpy()
     fig = go.Figure(go.Scatter(x=real[:, 0], y=real[:, 1], mode="markers", name="real",
                                marker={"size": 4, "color": "#bbb"}))
@@ -133,13 +134,25 @@ NAMES = {2: ["Left", "Right"], 4: ["A", "B", "C", "D"]}
 
 
 def show(current: dict) -> None:
-    shown = feedback.to_display(current["x"], current["data"])
-    names = NAMES[current["k"]]
-    if current["data"].is_image:
-        for col, name, pixels in zip(st.columns(current["k"]), names, shown):
+    show_samples(feedback.to_display(current["x"], current["data"]), current["data"],
+                 NAMES[current["k"]], key="fb_points")
+
+
+def show_samples(shown: np.ndarray, data: DataSet, names: list[str], key: str) -> None:
+    """Images side by side, or points over the real data, each with its name."""
+    if data.is_image:
+        for col, name, pixels in zip(st.columns(len(names)), names, shown):
             col.image(_png(pixels), caption=name, width="stretch")
     else:
-        st.plotly_chart(_points_figure(current["data"], shown, names), key="fb_points")
+        st.plotly_chart(points_figure(data, shown, names), key=key)
+
+
+def messages() -> None:
+    """An error or an undo notice left by a button's callback on the last run."""
+    for key in ("fb_error", "fb_undone"):
+        message = st.session_state.pop(key, None)
+        if message:
+            (st.error if key == "fb_error" else st.toast)(plain(message))
 
 
 def record(db: PreferenceStore, current: dict, choice: str, judge: str) -> None:

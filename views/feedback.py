@@ -4,6 +4,7 @@ from pathlib import Path
 import streamlit as st
 
 from core.reward_model import RewardModelError, cached_reward_model
+from ui import blind_test as bt
 from ui import feedback_view as fv
 from ui import run_view
 from ui.text import code, plain
@@ -16,14 +17,23 @@ with st.sidebar:
     if not sources:
         st.info("No generator yet: start a run on the Train page, or save a checkpoint.")
         st.stop()
-    label = st.selectbox("Generator", list(sources), key="fb_source")
-    mode = st.radio("Mode", ["Pairs", "Best of 4"], key="fb_mode", horizontal=True,
-                    help="Best of 4: one click gives 3 pairs (the best over each other one)")
+    mode = st.radio("Mode", ["Pairs", "Best of 4", "Blind test"], key="fb_mode",
+                    horizontal=True,
+                    help="Best of 4: one click gives 3 pairs (the best over each other one). "
+                         "Blind test: a fine-tuned generator against its base, unlabelled")
+    blind = mode == "Blind test"
+    if blind:
+        base, new = bt.pick_generators(list(sources))
+    else:
+        label = st.selectbox("Generator", list(sources), key="fb_source")
     judge = st.text_input("Your name", value="person", key="fb_judge",
                           help="Stored with each judgement, so several people can judge")
     db_path = fv.db_path_input()
-    model_path = st.text_input("Reward model for active selection (optional)", key="fb_model",
-                               help="Show the pairs this model's members disagree on most")
+    model_path = st.text_input(   # one key: the path stays when the mode changes
+        "Reward model to check (optional)" if blind else
+        "Reward model for active selection (optional)", key="fb_model",
+        help="Does it agree with you on the new samples? (The pairs stay random.)" if blind
+        else "Show the pairs this model's members disagree on most")
 
 try:
     db = fv.store(db_path)
@@ -36,6 +46,10 @@ if model_path:
         model = cached_reward_model(model_path)
     except RewardModelError as exc:
         st.warning(plain(exc))
+
+if blind:
+    bt.page(db, sources, base, new, judge, model)
+    st.stop()   # the reward model below learns from pairs, not from a blind test
 
 k = 2 if mode == "Pairs" else 4
 current = st.session_state.get(fv.CURRENT)
@@ -51,10 +65,7 @@ mine = db.count(judge=judge)
 st.progress(min(1.0, mine / fv.TARGET),
             text=f"{plain(judge)}: {mine} judgements of a suggested {fv.TARGET} "
                  f"({db.count()} in {plain(db.path.name)} by everyone)")
-for key in ("fb_error", "fb_undone"):
-    message = st.session_state.pop(key, None)
-    if message:
-        (st.error if key == "fb_error" else st.toast)(plain(message))
+fv.messages()
 st.markdown("**Which sample is better?**" if k == 2 else "**Which sample is the best?**")
 fv.show(current)
 fv.buttons(db, current, judge)
