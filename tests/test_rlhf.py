@@ -117,3 +117,161 @@ def test_quality_evaluations_log_proxy_gold_and_kl_for_the_panel(ring):
     assert [t.name for t in fig.data] == [charts.metric_title("q_rm"),
                                           charts.metric_title("q_gold")]
     assert "gold peak" in fig.layout.annotations[0].text
+
+
+# -- the over-optimisation panel (ui/overopt_view.py) ------------------------------------
+def _table(evals: dict[int, tuple[float, float | None]]) -> dict:
+    """{step: (sqrt_kl, gold or None)} -> an evaluation table."""
+    return {s: {"q_sqrt_kl": kl, **({"q_gold": g} if g is not None else {})}
+            for s, (kl, g) in evals.items()}
+
+
+def test_the_filmstrip_frames_span_the_fine_tune_and_hold_the_gold_peak():
+    from ui.overopt_view import choose_frames, gold_peak
+
+    snaps = range(0, 3100, 100)          # before the fine-tune (start 1000) and after it
+    table = _table({1500: (1.0, 0.2), 2000: (2.0, 0.9), 2500: (3.0, 0.5), 3000: (4.0, 0.1)})
+    assert gold_peak(table) == 2000
+    frames = choose_frames(snaps, table, start=1000, n=8)
+    steps = [f.step for f in frames]
+    assert len(frames) == 8 and steps == sorted(steps)
+    assert steps[0] == 1000 and steps[-1] == 3000       # start of the fine-tune .. latest eval
+    assert [f.step for f in frames if f.suggested] == [2000]
+    by_step = {f.step: f for f in frames}
+    assert by_step[1000].sqrt_kl == 0.0 and by_step[1000].exact   # G is its own reference
+    assert by_step[3000].sqrt_kl == 4.0 and by_step[3000].exact
+    for f in frames:                      # between evaluations: interpolated, marked so
+        assert f.exact == (f.step in (1000, 1500, 2000, 2500, 3000))
+    assert by_step[2000].sqrt_kl == 2.0
+
+    # the peak falls between the evenly spaced picks: it replaces the nearest one
+    frames = choose_frames(range(1000, 3001, 100), table, start=1000, n=3)
+    assert [f.step for f in frames] == [1000, 2000, 3000]
+    frames = choose_frames(range(1000, 3001, 100), _table({1500: (1, 0.0), 1700: (2, 0.8),
+                                                           3000: (3, 0.1)}), 1000, n=3)
+    assert [(f.step, f.suggested) for f in frames] == [(1000, False), (1700, True),
+                                                        (3000, False)]
+    # no snapshot at the peak step: the nearest one; ties in gold: the earliest (less KL)
+    assert gold_peak(_table({100: (1, 0.5), 200: (2, 0.5)})) == 100
+    frames = choose_frames([0, 50, 300], _table({120: (1, 0.9), 300: (2, 0.1)}), 0)
+    assert [f.step for f in frames if f.suggested] == [50]
+
+
+def test_without_a_gold_oracle_no_frame_is_suggested_and_few_snapshots_are_all_shown():
+    import numpy as np
+
+    from ui.overopt_view import choose_frames, evaluation_table, gold_peak
+
+    data = {"step:q_sqrt_kl": np.array([100, 300, 500], np.float32),
+            "q_sqrt_kl": np.array([9.0, 1.0, np.nan], np.float32),
+            "step:q_rm": np.array([300], np.float32), "q_rm": np.array([2.0], np.float32),
+            "n": np.array(600)}
+    table = evaluation_table(data, start=200)       # before the fine-tune: not its own
+    assert table == {300: {"q_sqrt_kl": 1.0, "q_rm": 2.0}}
+    assert gold_peak(table) is None
+    frames = choose_frames([100, 200, 250, 300, 400], table, start=200)
+    assert [(f.step, f.suggested) for f in frames] == [(200, False), (250, False),
+                                                        (300, False)]
+    assert frames[1].sqrt_kl == pytest.approx(0.5) and not frames[1].exact
+    assert choose_frames([100], table, start=200) == []
+
+
+def test_a_filmstrip_frame_is_the_first_row_of_the_snapshot_grid():
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from core.samples import grid_png
+    from ui.overopt_view import first_row_png, scatter_png
+
+    images = torch.linspace(-1, 1, 16).view(16, 1).expand(16, 36)   # 16 flat 6x6 images
+    row = Image.open(io.BytesIO(first_row_png(grid_png(images, (1, 6, 6)), (6, 6), k=5,
+                                              zoom=2)))
+    assert row.size == ((2 + 5 * 8) * 2, (6 + 4) * 2)
+    tile = Image.open(io.BytesIO(scatter_png(np.zeros((4, 2)), (-1, 1, -1, 1), None, 40)))
+    assert tile.size == (40, 40) and tile.getpixel((20, 20)) != (255, 255, 255)
+
+
+@pytest.fixture
+def app_registry(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    from ui.runs import registry
+    monkeypatch.setenv("GANLAB_CHECKPOINT_DIR", str(tmp_path / "checkpoints"))
+    monkeypatch.chdir(Path(__file__).resolve().parents[1])
+    registry().clear()
+    yield registry()
+    registry().clear()
+
+
+def _panel_app(trainer):
+    from pathlib import Path
+
+    from streamlit.testing.v1 import AppTest
+    at = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "app.py"),
+                           default_timeout=60)
+    at.query_params["run"] = trainer.run_id
+    return at.run()
+
+
+@pytest.mark.parametrize("gold", ["upper", ""])
+def test_the_train_page_shows_the_over_optimisation_panel(ring, app_registry, gold):
+    trainer = fine_tune(ring, gold_oracle=gold)
+    trainer.run.cfg = trainer.cfg.replace(eval_every=20, sample_every=20)
+    for _ in range(60):
+        trainer.step_once()
+    app_registry.add(trainer)
+    at = _panel_app(trainer)
+    assert not at.exception, at.exception
+    keys = [c.proto.id.split("-")[-1] for c in at.get("plotly_chart")]
+    assert "chart_overopt" in keys and "chart_overopt_side" in keys
+    markdown = [m.value for m in at.markdown]
+    captions = [c.value for c in at.caption]
+    assert any(c.startswith("step 200 · √KL 0") for c in captions)   # the start frame
+    assert any(c.startswith("step 260 · √KL ") for c in captions)    # the latest eval
+    info = " ".join(i.value for i in at.info)
+    if gold:
+        assert sum("suggested checkpoint (gold peak)" in m for m in markdown + captions) == 1
+        assert any(c.startswith("Gold peak at step") for c in captions)
+        assert "cannot be known" not in info
+    else:
+        assert not any("suggested checkpoint" in m for m in markdown + captions)
+        assert "cannot be known" in info and "blind test" in info
+    # a refresh without a new evaluation reuses the built panel
+    built = at.session_state[f"overopt_{trainer.run_id}"]
+    at.run()
+    assert at.session_state[f"overopt_{trainer.run_id}"] is built
+
+
+def test_the_compare_page_draws_one_over_optimisation_line_per_rlhf_arm(ring, monkeypatch,
+                                                                       tmp_path):
+    import json
+    from pathlib import Path
+
+    from streamlit.testing.v1 import AppTest
+
+    from core.arena import Arena
+    from ui.compare_view import registry
+
+    root = Path(__file__).resolve().parents[1]
+    monkeypatch.setenv("GANLAB_CHECKPOINT_DIR", str(tmp_path / "checkpoints"))
+    monkeypatch.chdir(root)
+    cfg = TrainConfig.from_dict(ring["state"]["config"]).replace(
+        eval_every=10, **{"rlhf.reward_model": ring["rm"], "rlhf.gold_oracle": "upper"})
+    arena = Arena(cfg, ["bce", "rlhf"], init_state=ring["state"])
+    for _ in range(20):
+        arena.step_once()
+    registry().clear()
+    registry().add(arena)
+    try:
+        at = AppTest.from_file(str(root / "views" / "compare.py"), default_timeout=60)
+        at.query_params["arena"] = arena.run_id
+        at.run()
+        assert not at.exception, at.exception
+        (chart,) = [c for c in at.get("plotly_chart")
+                    if c.proto.id.endswith("-cmp_chart_overopt")]
+        names = [t["name"] for t in json.loads(chart.proto.spec)["data"]]
+        assert names == ["rlhf · reward model score (proxy) ↑", "rlhf · gold oracle score ↑"]
+    finally:
+        registry().clear()

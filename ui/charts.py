@@ -127,15 +127,81 @@ def overoptimisation_figure(arms: dict[str, dict]) -> go.Figure:
             color, dash = _style(a, m, max(2, len(arms)))
             fig.add_trace(go.Scatter(
                 x=[kl[s] for s in steps], y=[values[s] for s in steps], mode="lines+markers",
-                name=_label(arm, metric_title(metric)), text=[f"step {s:,}" for s in steps],
+                name=_label(arm, metric_title(metric)), text=[f"step {int(s):,}" for s in steps],
                 line={"color": color, "dash": dash}))
             if metric == "q_gold":
                 best = max(steps, key=lambda s: values[s])
-                fig.add_annotation(x=kl[best], y=values[best], text=f"gold peak: step {best:,}",
+                fig.add_annotation(x=kl[best], y=values[best],
+                                   text=_label(arm, f"gold peak: step {int(best):,}"),
                                    showarrow=True, arrowhead=2, font={"size": 10})
     fig = base_layout(fig, "Over-optimisation: score vs sqrt(KL) to the start", HEIGHT + 40)
-    fig.update_xaxes(title_text="sqrt KL to the start")
+    fig.update_xaxes(title_text=metric_title("q_sqrt_kl"))
     fig.update_layout(hovermode="closest")
+    return fig
+
+
+# Beside the proxy and the gold score, against the same sqrt KL: what the fine-tune does
+# to diversity and to realism, per kind of data (metric names; labels from the registry).
+# d_fake is a per-step metric, read at the evaluation steps.
+DIVERSITY = {"toy": ("q_modes", "q_reverse_kl"), "image": ("q_classes", "q_class_kl")}
+REALISM = {"toy": ("q_high_quality", "d_fake"), "image": ("q_fd", "d_fake")}
+OVEROPT_SIDE_HEIGHT = 190   # per row of panels
+
+
+def floors_of(name: str) -> list[str]:
+    """The metrics drawn with `name` on its chart (the FD's floor)."""
+    return list(METRICS.names(drawn_with=name))
+
+
+def overopt_side_figure(table: dict[int, dict[str, float]], kind: str,
+                        peak: int | None = None) -> go.Figure | None:
+    """Diversity and realism against sqrt KL to the start, one small panel per metric
+    (DIVERSITY and REALISM of `kind`, "toy" or "image"), the gold peak's sqrt KL as a
+    dotted line. `table` maps an evaluation step to its values (q_sqrt_kl among them).
+    None when no metric has a point yet."""
+    from plotly.subplots import make_subplots
+
+    rows = [(s, r) for s, r in table.items() if "q_sqrt_kl" in r]
+    panels = [(group, m) for group, names in (("Diversity", DIVERSITY[kind]),
+                                             ("Realism", REALISM[kind]))
+              for m in names if any(m in r for _, r in rows)]
+    if not panels:
+        return None
+    n_rows = (len(panels) + 1) // 2
+    fig = make_subplots(rows=n_rows, cols=2, horizontal_spacing=0.14,
+                        vertical_spacing=0.3 / n_rows if n_rows > 1 else 0.0,
+                        subplot_titles=[f"{g}: {metric_title(m)}" for g, m in panels])
+    peak_kl = table.get(peak, {}).get("q_sqrt_kl") if peak is not None else None
+    for i, (group, name) in enumerate(panels):
+        at = {"row": i // 2 + 1, "col": i % 2 + 1}
+        color = PALETTE[2] if group == "Diversity" else PALETTE[4]
+        for line, dash in [(name, "solid")] + [(f, "dot") for f in floors_of(name)]:
+            points = [(r["q_sqrt_kl"], r[line], s) for s, r in rows if line in r]
+            if not points:
+                continue
+            x, y, steps = zip(*points)
+            # markers, joined in step order by a faint line: sqrt KL need not grow
+            # monotonically (near the KL anchor's equilibrium it wanders)
+            fig.add_trace(go.Scatter(
+                x=x, y=y, mode="lines+markers" if dash == "solid" else "lines",
+                name=metric_title(line), text=[f"step {s:,}" for s in steps],
+                line={"color": GRID if dash == "solid" else "#7f7f7f", "dash": dash,
+                      "width": 1},
+                marker={"size": 5, "color": color}), **at)
+        if peak_kl is not None:
+            fig.add_vline(x=peak_kl, line={"color": "#ff7f0e", "dash": "dot", "width": 1.5},
+                          **at)
+    fig = base_layout(fig, "", OVEROPT_SIDE_HEIGHT * n_rows + 40)
+    fig.update_annotations(font_size=12)   # the panel titles
+    fig.update_xaxes(title_text=None)
+    bottom = {}   # the x title under the bottom panel of each column
+    for i in range(len(panels)):
+        bottom[i % 2 + 1] = i // 2 + 1
+    for col, row in bottom.items():
+        fig.update_xaxes(title_text=metric_title("q_sqrt_kl"), title_font_size=11,
+                         row=row, col=col)
+    fig.update_layout(hovermode="closest", showlegend=False,
+                      margin={"l": 10, "r": 10, "t": 30, "b": 10})
     return fig
 
 

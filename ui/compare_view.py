@@ -225,7 +225,26 @@ def metric_charts(arena: Arena, smoothing: float, compared_only: bool) -> None:
                                     smoothing=smoothing, events=_events(arena),
                                     group="compare"):
         st.caption("Charts appear after the first steps.")
+    if "q_sqrt_kl" in columns:
+        overopt(arena)
     run_view.quality_notes(columns, arena.active_runs()[0].log)
+
+
+def overopt(arena: Arena) -> None:
+    """The rlhf over-optimisation chart, one line per rlhf arm (every arm is passed, in
+    the arena's order, so each keeps its colour; an arm without the metrics draws
+    nothing). Rebuilt only when an arm's evaluation lands."""
+    key = f"cmp_overopt_{arena.run_id}"
+    rows = tuple(str(arm.log.last_row([m for m in charts.OVEROPT if m in arm.log.columns]))
+                 for arm in arena.arms.values())
+    got = st.session_state.get(key)
+    if got is None or got[0] != rows:
+        arms = {name: arm.log.decimated(list(charts.OVEROPT), charts.MAX_POINTS)
+                for name, arm in arena.arms.items()}
+        got = (rows, charts.overoptimisation_figure(arms))
+        st.session_state[key] = got
+    st.plotly_chart(got[1], key="cmp_chart_overopt", width="stretch",
+                    config={"displaylogo": False})
 
 
 def table_columns(latest: dict) -> list[str]:

@@ -15,7 +15,7 @@ import streamlit as st
 from core.animate import large_png, progression_gif
 from core.config import TrainConfig
 from core.trainer import Trainer, new_run_id
-from ui import charts, live_chart, run_view, runs
+from ui import charts, live_chart, overopt_view, run_view, runs
 from ui.run_view import flash_error
 from ui.text import code, plain
 
@@ -143,17 +143,10 @@ def metric_charts(trainer: Trainer, smoothing: float) -> None:
 
 
 def overopt(trainer: Trainer) -> None:
-    """The rlhf over-optimisation chart (score vs sqrt KL), rebuilt only when a new
-    evaluation lands."""
-    cache_key = f"overopt_{trainer.run_id}"
-    row = trainer.log.last_row(list(charts.OVEROPT))
-    cached = st.session_state.get(cache_key)
-    if cached is None or cached[0] != row:
-        arms = {"": trainer.log.decimated(list(charts.OVEROPT), charts.MAX_POINTS)}
-        cached = (row, charts.overoptimisation_figure(arms))
-        st.session_state[cache_key] = cached
-    st.plotly_chart(cached[1], key="chart_overopt", width="stretch",
-                    config={"displaylogo": False})
+    """The rlhf over-optimisation panel (ui/overopt_view.py): proxy and gold, diversity
+    and realism against sqrt KL, and a filmstrip; rebuilt only when a new evaluation
+    lands."""
+    overopt_view.panel(trainer)
 
 
 def _real_points(trainer: Trainer, n: int = 1000) -> np.ndarray:
