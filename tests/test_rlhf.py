@@ -10,7 +10,7 @@ from core.config import ConfigError, TrainConfig, preset
 from core.data import load_by_name
 from core.oracles import make_oracle
 from core.reward_model import train_reward_model
-from core.rules.rlhf import exact_kl
+from core.rules.rlhf import exact_kl, sigma_of
 from core.trainer import Trainer
 
 
@@ -48,9 +48,9 @@ def test_exact_kl_matches_a_monte_carlo_estimate():
 
 @pytest.mark.parametrize("estimator", ["reinforce", "pathwise"])
 def test_the_preference_reward_rises_on_ring8(ring, estimator):
-    trainer = fine_tune(ring, estimator=estimator)
-    scores = [trainer.step()["rm_score"] for _ in range(100)]
-    assert sum(scores[-20:]) / 20 > sum(scores[:3]) / 3 + 0.5, (scores[:5], scores[-5:])
+    trainer = fine_tune(ring, estimator=estimator)   # with both brakes on, as by default
+    scores = [trainer.step()["rm_score"] for _ in range(200)]
+    assert sum(scores[-20:]) / 20 > sum(scores[:3]) / 3 + 0.15, (scores[:5], scores[-5:])
     assert trainer.log.latest()["kl"] > 0
 
 
@@ -64,7 +64,9 @@ def test_a_huge_kl_weight_keeps_g_at_the_reference(ring):
     for _ in range(30):
         free.step()
     moved_free = (free.nets.g_flat.detach() - start).abs().max()
-    assert values["kl"] < 1e-2 and moved < moved_free
+    sigma = sigma_of(trainer.cfg.options(), is_2d=True)
+    shift = (2 * sigma ** 2 * values["kl"]) ** 0.5   # rms distance of G(z) from G_ref(z)
+    assert shift < 0.01 and moved < moved_free        # 0.01: the width of a ring8 mode
 
 
 def test_rlhf_round_trips_through_a_checkpoint_with_its_reference(ring, tmp_path):

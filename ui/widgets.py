@@ -71,9 +71,10 @@ def _preset_hint(name: str, where, fmt: str) -> None:
 
 
 def _auto_hint(f: dataclasses.Field, value, is_2d: bool | None, where=st) -> None:
-    """A "0 = auto" option left at 0: say what it resolves to for the chosen data."""
+    """An "auto" option left at its auto value (0, or the option's `auto_when`): say
+    what it resolves to for the chosen data."""
     auto = f.metadata.get("auto")
-    if auto is not None and is_2d is not None and value == 0:
+    if auto is not None and is_2d is not None and value == f.metadata.get("auto_when", 0):
         where.caption(f"auto = {auto[0 if is_2d else 1]:g} on "
                       f"{'2-D data' if is_2d else 'images'}")
 

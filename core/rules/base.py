@@ -19,7 +19,8 @@ def option(default: Any, label: str, help: str = "", *, choices=None, **bounds: 
 
     `choices` is a Registry (or tuple) of allowed values; bounds are low / high for
     numbers (documentation for the form; validate() enforces them); auto = (value on
-    2-D data, value on images) for a "0 = auto" option, shown by the form."""
+    2-D data, value on images) for an "auto" option, shown by the form, whose auto
+    value is 0 or `auto_when`."""
     return field(default=default, metadata={"label": label, "help": help,
                                             "choices": choices, **bounds})
 

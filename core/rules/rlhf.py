@@ -1,13 +1,18 @@
 """rlhf: fine-tune G on a preference reward model, kept close to where it started.
 
 Policy x = G(z) + sigma eps. Per sample, the reward is the reward model's standardised
-ensemble score (softly clipped to +-score_clip), minus `uncertainty` x the members' spread
-(stay where the model knows), plus `realism` x log D(x). The objective is E[reward] - kl x KL, where the KL
-to the reference policy (G frozen when the rule started, same sigma, same z) is exact:
-||G(z) - G_ref(z)||^2 / (2 sigma^2) in nats. Two estimators of the reward's gradient:
-"reinforce" (K samples per z, leave-one-out baseline: the DDPO / DPOK family) and
-"pathwise" (backprop through the reward model: the ReFL / DRaFT family). The KL term's
-gradient is exact either way.
+ensemble score (softly clipped to +-score_clip), minus `uncertainty` x the members'
+spread (stay where the model knows), plus `realism` x log D(x). The objective is
+E[reward] - kl x KL, where the KL to the reference policy (G frozen when the rule
+started, same sigma, same z) is exact: ||G(z) - G_ref(z)||^2 / (2 sigma^2) in nats.
+Two estimators of the reward's gradient: "pathwise" (backprop through the reward model:
+the ReFL / DRaFT family; the default, it needs far fewer samples in 784 dimensions) and
+"reinforce" (K samples per z, leave-one-out baseline: the DDPO / DPOK family). The KL
+term's gradient is exact either way.
+
+Over-optimisation has two brakes here: the KL (how far from the start) and the
+uncertainty penalty (where the reward model is guessing). bench/rlhf.py --overopt
+shows each one's part.
 """
 from __future__ import annotations
 
@@ -21,31 +26,44 @@ from ..metric_info import METRICS
 from ..validate import ConfigError, check_choice, check_range
 from .base import Rule, option
 
-ESTIMATORS = ("reinforce", "pathwise")
-# "0 = auto" values as (2-D data, images); the form shows what 0 resolves to.
-AUTO_SIGMA = (0.1, 0.2)
+ESTIMATORS = ("pathwise", "reinforce")
+AUTO = -1.0   # "auto" for the KL and realism weights (0 already means off)
+# "auto" values as (2-D data, images); the form shows what auto resolves to. Chosen by
+# bench/rlhf.py: on ring8 a sigma near the modes' own width (0.01) keeps the realism
+# reward sharp enough to hold samples on the modes; on digits, realism is not needed.
+AUTO_SIGMA = (0.02, 0.2)
 AUTO_K = (4, 8)
+AUTO_REALISM = (0.3, 0.0)
+# The KL in nats grows as 1/sigma^2: the 2-D weight is smaller for its smaller sigma.
+AUTO_KL = (0.0002, 0.002)
 
 
 @dataclass(frozen=True)
 class RlhfOptions:
     reward_model: str = option("", "Reward model file", "Saved by the Feedback page or "
                                "`python -m core reward train`")
-    kl: float = option(0.01, "KL weight (beta)", "Weight of KL(policy || the generator the "
-                       "fine-tune started from); 0 = no anchor (over-optimises)",
-                       low=0.0, high=1e4)
+    kl: float = option(AUTO, "KL weight (beta, -1 = auto)", "Weight of KL(policy || the "
+                       "generator the fine-tune started from), in nats: auto = 0.0002 on "
+                       "2-D data, 0.002 on images; 0 = no anchor (over-optimises)",
+                       low=AUTO, high=1e4, auto=AUTO_KL, auto_when=AUTO)
     score_clip: float = option(3.0, "Score clip", "The reward model's standardised score is "
                                "softly clipped to +-this (c tanh(score / c)): far past it "
                                "there is little to gain (limits reward hacking); 0 = no clip",
                                low=0.0, high=100.0)
-    uncertainty: float = option(0.0, "Uncertainty penalty (k)", "Reward minus k x the "
-                                "ensemble's spread", low=0.0, high=100.0)
-    realism: float = option(0.0, "Realism weight (lambda)", "Reward plus lambda x log D(x)",
-                            low=0.0, high=100.0)
-    estimator: str = option("reinforce", "Estimator", "reinforce: leave-one-out policy "
-                            "gradient; pathwise: backprop through the reward model",
+    uncertainty: float = option(1.0, "Uncertainty penalty (k)", "Reward minus k x the "
+                                "ensemble's spread: where the reward model's members "
+                                "disagree it is guessing, and the generator should not "
+                                "go there (0 = off: the proxy then runs away)",
+                                low=0.0, high=100.0)
+    realism: float = option(AUTO, "Realism weight (lambda, -1 = auto)", "Reward plus "
+                            "lambda x log D(x), D trained on G's mean output: keeps samples "
+                            "where D finds the data (auto = 0.3 on 2-D data, 0 = off on "
+                            "images)", low=AUTO, high=100.0, auto=AUTO_REALISM,
+                            auto_when=AUTO)
+    estimator: str = option("pathwise", "Estimator", "pathwise: backprop through the "
+                            "reward model; reinforce: leave-one-out policy gradient",
                             choices=ESTIMATORS)
-    sigma: float = option(0.0, "sigma (0 = auto)", "Policy std: 0 = 0.1 on 2-D data, "
+    sigma: float = option(0.0, "sigma (0 = auto)", "Policy std: 0 = 0.02 on 2-D data, "
                           "0.2 on images", low=0.0, high=10.0,
                           auto=AUTO_SIGMA)
     samples_per_z: int = option(0, "Samples per z (K, 0 = auto)", "reinforce estimator: "
@@ -65,10 +83,15 @@ class RlhfOptions:
             raise ConfigError(f"{prefix}reward_model = {self.reward_model!r} is not a file: "
                               "the rlhf rule needs a reward model (train one on the Feedback "
                               "page or with python -m core reward train)")
-        check_range(f"{prefix}kl", self.kl, 0.0, 1e4)
         check_range(f"{prefix}score_clip", self.score_clip, 0.0, 100.0)
         check_range(f"{prefix}uncertainty", self.uncertainty, 0.0, 100.0)
-        check_range(f"{prefix}realism", self.realism, 0.0, 100.0)
+        for name, high in (("kl", 1e4), ("realism", 100.0)):
+            value = getattr(self, name)
+            if value != AUTO:
+                try:
+                    check_range(f"{prefix}{name}", value, 0.0, high)
+                except ConfigError as exc:
+                    raise ConfigError(f"{exc} (or {AUTO:g} = auto)") from None
         check_choice(f"{prefix}estimator", self.estimator, ESTIMATORS)
         check_range(f"{prefix}sigma", self.sigma, 0.0, 10.0)
         check_range(f"{prefix}samples_per_z", self.samples_per_z, 0, 64, integer=True)
@@ -84,6 +107,14 @@ class RlhfOptions:
 
 def sigma_of(opts: RlhfOptions, is_2d: bool) -> float:
     return opts.sigma or AUTO_SIGMA[0 if is_2d else 1]
+
+
+def kl_of(opts: RlhfOptions, is_2d: bool) -> float:
+    return AUTO_KL[0 if is_2d else 1] if opts.kl == AUTO else opts.kl
+
+
+def realism_of(opts: RlhfOptions, is_2d: bool) -> float:
+    return AUTO_REALISM[0 if is_2d else 1] if opts.realism == AUTO else opts.realism
 
 
 def exact_kl(mu: torch.Tensor, mu_ref: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -109,7 +140,10 @@ class RlhfRule(Rule):
         sigma = sigma_of(opts, is_2d)
         eps = torch.randn(mu.shape[0], k, mu.shape[1], generator=ctx.noise,
                           device=mu.device, dtype=mu.dtype)
-        return mu.detach() + sigma * eps[:, 0], {"eps": eps, "sigma": sigma}
+        # D sees G's mean: the policy noise is a device of the estimator and the KL,
+        # not what a person sees; a D trained on noisy samples made the realism reward
+        # about the noise (ring8 lost its modes).
+        return mu.detach(), {"eps": eps, "sigma": sigma}
 
     def _reward(self, x: torch.Tensor, ctx) -> tuple[torch.Tensor, torch.Tensor]:
         """(total reward, the reward model's score) per row of x."""
@@ -119,8 +153,9 @@ class RlhfRule(Rule):
         reward = c * torch.tanh(score / c) if c else score
         if opts.uncertainty:
             reward = reward - opts.uncertainty * model.uncertainty(x)
-        if opts.realism:
-            reward = reward + opts.realism * -F.softplus(-ctx.d_logits(x)).squeeze(-1)
+        realism = realism_of(opts, ctx.cfg.is_2d)
+        if realism:
+            reward = reward + realism * -F.softplus(-ctx.d_logits(x)).squeeze(-1)
         return reward, score
 
     def loss(self, mu, extra, ctx):
@@ -144,7 +179,7 @@ class RlhfRule(Rule):
                 adv = adv.clamp(-opts.adv_clip, opts.adv_clip)
             log_prob = -((x - mu.unsqueeze(1)) ** 2).sum(2) / (2 * sigma ** 2)
             reward_term = -(adv * log_prob).mean()
-        loss = reward_term + opts.kl * kl.mean()
+        loss = reward_term + kl_of(opts, ctx.cfg.is_2d) * kl.mean()
         with torch.no_grad():
             logits = ctx.d_logits(mu.detach())
         return loss, {"g_loss": F.softplus(-logits).mean(), "reward_mean": reward.mean(),
