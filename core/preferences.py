@@ -600,14 +600,17 @@ class PreferenceStore:
 
     def undo_last(self, judge: str | None = None) -> Judgement | None:
         """Take back a mis-click: delete and return the newest row (of that judge)."""
+        return self._delete_newest(_TABLE, _COLUMNS, _from_row, judge)
+
+    def _delete_newest(self, table: str, columns, from_row, judge: str | None):
         where, args = _where(judge=judge)
         with self._write() as conn:
-            row = conn.execute(f"SELECT {', '.join(_COLUMNS)} FROM {_TABLE}{where} "
+            row = conn.execute(f"SELECT {', '.join(columns)} FROM {table}{where} "
                                f"ORDER BY id DESC LIMIT 1", args).fetchone()
             if row is None:
                 return None
-            j = _from_row(row)
-            conn.execute(f"DELETE FROM {_TABLE} WHERE id = ?", (j.id,))
+            j = from_row(row)
+            conn.execute(f"DELETE FROM {table} WHERE id = ?", (j.id,))
         return j
 
     def count(self, judge: str | None = None, usable_only: bool = False) -> int:
@@ -664,15 +667,7 @@ class PreferenceStore:
 
     def undo_last_blind(self, judge: str | None = None) -> BlindJudgement | None:
         """Take back a blind-test mis-click (of that judge); pairs are untouched."""
-        where, args = _where(judge=judge)
-        with self._write() as conn:
-            row = conn.execute(f"SELECT {', '.join(_BLIND_COLUMNS)} FROM {_BLIND}{where} "
-                               f"ORDER BY id DESC LIMIT 1", args).fetchone()
-            if row is None:
-                return None
-            j = _from_blind_row(row)
-            conn.execute(f"DELETE FROM {_BLIND} WHERE id = ?", (j.id,))
-        return j
+        return self._delete_newest(_BLIND, _BLIND_COLUMNS, _from_blind_row, judge)
 
     def to_csv(self) -> bytes:
         """A spreadsheet-friendly log (no pixels), UTF-8."""
