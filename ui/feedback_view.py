@@ -193,10 +193,16 @@ def buttons(db: PreferenceStore, current: dict, judge: str) -> None:
 
 # -- fine-tuning on the preferences ----------------------------------------------------------
 FINE_TUNE_ARMS = ("bce", "reinforce", "rlhf")
-FINE_TUNE_STEPS = 2000
+# (2-D data, images): what bench/rlhf.py's rlhf arm needed to reach its targets (ring8
+# moves whole modes around the ring, slowly; digits change class within 2,000 steps)
+FINE_TUNE_STEPS = (10_000, 2_000)
 
 
-def fine_tune(source: Source, model_path: Path, steps: int = FINE_TUNE_STEPS) -> None:
+def fine_tune_steps(is_image: bool) -> int:
+    return FINE_TUNE_STEPS[1 if is_image else 0]
+
+
+def fine_tune(source: Source, model_path: Path) -> None:
     """Start a comparison from the judged generator: bce continued, reinforce (D as the
     reward) and rlhf (these preferences), then open it on the Compare page."""
     from core.arena import Arena
@@ -204,7 +210,9 @@ def fine_tune(source: Source, model_path: Path, steps: int = FINE_TUNE_STEPS) ->
     from core.trainer import new_run_id
 
     state = source.state()
-    cfg = config_of(state).replace(steps=steps, **{"rlhf.reward_model": str(model_path)})
+    cfg = config_of(state)
+    cfg = cfg.replace(steps=fine_tune_steps(not cfg.is_2d),
+                      **{"rlhf.reward_model": str(model_path)})
     arena = Arena(cfg, list(FINE_TUNE_ARMS), init_state=state,
                   run_id=new_run_id(f"arena-rlhf-{cfg.data}"))
     compare_view.registry().start(arena)

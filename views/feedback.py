@@ -87,7 +87,8 @@ row.download_button("Judgements CSV", data=db.to_csv, file_name="preferences.csv
 if job is not None and job.state == "done":
     if st.button("Fine-tune with these preferences", key="fb_finetune", type="primary",
                  help=f"A comparison from this generator: {', '.join(fv.FINE_TUNE_ARMS)}, "
-                      f"{fv.FINE_TUNE_STEPS:,} steps each, on the Compare page"):
+                      f"{fv.fine_tune_steps(current['data'].is_image):,} steps each, on the "
+                      "Compare page"):
         try:
             fv.fine_tune(sources[label](), Path(out))
         except Exception as exc:   # the slot limit, a stale source: say so, keep the page
