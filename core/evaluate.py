@@ -466,7 +466,8 @@ def evaluate_state(state: dict, n: int = EVAL_SAMPLES, log=None, ema: bool = Fal
 # -- trainer integration -----------------------------------------------------------------
 class QualityHook:
     """A Run's step hook: log the q_* metrics at step min(eval_every, FIRST_EVAL) (a
-    first point early in a run), then every cfg.eval_every steps. Runs in the training
+    first point early in a run, and as early after a rule switch or fork: a fine-tune
+    changes fastest at its start), then every cfg.eval_every steps. Runs in the training
     thread, so the UI never waits; an image run whose classifier is not built yet
     builds it in another thread (from the run's start, see warm_up) and evaluates as
     soon as it is ready (the run never freezes)."""
@@ -502,7 +503,9 @@ class QualityHook:
         step = run.step_count
         if not every or step == self.last_step:
             return
-        due = final or step % every == 0 or step == min(every, FIRST_EVAL)
+        first = min(every, FIRST_EVAL)   # early points: in a run, and after a rule switch
+        due = (final or step % every == 0 or step == first
+               or step == getattr(run, "rule_start", 0) + first)
         if not (due or (self.pending and self.evaluator is not None
                         and self.evaluator.ready)):
             return
