@@ -18,7 +18,8 @@ Seed 0's fixed-z samples are printed at the end (digits as text art, 2-D as coun
 per mode).
 --overopt: mnist5k, one rlhf run per anchor setting (KL weight 0 or default, the
 uncertainty penalty 0 or default), the digit:7 oracle as gold: proxy and gold scores
-against sqrt(KL) at every evaluation, with diversity and realism, and the gold peak.
+against sqrt(KL) at every evaluation, with diversity and realism, the gold peak, and
+the samples at the end.
 
     python bench/rlhf.py [--data mnist5k,ring8] [--seeds 3] [--steps N] [--overopt]
 """
@@ -221,7 +222,8 @@ def overopt(steps: int, folder: Path) -> None:
                   f"{s['classes']:8.0f}", flush=True)
         peak = max(golds, key=golds.get)
         print(f"  gold peak at step {peak:,} ({golds[peak]:.3f}); at the end "
-              f"{golds[steps // every * every]:.3f}", flush=True)
+              f"{golds[steps // every * every]:.3f}; the first {SHOWN} fixed-z samples at "
+              f"the end:\n{text_art(trainer.nets.G, trainer.data)}", flush=True)
 
 
 def main() -> None:
