@@ -357,7 +357,7 @@ def flag_cases(tmp: Path, ckpt: Path, arena: Path) -> list[Case]:
                  "batch_size=true", "batch_size=2.5", "data=folder", "image_size=100000",
                  "latent_dim=0", "g_opt.lr=-1", "g_opt=1", "g_opt.bogus=1", "d_steps=1000",
                  "max_snapshots=1", "rule=rlhf", "reinforce.k=0", "reinforce.k=100000",
-                 "reinforce.reward=bogus", "rlhf.kl=-1", "ema_samples=2",
+                 "reinforce.reward=bogus", "rlhf.kl=-2", "ema_samples=2",
                  "steps=" + "9" * 5000, "x=" + "[" * 10_000 + "]" * 10_000, "=" * 3,
                  "g_hidden=" + json.dumps([4096] * 64)]:
         train(f"--set {item[:30]!r}", ["--set", item], "clear")

@@ -549,7 +549,8 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ema-samples", action="store_true",
                    help="snapshots and quality metrics from G's EMA weights")
     p.add_argument("--reward-model", help="rlhf rule: the preference reward model file")
-    p.add_argument("--kl", type=as_float, help="rlhf rule: weight of the KL to the start")
+    p.add_argument("--kl", type=as_float, help="rlhf rule: weight of the KL to the start "
+                   "(-1 = auto: 0.002 on images, 0.0002 on 2-D data; 0 = no anchor)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="any config field, e.g. --set reinforce.sigma_start=0.05 "
                         "(repeatable; rule options are <rule>.<option>)")
