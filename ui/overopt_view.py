@@ -235,7 +235,7 @@ def peak_text(built: Built) -> str:
 
 def no_gold_text() -> str:
     return ("No gold oracle in this run (the preferences are a person's): the reward "
-            "model's score keeps rising as G moves away from the start, and without a "
+            "model's score can go on rising while the true preference falls, and without a "
             "gold oracle the peak of the true preference **cannot be known** from these "
             "charts. Judge samples from along the filmstrip in the **Feedback** page's "
             "blind test, or set the rlhf option *Gold oracle* when an oracle stands for "
