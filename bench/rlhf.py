@@ -45,7 +45,8 @@ from core.evaluate import (EVAL_SAMPLES, classify, evaluator_for, frechet_distan
 from core.feedback import blind_win_rate  # noqa: E402
 from core.oracles import make_oracle  # noqa: E402
 from core.reward_model import cached_reward_model, train_reward_model  # noqa: E402
-from core.rules.rlhf import RlhfOptions, kl_of, realism_of, sigma_of  # noqa: E402
+from core.rules.base import resolved  # noqa: E402
+from core.rules.rlhf import RlhfOptions  # noqa: E402
 from core.trainer import Trainer  # noqa: E402
 from ema import mean_se  # noqa: E402  (bench/ema.py)
 from feedback import labels, noise_for, pairs  # noqa: E402  (bench/feedback.py)
@@ -173,8 +174,8 @@ def compare(data: str, seeds: int, steps: int, folder: Path) -> None:
     metrics = list(table[("pretrained", 0)])
     print(f"\n{data}, oracle {setup['oracle']}, {setup['pretrain']:,} bce steps, then "
           f"{steps:,} steps per arm; {seeds} seeds, mean ± s.e. rlhf defaults here: kl "
-          f"{kl_of(opts, is_2d)}, sigma {sigma_of(opts, is_2d)}, uncertainty "
-          f"{opts.uncertainty}, realism {realism_of(opts, is_2d)}, score clip "
+          f"{resolved(opts, 'kl', is_2d)}, sigma {resolved(opts, 'sigma', is_2d)}, uncertainty "
+          f"{opts.uncertainty}, realism {resolved(opts, 'realism', is_2d)}, score clip "
           f"{opts.score_clip}")
     print(f"{'arm':<26}{'step':>6}  " + "".join(f"{m:<25}" for m in metrics))
     for (name, step), row in table.items():
@@ -204,7 +205,7 @@ def overopt(steps: int, folder: Path) -> None:
                                              "rlhf.gold_oracle": "digit:7", **changes})
         opts = trainer.cfg.options()
         evaluator_for(trainer.data).prepare()
-        print(f"\nrlhf, {label} (kl {kl_of(opts, False)}, uncertainty {opts.uncertainty}):\n"
+        print(f"\nrlhf, {label} (kl {resolved(opts, 'kl', False)}, uncertainty {opts.uncertainty}):\n"
               f"  {'step':>6} {'sqrt KL':>8} {'proxy':>8} {'gold':>8} {'7s judge %':>11} "
               f"{'FD 7s':>7} {'classes':>8}")
         golds = {}

@@ -14,7 +14,7 @@ import streamlit as st
 import torch
 
 from core import feedback
-from core.preferences import BlindJudgement, PreferenceStore, PreferenceStoreError
+from core.preferences import BlindJudgement, PreferenceStore
 from core.reward_model import RewardModel
 from ui import feedback_view as fv
 from ui.text import plain
@@ -67,18 +67,11 @@ def record(db: PreferenceStore, current: dict, choice: str, judge: str,
                        base_step=current["base_step"], new=current["new"],
                        new_generator=current["new_generator"], new_step=current["new_step"],
                        reward_model=model_fp, model_choice=picked)
-    try:
-        db.add_blind(j)
-    except PreferenceStoreError as exc:
-        st.session_state["fb_error"] = str(exc)
-        return
-    st.session_state.pop(CURRENT, None)
+    fv.save_click(db.add_blind, j, CURRENT)
 
 
 def undo(db: PreferenceStore, judge: str) -> None:
-    gone = db.undo_last_blind(judge)
-    st.session_state["fb_undone"] = (f"Removed blind judgement {gone.id} ({gone.choice})"
-                                     if gone else "Nothing to undo")
+    fv.report_undo(db.undo_last_blind(judge), "blind judgement")
 
 
 def buttons(db: PreferenceStore, current: dict, judge: str, model) -> None:

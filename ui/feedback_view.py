@@ -159,18 +159,27 @@ def record(db: PreferenceStore, current: dict, choice: str, judge: str) -> None:
     """on_click of a choice button: commit it, then draw the next comparison."""
     j = feedback.judgement(current["x"], current["z"], choice, judge, current["data"],
                            current["fingerprint"], current["step"])
+    save_click(db.add, j, CURRENT)
+
+
+def save_click(add, row, current_key: str) -> None:
+    """Store a click's row; then the next comparison is drawn (the one in
+    session_state[current_key] is dropped), or the store's refusal is shown."""
     try:
-        db.add(j)
+        add(row)
     except PreferenceStoreError as exc:
         st.session_state["fb_error"] = str(exc)
         return
-    st.session_state.pop(CURRENT, None)
+    st.session_state.pop(current_key, None)
+
+
+def report_undo(gone, what: str = "judgement") -> None:
+    st.session_state["fb_undone"] = (f"Removed {what} {gone.id} ({gone.choice})"
+                                     if gone else "Nothing to undo")
 
 
 def undo(db: PreferenceStore, judge: str) -> None:
-    gone = db.undo_last(judge)
-    st.session_state["fb_undone"] = (f"Removed judgement {gone.id} ({gone.choice})"
-                                     if gone else "Nothing to undo")
+    report_undo(db.undo_last(judge))
 
 
 def buttons(db: PreferenceStore, current: dict, judge: str) -> None:

@@ -33,6 +33,17 @@ class NoOptions:
         pass
 
 
+def resolved(options, name: str, is_2d: bool):
+    """An option's value with "auto" resolved for the kind of data, from the same field
+    metadata the form reads (auto = (2-D, images), auto_when = the auto value, 0 unless
+    given)."""
+    meta = next(f.metadata for f in fields(options) if f.name == name)
+    value = getattr(options, name)
+    if meta.get("auto") is not None and value == meta.get("auto_when", 0):
+        return meta["auto"][0 if is_2d else 1]
+    return value
+
+
 def option_fields(options_type: type) -> list:
     """The fields of an options dataclass, for forms and the CLI."""
     return list(fields(options_type))

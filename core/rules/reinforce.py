@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from ..metric_info import METRICS
 from ..rewards import REWARDS
 from ..validate import ConfigError, check_choice, check_range
-from .base import Rule, option
+from .base import Rule, option, resolved
 from .bce import bce_loss, bce_manual_grad
 
 
@@ -87,7 +87,7 @@ class ReinforceOptions:
 
 
 def samples_per_z(opts: ReinforceOptions, is_2d: bool) -> int:
-    return opts.samples_per_z or AUTO_K[0 if is_2d else 1]
+    return resolved(opts, "samples_per_z", is_2d)
 
 
 def sigma_range(opts: ReinforceOptions, is_2d: bool) -> tuple[float, float]:

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from ..metric_info import METRICS
 from ..validate import ConfigError, check_choice, check_range
-from .base import Rule, option
+from .base import Rule, option, resolved
 
 ESTIMATORS = ("pathwise", "reinforce")
 AUTO = -1.0   # "auto" for the KL and realism weights (0 already means off)
@@ -106,15 +106,7 @@ class RlhfOptions:
 
 
 def sigma_of(opts: RlhfOptions, is_2d: bool) -> float:
-    return opts.sigma or AUTO_SIGMA[0 if is_2d else 1]
-
-
-def kl_of(opts: RlhfOptions, is_2d: bool) -> float:
-    return AUTO_KL[0 if is_2d else 1] if opts.kl == AUTO else opts.kl
-
-
-def realism_of(opts: RlhfOptions, is_2d: bool) -> float:
-    return AUTO_REALISM[0 if is_2d else 1] if opts.realism == AUTO else opts.realism
+    return resolved(opts, "sigma", is_2d)
 
 
 def exact_kl(mu: torch.Tensor, mu_ref: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -136,7 +128,7 @@ class RlhfRule(Rule):
 
     def emit(self, mu, ctx):
         opts, is_2d = ctx.options, ctx.cfg.is_2d
-        k = 1 if opts.estimator == "pathwise" else (opts.samples_per_z or AUTO_K[0 if is_2d else 1])
+        k = 1 if opts.estimator == "pathwise" else resolved(opts, "samples_per_z", is_2d)
         sigma = sigma_of(opts, is_2d)
         eps = torch.randn(mu.shape[0], k, mu.shape[1], generator=ctx.noise,
                           device=mu.device, dtype=mu.dtype)
@@ -153,7 +145,7 @@ class RlhfRule(Rule):
         reward = c * torch.tanh(score / c) if c else score
         if opts.uncertainty:
             reward = reward - opts.uncertainty * model.uncertainty(x)
-        realism = realism_of(opts, ctx.cfg.is_2d)
+        realism = resolved(opts, "realism", ctx.cfg.is_2d)
         if realism:
             reward = reward + realism * -F.softplus(-ctx.d_logits(x)).squeeze(-1)
         return reward, score
@@ -179,7 +171,7 @@ class RlhfRule(Rule):
                 adv = adv.clamp(-opts.adv_clip, opts.adv_clip)
             log_prob = -((x - mu.unsqueeze(1)) ** 2).sum(2) / (2 * sigma ** 2)
             reward_term = -(adv * log_prob).mean()
-        loss = reward_term + kl_of(opts, ctx.cfg.is_2d) * kl.mean()
+        loss = reward_term + resolved(opts, "kl", ctx.cfg.is_2d) * kl.mean()
         with torch.no_grad():
             logits = ctx.d_logits(mu.detach())
         return loss, {"g_loss": F.softplus(-logits).mean(), "reward_mean": reward.mean(),
