@@ -201,7 +201,19 @@ def cmd_train(args: argparse.Namespace) -> int:
     path = trainer.save_checkpoint()
     print(f"{'interrupted; ' if interrupted else ''}{'diverged; ' if diverged else ''}"
           f"saved {path}")
+    save_gold_peak(trainer, out)
     return 130 if interrupted else (1 if diverged else 0)
+
+
+def save_gold_peak(trainer, out: Path) -> None:
+    """rlhf with a gold oracle: the weights at the gold peak, when it came before the
+    end (the checkpoint an over-optimised fine-tune should go back to)."""
+    step = trainer.best_step
+    if step is None or step == trainer.step_count:
+        return
+    from .checkpoint import SUFFIX, save_checkpoint
+    path = save_checkpoint(trainer.best_state(), out / f"gold_peak_step_{step}{SUFFIX}")
+    print(f"the gold score peaked at step {step:,}: saved {path}")
 
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)

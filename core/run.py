@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import time
 
+import numpy as np
 import torch
 
 from .config import OptimConfig, TrainConfig
@@ -105,6 +106,7 @@ class Run:
         self.rule_start = 0               # step at which the current rule took over
         self.quality = QualityHook(data)  # q_* metrics every cfg.eval_every steps
         self.fast = True                  # use a rule's fast path where it has one
+        self.best: dict | None = None     # weights at the best score since the rule started
         self._ema_dt = 0.0
 
     def _frozen_copy(self) -> MLP:
@@ -154,6 +156,41 @@ class Run:
                 self.cfg = self.cfg.replace(rule=rule)
                 self.rule_start = self.step_count
                 self.G_ref = self._frozen_copy()
+
+    # -- the best point of a fine-tune ---------------------------------------------------
+    def keep_if_best(self, score: float) -> None:
+        """Keep this step's weights when `score` beats every earlier one since the rule
+        started (a rule's quality hook reports it: rlhf's gold score, whose peak is the
+        checkpoint an over-optimised fine-tune should go back to). The caller holds
+        self.lock."""
+        best = self.best
+        if best is not None and best["rule_start"] == self.rule_start and score <= best["score"]:
+            return
+        self.best = {"score": float(score), "step": self.step_count,
+                     "rule_start": self.rule_start, "weights": self._weights()}
+
+    def _weights(self) -> dict:
+        return {"generator": _cpu(self.nets.G.state_dict()),
+                "generator_ema": _cpu(self.G_ema.state_dict()),
+                "discriminator": _cpu(self.nets.D.state_dict()),
+                "g_optimizer": _cpu(self.nets.g_opt.state_dict()),
+                "d_optimizer": _cpu(self.nets.d_opt.state_dict())}
+
+    def best_state(self, run_id: str, stream: BatchStream) -> dict | None:
+        """This run as it was at its best step (see keep_if_best), or None: the weights
+        then, and the log and snapshots up to that step; the batch stream is today's."""
+        with self.lock:
+            best = self.best
+            if best is None or best["rule_start"] != self.rule_start:
+                return None
+            state = self.state(run_id, stream)
+        step = best["step"]
+        columns = state["metrics"]["columns"]
+        upto = np.asarray(columns.get("step", [])) <= step
+        state["metrics"] = {"columns": {k: np.asarray(v)[upto] for k, v in columns.items()},
+                            "events": [e for e in state["metrics"]["events"] if e[0] <= step]}
+        state["snapshots"] = [s for s in state["snapshots"] if s["step"] <= step]
+        return {**state, **best["weights"], "step": step}
 
     # -- saving and restoring ---------------------------------------------------------
     def state(self, run_id: str, stream: BatchStream) -> dict:

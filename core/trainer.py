@@ -338,6 +338,19 @@ class Trainer(RunControls):
         with self.lock:
             return {**self.run.state(self.run_id, self.stream), **self._notes_field()}
 
+    def best_state(self) -> dict | None:
+        """The run at its best evaluation since the rule started (rlhf with a gold oracle:
+        the gold peak), as a checkpoint dict, or None when no rule keeps one."""
+        with self.lock:
+            state = self.run.best_state(self.run_id, self.stream)
+            return None if state is None else {**state, **self._notes_field()}
+
+    @property
+    def best_step(self) -> int | None:
+        """The step best_state() would hold, or None."""
+        best = self.run.best
+        return best["step"] if best and best["rule_start"] == self.run.rule_start else None
+
     def load_state_dict(self, state: dict) -> None:
         with self.lock:
             self.run.load(state)

@@ -121,6 +121,34 @@ def test_quality_evaluations_log_proxy_gold_and_kl_for_the_panel(ring):
     assert "gold peak" in fig.layout.annotations[0].text
 
 
+
+def test_the_weights_at_the_gold_peak_are_kept_and_the_cli_saves_them(ring):
+    # G starts bunched at the top of the ring; realism spreads it along the ring, so a
+    # gold oracle for "straight up" peaks at the first evaluation and then falls
+    trainer = fine_tune(ring, gold_oracle="angle:90")
+    trainer.run.cfg = trainer.cfg.replace(eval_every=20)
+    weights = {}
+    for _ in range(60):
+        trainer.step_once()
+        weights[trainer.step_count] = trainer.nets.g_flat.detach().clone()
+    gold = trainer.log.to_frame().dropna(subset=["q_gold"]).set_index("step").q_gold
+    peak = int(gold.idxmax())
+    assert trainer.best_step == peak < 260, gold.to_dict()
+    state = load_checkpoint(to_bytes(trainer.best_state()))
+    assert state["step"] == peak and max(state["metrics"]["columns"]["step"]) == peak
+    assert max(s["step"] for s in state["snapshots"]) <= peak
+    resumed = Trainer.from_checkpoint(state)
+    assert torch.equal(resumed.nets.g_flat.detach(), weights[peak])
+    assert fine_tune(ring).best_state() is None          # no gold oracle, no peak kept
+
+    ckpt, out = ring["root"] / "peak-base.pt", ring["root"] / "peak"
+    ckpt.write_bytes(to_bytes(ring["state"]))
+    assert main(["train", "--resume", str(ckpt), "--rule", "rlhf", "--reward-model", ring["rm"],
+                 "--set", "rlhf.gold_oracle=angle:90", "--eval-every", "20", "--steps", "260",
+                 "--out", str(out)]) == 0
+    saved = list(out.glob("gold_peak_step_*.safetensors"))
+    assert len(saved) == 1 and load_checkpoint(saved[0])["step"] < 260
+
 # -- the over-optimisation panel (ui/overopt_view.py) ------------------------------------
 def _table(evals: dict[int, tuple[float, float | None]]) -> dict:
     """{step: (sqrt_kl, gold or None)} -> an evaluation table."""
@@ -233,7 +261,10 @@ def test_the_train_page_shows_the_over_optimisation_panel(ring, app_registry, go
     assert any(c.startswith("step 200 · √KL 0") for c in captions)   # the start frame
     assert any(c.startswith("step 260 · √KL ") for c in captions)    # the latest eval
     info = " ".join(i.value for i in at.info)
+    downloads = [d.proto.label for d in at.get("download_button")]
+    assert any("gold-peak checkpoint" in d for d in downloads) == bool(gold)
     if gold:
+        assert f"Download the gold-peak checkpoint (step {trainer.best_step:,})" in downloads
         assert sum("suggested checkpoint (gold peak)" in m for m in markdown + captions) == 1
         assert any(c.startswith("Gold peak at step") for c in captions)
         assert "cannot be known" not in info

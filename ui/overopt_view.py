@@ -4,7 +4,8 @@ Against sqrt(KL) to where the fine-tune started (the x axis of Gao et al.): the
 reward model's score (proxy) and the gold oracle's (charts.overoptimisation_figure),
 diversity and realism (charts.overopt_side_figure), and a filmstrip of the fixed-noise
 samples from the start of the fine-tune to the latest evaluation, with the frame
-nearest the gold peak marked as the suggested checkpoint.
+nearest the gold peak marked as the suggested checkpoint, and that checkpoint (the
+weights the run kept at its gold peak) as a download.
 
 Everything is built when a new evaluation lands and kept in the session, so the live
 view's 1 s refresh only re-sends it. The data side (which evaluations, which frames,
@@ -242,7 +243,7 @@ def no_gold_text() -> str:
             "the person.")
 
 
-def filmstrip(built: Built, is_image: bool, checkpoint_every: int) -> None:
+def filmstrip(built: Built, is_image: bool) -> None:
     st.markdown("**Fixed-noise samples along the fine-tune**",
                 help="The same z in every frame (for digits: the first "
                      f"{PER_FRAME} of the grid, one column per z), from the start of the "
@@ -273,12 +274,29 @@ def filmstrip(built: Built, is_image: bool, checkpoint_every: int) -> None:
                 if frame.suggested:
                     box.caption(f":orange[**{PEAK_LABEL}**]")
         st.caption("Grey: real points · orange: samples from the fixed noise")
-    if built.peak is not None:
-        st.caption("Only the samples of past steps are kept, not the weights: "
-                   + (f"this run saves a checkpoint every {checkpoint_every:,} steps; resume "
-                      "the one nearest the suggested step." if checkpoint_every else
-                      "to keep the weights at the peak, fine-tune with --checkpoint-every "
-                      "(python -m core train), or fine-tune again and stop near its sqrt KL."))
+
+
+def peak_checkpoint(trainer, built: Built) -> None:
+    """The run's weights at the gold peak (kept by core's Run.keep_if_best) as a
+    checkpoint download; a run resumed past its peak no longer holds them."""
+    if built.peak is None:
+        return
+    if trainer.best_step == built.peak:
+        from core.checkpoint import SUFFIX, to_bytes
+        st.download_button(
+            f"Download the gold-peak checkpoint (step {built.peak:,})",
+            icon=":material/download:", key="overopt_peak_download", on_click="ignore",
+            data=lambda: to_bytes(trainer.best_state()),
+            file_name=f"{trainer.run_id}_gold_peak_step_{built.peak}{SUFFIX}",
+            help="The weights, metrics and samples of the suggested checkpoint: resume or "
+                 "sample it on the Checkpoints page or with python -m core train --resume")
+        return
+    every = trainer.cfg.checkpoint_every
+    st.caption("This run no longer holds the weights of its gold peak (it was resumed "
+               "after it): " + (f"it saves a checkpoint every {every:,} steps; resume the one "
+                                "nearest the suggested step." if every else
+                                "fine-tune again; the gold-peak checkpoint is offered here "
+                                "and saved by python -m core train."))
 
 
 def panel(trainer) -> None:
@@ -296,4 +314,5 @@ def panel(trainer) -> None:
         st.info(no_gold_text(), icon=":material/help:")
         st.page_link("views/feedback.py", label="Feedback page: blind test",
                      icon=":material/thumbs_up_down:")
-    filmstrip(built, trainer.data.is_image, trainer.cfg.checkpoint_every)
+    filmstrip(built, trainer.data.is_image)
+    peak_checkpoint(trainer, built)

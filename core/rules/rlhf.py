@@ -179,7 +179,6 @@ class RlhfRule(Rule):
                       "kl": kl.detach().mean(), "sqrt_kl": kl.detach().mean().sqrt(),
                       "adv_std": adv_std, "sigma": torch.tensor(sigma)}
 
-
     @torch.no_grad()
     def quality(self, run, z: torch.Tensor) -> dict[str, float]:
         """Extra quality metrics on the evaluation z: the proxy (reward model) and, with
@@ -193,6 +192,7 @@ class RlhfRule(Rule):
         if opts.gold_oracle:
             oracle = _oracle(opts.gold_oracle, run.data)
             out["q_gold"] = float(oracle.utility(mu).mean()) / oracle.scale
+            run.keep_if_best(out["q_gold"])   # the gold peak: the checkpoint to go back to
         return out
 
 
