@@ -29,6 +29,7 @@ try:
     from .preferences import PreferenceStoreError
     from .reward_model import RewardModelError
     from .rules import RULES
+    from .rules.rlhf import AUTO_KL, auto_text
     from .cli_checks import (SEED_MAX, UsageError, as_float, as_int, as_seed,
                              check_out_dir, check_out_file, json_problem, one_line,
                              read_config_file, short)
@@ -562,7 +563,7 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
                    help="snapshots and quality metrics from G's EMA weights")
     p.add_argument("--reward-model", help="rlhf rule: the preference reward model file")
     p.add_argument("--kl", type=as_float, help="rlhf rule: weight of the KL to the start "
-                   "(-1 = auto: 0.002 on images, 0.0002 on 2-D data; 0 = no anchor)")
+                   f"(-1 = auto: {auto_text(AUTO_KL)}; 0 = no anchor)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="any config field, e.g. --set reinforce.sigma_start=0.05 "
                         "(repeatable; rule options are <rule>.<option>)")
