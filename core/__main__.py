@@ -212,6 +212,10 @@ def save_gold_peak(trainer, out: Path) -> None:
     step = trainer.best_step
     if step is None or step == trainer.step_count:
         return
+    if step == trainer.run.rule_start:
+        print(f"the gold score was highest where the fine-tune started (step {step:,}): "
+              "the checkpoint it started from is the best one")
+        return
     from .checkpoint import SUFFIX, save_checkpoint
     path = save_checkpoint(trainer.best_state(), out / f"gold_peak_step_{step}{SUFFIX}")
     print(f"the gold score peaked at step {step:,}: saved {path}")

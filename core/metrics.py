@@ -96,6 +96,16 @@ class MetricLog:
                     out[name] = float(col[valid[-1]])
         return out
 
+    def value_at(self, step: int, name: str) -> float | None:
+        """`name` in the row of `step` (the latest with it): None without such a row,
+        NaN where that row does not log it."""
+        with self._lock:
+            rows = np.nonzero(self._steps[:self._n] == step)[0]
+            if not len(rows):
+                return None
+            col = self._cols.get(name)
+            return float("nan") if col is None else float(col[rows[-1]])
+
     def last_row(self, names) -> dict[str, float] | None:
         """The step and the values of `names` at the last row where any of them is
         logged (None if none ever was): e.g. the latest quality evaluation."""

@@ -158,16 +158,18 @@ class Run:
                 self.G_ref = self._frozen_copy()
 
     # -- the best point of a fine-tune ---------------------------------------------------
-    def keep_if_best(self, score: float) -> None:
+    def keep_if_best(self, score: float, at_start: bool = False) -> None:
         """Keep this step's weights when `score` beats every earlier one since the rule
         started (a rule's quality hook reports it: rlhf's gold score, whose peak is the
-        checkpoint an over-optimised fine-tune should go back to). The caller holds
-        self.lock."""
+        checkpoint an over-optimised fine-tune should go back to). `at_start`: the score
+        of the start, whose weights are the checkpoint the run started from (not kept
+        twice). The caller holds self.lock."""
         best = self.best
         if best is not None and best["rule_start"] == self.rule_start and score <= best["score"]:
             return
-        self.best = {"score": float(score), "step": self.step_count,
-                     "rule_start": self.rule_start, "weights": self._weights()}
+        self.best = {"score": float(score), "rule_start": self.rule_start,
+                     "step": self.rule_start if at_start else self.step_count,
+                     "weights": None if at_start else self._weights()}
 
     def _weights(self) -> dict:
         return {"generator": _cpu(self.nets.G.state_dict()),
@@ -177,11 +179,12 @@ class Run:
                 "d_optimizer": _cpu(self.nets.d_opt.state_dict())}
 
     def best_state(self, run_id: str, stream: BatchStream) -> dict | None:
-        """This run as it was at its best step (see keep_if_best), or None: the weights
-        then, and the log and snapshots up to that step; the batch stream is today's."""
+        """This run as it was at its best step (see keep_if_best), or None (none, or the
+        start): the weights then, the log and snapshots up to that step; the batch stream
+        is today's."""
         with self.lock:
             best = self.best
-            if best is None or best["rule_start"] != self.rule_start:
+            if best is None or best["rule_start"] != self.rule_start or not best["weights"]:
                 return None
             state = self.state(run_id, stream)
         step = best["step"]

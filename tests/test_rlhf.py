@@ -107,12 +107,13 @@ def test_quality_evaluations_log_proxy_gold_and_kl_for_the_panel(ring):
     for _ in range(60):
         trainer.step_once()
     frame = trainer.log.to_frame().dropna(subset=["q_gold"])
-    assert list(frame.step) == [220, 240, 260]
-    assert (frame.q_sqrt_kl > 0).all()
+    assert list(frame.step) == [200, 220, 240, 260]   # the start (the origin), each evaluation
+    assert frame.q_sqrt_kl.iloc[0] == 0 and (frame.q_sqrt_kl.iloc[1:] > 0).all()
     from core.evaluate import EVAL_SAMPLES, eval_noise
     oracle = make_oracle("upper", trainer.data)
     with torch.no_grad():
         start = float(oracle.utility(trainer.run.G_ref(eval_noise(EVAL_SAMPLES, 2))).mean())
+    assert frame.q_gold.iloc[0] == pytest.approx(start / oracle.scale, rel=1e-5)
     assert frame.q_gold.iloc[-1] > start / oracle.scale     # the true preference improved
     fig = charts.overoptimisation_figure(
         {"": trainer.log.decimated(list(charts.OVEROPT), charts.MAX_POINTS)})
@@ -148,6 +149,23 @@ def test_the_weights_at_the_gold_peak_are_kept_and_the_cli_saves_them(ring):
                  "--out", str(out)]) == 0
     saved = list(out.glob("gold_peak_step_*.safetensors"))
     assert len(saved) == 1 and load_checkpoint(saved[0])["step"] < 260
+
+
+def test_a_gold_peak_at_the_start_points_back_to_the_checkpoint_it_started_from(ring, capsys):
+    from core.__main__ import save_gold_peak
+
+    trainer = fine_tune(ring)
+    trainer.step()
+    with trainer.lock:
+        trainer.run.keep_if_best(1.0, at_start=True)
+        trainer.run.keep_if_best(0.5)                 # lower: not kept
+    assert trainer.best_step == 200 and trainer.best_state() is None
+    save_gold_peak(trainer, ring["root"] / "unused")
+    assert "highest where the fine-tune started (step 200)" in capsys.readouterr().out
+    assert not (ring["root"] / "unused").exists()
+    with trainer.lock:
+        trainer.run.keep_if_best(2.0)                 # higher: its weights are kept
+    assert trainer.best_step == 201 and trainer.best_state()["step"] == 201
 
 # -- the over-optimisation panel (ui/overopt_view.py) ------------------------------------
 def _table(evals: dict[int, tuple[float, float | None]]) -> dict:

@@ -160,6 +160,7 @@ class Built:
     frames: list[Frame]
     pictures: list[bytes]
     has_gold: bool
+    start: int                         # the step the fine-tune began
 
 
 def _values_at(log, name: str, steps) -> dict[int, float]:
@@ -204,7 +205,7 @@ def build(trainer) -> Built:
             pictures.append(scatter_png(snap.points, snap.extent, real))
     return Built(charts.overoptimisation_figure({"": data}),
                  charts.overopt_side_figure(table, kind, peak), table, peak, frames,
-                 pictures, any("q_gold" in row for row in table.values()))
+                 pictures, any("q_gold" in row for row in table.values()), start)
 
 
 def cached(trainer) -> Built:
@@ -222,8 +223,13 @@ def cached(trainer) -> Built:
 def peak_text(built: Built) -> str:
     """Where the gold peak is, and what proxy and gold did since (in numbers)."""
     row, last = built.table[built.peak], built.table[max(built.table)]
-    where = (f"Gold peak at step {built.peak:,} (sqrt KL {row['q_sqrt_kl']:.3g}, gold score "
-             f"{row['q_gold']:.3g}): the suggested checkpoint.")
+    if built.peak == built.start:
+        where = (f"Gold peak at the start of the fine-tune (step {built.peak:,}, gold score "
+                 f"{row['q_gold']:.3g}): every evaluation since scored lower, so the "
+                 "checkpoint it started from is the suggested one.")
+    else:
+        where = (f"Gold peak at step {built.peak:,} (sqrt KL {row['q_sqrt_kl']:.3g}, gold "
+                 f"score {row['q_gold']:.3g}): the suggested checkpoint.")
     if built.peak == max(built.table):
         return where + " It is the latest evaluation: no peak yet, the gold score still rises."
     since = (f" Since then: proxy {row['q_rm']:.3g} → {last['q_rm']:.3g}, gold "
@@ -279,7 +285,7 @@ def filmstrip(built: Built, is_image: bool) -> None:
 def peak_checkpoint(trainer, built: Built) -> None:
     """The run's weights at the gold peak (kept by core's Run.keep_if_best) as a
     checkpoint download; a run resumed past its peak no longer holds them."""
-    if built.peak is None:
+    if built.peak is None or built.peak == built.start:
         return
     if trainer.best_step == built.peak:
         from core.checkpoint import SUFFIX, to_bytes

@@ -16,6 +16,7 @@ shows each one's part.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -189,17 +190,33 @@ class RlhfRule(Rule):
     @torch.no_grad()
     def quality(self, run, z: torch.Tensor) -> dict[str, float]:
         """Extra quality metrics on the evaluation z: the proxy (reward model) and, with
-        a gold oracle, the true score, against sqrt(KL) to the start (Gao et al.)."""
-        opts = run.cfg.options()
-        mu = run.shown_G(z)
-        kl = exact_kl(mu, run.G_ref(z), sigma_of(opts, run.cfg.is_2d)).mean()
+        a gold oracle, the true score, against sqrt(KL) to the start (Gao et al.). The
+        first evaluation of a fine-tune also fills in the start's row (sqrt KL 0), the
+        curves' origin. The best gold score's weights are kept (Run.keep_if_best): the
+        checkpoint an over-optimised fine-tune should go back to."""
+        ref = run.G_ref(z)
+        start, log = run.rule_start, run.log
+        origin = log.value_at(start, "q_sqrt_kl")
+        if run.step_count > start and origin is not None and math.isnan(origin):
+            scores = self._scores(ref, ref, run)
+            log.set_at_step(start, scores)
+            if "q_gold" in scores:
+                run.keep_if_best(scores["q_gold"], at_start=True)
+        out = self._scores(run.shown_G(z), ref, run)
+        if "q_gold" in out:
+            run.keep_if_best(out["q_gold"])
+        return out
+
+    @staticmethod
+    def _scores(mu, ref, run) -> dict[str, float]:
         from ..reward_model import cached_reward_model
+        opts = run.cfg.options()
+        kl = exact_kl(mu, ref, sigma_of(opts, run.cfg.is_2d)).mean()
         out = {"q_rm": float(cached_reward_model(opts.reward_model).score(mu).mean()),
                "q_sqrt_kl": float(kl.sqrt())}
         if opts.gold_oracle:
             oracle = _oracle(opts.gold_oracle, run.data)
             out["q_gold"] = float(oracle.utility(mu).mean()) / oracle.scale
-            run.keep_if_best(out["q_gold"])   # the gold peak: the checkpoint to go back to
         return out
 
 
