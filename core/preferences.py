@@ -163,10 +163,14 @@ class BlindJudgement:
 
     @property
     def outcome(self) -> str:
-        """For the new generator: win / loss / tie / skip."""
-        if self.choice in ("tie", "skip"):
-            return self.choice
-        return "win" if self.choice == self.new_side else "loss"
+        return blind_outcome(self.choice, self.new_side)
+
+
+def blind_outcome(choice: str, new_side: str) -> str:
+    """For the new generator: win / loss / tie / skip."""
+    if choice in ("tie", "skip"):
+        return choice
+    return "win" if choice == new_side else "loss"
 
 
 # ---------------------------------------------------------------- validation
@@ -680,6 +684,23 @@ class PreferenceStore:
         writer.writerows(_csv_row(r) for r in rows)
         return out.getvalue().encode("utf-8")
 
+    def blind_csv(self) -> bytes:
+        """The blind tests as a spreadsheet-friendly log (no pixels), UTF-8, with each
+        click's outcome for the fine-tuned generator (win / loss / tie / skip)."""
+        with self._locked() as conn:
+            rows = conn.execute(f"SELECT {', '.join(_BLIND_META)} FROM {_BLIND} "
+                                "ORDER BY id").fetchall()
+        out = io.StringIO()
+        writer = csv.writer(out)
+        writer.writerow(_BLIND_META + ("outcome",))
+        for row in rows:
+            row = dict(zip(_BLIND_META, row))
+            outcome = blind_outcome(row["choice"], row["new_side"])
+            row["time"] = _iso(row["time"])
+            row.update({k: _cell(row[k]) for k in ("judge", "data", "base", "new")})
+            writer.writerow([*row.values(), outcome])
+        return out.getvalue().encode("utf-8")
+
     def close(self) -> None:
         """Idempotent; later calls raise PreferenceStoreError."""
         with self._lock:
@@ -692,8 +713,11 @@ def _csv_row(r) -> list:
     id_, t, judge, generator, step, data, choice, k, s_shape, z_shape = r
     sample_shape = "x".join(str(n) for n in (_parse_shape(s_shape) or ())[1:])
     latent = (_parse_shape(z_shape) or (0, ""))[-1]
-    iso = datetime.fromtimestamp(t, tz=timezone.utc).isoformat(timespec="milliseconds")
-    return [id_, iso, _cell(judge), _cell(data), _cell(generator), step, choice, k, sample_shape, latent]
+    return [id_, _iso(t), _cell(judge), _cell(data), _cell(generator), step, choice, k, sample_shape, latent]
+
+
+def _iso(t: float) -> str:
+    return datetime.fromtimestamp(t, tz=timezone.utc).isoformat(timespec="milliseconds")
 
 
 def _cell(text: str) -> str:

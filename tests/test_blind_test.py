@@ -114,6 +114,21 @@ def test_blind_rows_round_trip_filter_and_undo_apart_from_pairs(tmp_path):
         assert [j.judge for j in s.blind_judgements()] == ["person", "ann"]
 
 
+
+def test_blind_tests_export_as_csv_with_each_outcome(tmp_path):
+    import csv
+    import io
+
+    with PreferenceStore(tmp_path / "p.sqlite") as s:
+        s.add_blind(blind("left", "right", model="rm1", model_choice="right"))
+        s.add_blind(blind("right", "right", judge="=cmd()"))
+        s.add_blind(blind("tie"))
+        rows = list(csv.DictReader(io.StringIO(s.blind_csv().decode("utf-8"))))
+    assert [r["outcome"] for r in rows] == ["loss", "win", "tie"]
+    assert rows[0]["new_side"] == "right" and rows[0]["model_choice"] == "right"
+    assert rows[0]["new"] == "file b/step_2.pt" and rows[0]["base_step"] == "1"
+    assert "T" in rows[0]["time"] and rows[1]["judge"] == "'=cmd()"    # no formula
+
 @pytest.mark.parametrize("field, value, match", [
     ("new_side", "up", "new_side"), ("choice", "best:1", "choice"), ("base", " ", "base"),
     ("model_choice", "left", "model_choice"), ("new_step", -1, "step"),
@@ -242,6 +257,7 @@ def test_feedback_page_blind_test_counts_wins_and_checks_the_reward_model(two_ge
     at.button(key="fb_blind_undo").click().run()
     assert "5 blind judgements" in at.get("progress")[0].proto.text
     assert not at.button(key="fb_blind_left").disabled
+    assert "Blind tests CSV" in [d.proto.label for d in at.get("download_button")]
     with PreferenceStore(two_generators / "preferences.sqlite") as s:
         rows = s.blind_judgements()
         assert len(rows) == 5 and s.count() == 0

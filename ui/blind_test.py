@@ -83,7 +83,8 @@ def buttons(db: PreferenceStore, current: dict, judge: str, model) -> None:
     st.button("Undo last", key="fb_blind_undo", on_click=undo, args=(db, judge), shortcut="U")
 
 
-def results(tally: feedback.BlindTally, model: RewardModel | None) -> None:
+def results(db: PreferenceStore, tally: feedback.BlindTally,
+            model: RewardModel | None) -> None:
     """Win rate with its interval, the verdict, and the reward model's agreement."""
     st.subheader("Blind test so far")
     rate, low, high = tally.win_rate()
@@ -95,6 +96,10 @@ def results(tally: feedback.BlindTally, model: RewardModel | None) -> None:
                help="Wilson score interval")
     show = {"new": st.success, "base": st.error}.get(tally.winner(), st.info)
     show(plain(tally.verdict()), icon=":material/balance:")
+    st.download_button("Blind tests CSV", data=db.blind_csv, file_name="blind_tests.csv",
+                       mime="text/csv", key="fb_blind_csv", on_click="ignore",
+                       help="Every blind judgement in this file (all judges and generators), "
+                            "with which side was the fine-tuned one and the outcome")
     if model is None:
         st.caption("Load a reward model in the sidebar to check it agrees with you on "
                    "these samples.")
@@ -128,4 +133,4 @@ def page(db: PreferenceStore, sources: dict, base: str, new: str, judge: str,
     st.caption(f"One sample of {plain(base)} (step {current['base_step']:,}) and one of "
                f"{plain(new)} (step {current['new_step']:,}), on independent z, in random "
                f"order. Keys: Left / Right arrows, Down = equal, S = skip, U = undo.{same}")
-    results(tally, model)
+    results(db, tally, model)
