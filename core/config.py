@@ -217,6 +217,14 @@ class TrainConfig:
         _reject_unknown(TrainConfig, flat)
         return dataclasses.replace(self, **flat)
 
+    def fresh_options(self, *rules: str) -> "TrainConfig":
+        """A copy with today's default options for `rules`: a checkpoint's config holds,
+        for the rules its run never used, the defaults of the version that saved it,
+        which nobody chose (a fine-tune with another rule starts from these)."""
+        options = dict(self.rule_options)
+        options.update({rule: RULES[rule].Options() for rule in rules})
+        return dataclasses.replace(self, rule_options=tuple(options.items()))
+
     @property
     def is_2d(self) -> bool:
         return bool(DATASETS.entry(self.data).extra.get("is_2d"))

@@ -365,12 +365,15 @@ class Trainer(RunControls):
         """A new run that continues a checkpoint (a validated load_checkpoint() dict).
 
         `rule` switches the generator update (RL fine-tuning: pretrain with bce, go on
-        with reinforce) and leaves a marker in the log; `changes` are config overrides
+        with reinforce) with that rule's default options, and leaves a marker in the
+        log; `changes` are config overrides
         (steps, learning rates, ...) and take effect, optimiser included. A step budget
         the checkpoint already reached is lifted.
         """
         from .checkpoint import config_of  # avoid an import cycle
         cfg = config_of(state)
+        if rule and rule != cfg.rule:
+            cfg = cfg.fresh_options(rule)
         if cfg.steps and int(state["step"]) >= cfg.steps and "steps" not in changes:
             changes["steps"] = 0
         if changes:

@@ -84,6 +84,18 @@ def test_rlhf_round_trips_through_a_checkpoint_with_its_reference(ring, tmp_path
     assert again.step()["kl"] == pytest.approx(trainer.step()["kl"], rel=1e-5)
 
 
+
+def test_a_fine_tune_with_another_rule_gets_that_rules_options_of_today(ring):
+    # a checkpoint saved by an older version holds that version's rlhf defaults
+    old = {**ring["state"], "config": {**ring["state"]["config"],
+                                       "rlhf": {"kl": 0.01, "estimator": "reinforce"}}}
+    trainer = Trainer.from_checkpoint(old, rule="rlhf", **{"rlhf.reward_model": ring["rm"]})
+    opts = trainer.cfg.options()
+    assert (opts.kl, opts.estimator, opts.reward_model) == (-1, "pathwise", ring["rm"])
+    state = load_checkpoint(to_bytes(trainer.state_dict()))
+    state["config"]["rlhf"]["kl"] = 0.05                  # its own rule's options: kept
+    assert Trainer.from_checkpoint(state, rule="rlhf").cfg.options().kl == 0.05
+
 def test_rlhf_needs_a_reward_model_and_the_cli_takes_one(ring, capsys):
     with pytest.raises(ConfigError, match="rlhf rule needs a reward model"):
         TrainConfig(data="ring8", rule="rlhf")
