@@ -22,7 +22,7 @@ window.ganlabCharts = () => [...live].filter((c) => c.box.isConnected).map((c) =
   log: c.log, lines: c.plot ? c.plot.series.length - 1 : 0,
   sources: Object.fromEntries([...c.sources].map(([id, s]) => [
     ((c.spec.sources.find((x) => x.id === id) || {}).label) || id, s.x.length])),
-  legend: c.legendEl.textContent, theme: c.theme || null }));
+  legend: c.legendEl.textContent, theme: c.theme || null, labels: c.eventLabels || [] }));
 
 function loadUPlot() {
   if (!window.__ganlabUPlot) {
@@ -388,10 +388,14 @@ class LiveChart {
     const px = devicePixelRatio || 1;
     ctx.save();
     ctx.font = `${11 * px}px sans-serif`;
+    // uPlot leaves the y axis' alignment ("right") set: a label would end at its x
+    ctx.textAlign = "left";
+    ctx.textBaseline = "alphabetic";
     ctx.strokeStyle = this.theme.marker;
     ctx.fillStyle = this.theme.axis;
     ctx.setLineDash([2 * px, 3 * px]);
     const rowsEnd = [];
+    this.eventLabels = [];
     for (const [step, text] of this.events) {
       const x = u.valToPos(step, "x", true);
       if (!(x >= left && x <= left + width)) continue;
@@ -410,6 +414,9 @@ class LiveChart {
       if (row > 2) continue;
       rowsEnd[row] = tx + w + 8 * px;
       ctx.fillText(label, tx, top + (12 + 13 * row) * px);
+      const m = ctx.measureText(label);   // the extent as drawn, in CSS pixels
+      this.eventLabels.push({ text: label, x0: (tx - m.actualBoundingBoxLeft) / px,
+        x1: (tx + m.actualBoundingBoxRight) / px, left: left / px, right: (left + width) / px });
     }
     ctx.restore();
   }

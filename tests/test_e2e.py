@@ -146,6 +146,12 @@ def test_checkpoint_download_upload_resume_and_bad_file(server, page, tmp_path):
         "n => { const e = document.querySelector('.st-key-status_line');"
         " const m = e && e.innerText.match(/step ([\\d,]+)/);"
         " return m && parseInt(m[1].replace(/,/g, '')) > n; }", arg=step)
+    # the resumed run's charts mark where it came from: each label inside its plot
+    page.wait_for_function("() => window.ganlabCharts().some(c => c.labels.length)")
+    labels = [lab for c in b.charts(page) for lab in c["labels"]]
+    assert any(lab["text"].startswith("from ") for lab in labels), labels
+    for lab in labels:
+        assert lab["left"] - 1 <= lab["x0"] < lab["x1"] <= lab["right"] + 1, lab
     b.stop(page, "btn_stop")
     b.wait_status(page, "stopped")
 
