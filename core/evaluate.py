@@ -523,6 +523,7 @@ class QualityHook:
         start = time.perf_counter()
         try:
             values = ev(run.shown_G, lock=run.lock)
+            own = list(values)   # the evaluator's metrics, not the rule's
             extra = getattr(RULES[run.cfg.rule], "quality", None)
             if extra is not None:   # a rule's own metrics on the same evaluation z
                 with run.lock:
@@ -534,6 +535,23 @@ class QualityHook:
         self.seconds += time.perf_counter() - start
         self.last_step = step
         run.log.set_at_step(step, values)
+        if own:
+            self._score_the_start(run, own[0])
+
+    def _score_the_start(self, run, name: str) -> None:
+        """A fine-tune anchored to where it started (rlhf): its first evaluation also
+        scores the start (the reference G) when that step's row was never evaluated,
+        so diversity and realism have their origin at sqrt KL 0 (Gao et al.'s plots)."""
+        start, log = getattr(run, "rule_start", 0), run.log
+        if not (getattr(run, "uses_reference", False) and run.step_count > start):
+            return
+        logged = log.value_at(start, name)
+        if logged is None or not math.isnan(logged):
+            return
+        try:
+            log.set_at_step(start, self.evaluator(run.G_ref, lock=run.lock))
+        except Exception as exc:  # as above: the training run goes on
+            log.add_event(run.step_count, f"quality metrics of the start failed: {exc}")
 
     @property
     def status(self) -> str:

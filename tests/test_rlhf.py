@@ -127,6 +127,7 @@ def test_quality_evaluations_log_proxy_gold_and_kl_for_the_panel(ring):
         start = float(oracle.utility(trainer.run.G_ref(eval_noise(EVAL_SAMPLES, 2))).mean())
     assert frame.q_gold.iloc[0] == pytest.approx(start / oracle.scale, rel=1e-5)
     assert frame.q_gold.iloc[-1] > start / oracle.scale     # the true preference improved
+    assert not frame[["q_modes", "q_high_quality"]].isna().any().any()  # the start's too
     fig = charts.overoptimisation_figure(
         {"": trainer.log.decimated(list(charts.OVEROPT), charts.MAX_POINTS)})
     assert [t.name for t in fig.data] == [charts.metric_title("q_rm"),
