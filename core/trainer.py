@@ -366,9 +366,9 @@ class Trainer(RunControls):
 
         `rule` switches the generator update (RL fine-tuning: pretrain with bce, go on
         with reinforce) with that rule's default options, and leaves a marker in the
-        log; `changes` are config overrides
-        (steps, learning rates, ...) and take effect, optimiser included. A step budget
-        the checkpoint already reached is lifted.
+        log; `changes` are config overrides (steps, learning rates, ...) and take
+        effect, optimiser included. A step budget the checkpoint already reached is
+        lifted.
         """
         from .checkpoint import config_of  # avoid an import cycle
         cfg = config_of(state)
