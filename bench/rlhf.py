@@ -10,8 +10,9 @@ pretrained generator at the end (the exact oracle judges 1,000 pairs in random o
   mnist5k, oracle digit:7: share of samples called 7 by a third classifier (trained
       with its own seed and split, apart from the oracle's and from the quality
       classifier whose features the reward model uses), by the quality classifier,
-      the judge's mean confidence on its 7s, the FD of the 7s to real 7s, and the
-      classes present (>= 2% of samples);
+      and by the majority of the 5 nearest training images in pixel space (a judge
+      that CNN-fooling strokes do not sway), the judge's mean confidence on its 7s,
+      the FD of the 7s to real 7s, and the classes present (>= 2% of samples);
   ring8, oracle upper: share of high-quality samples in the upper modes (y > 0),
       % high quality, modes covered.
 Seed 0's fixed-z samples are printed at the end (digits as text art, 2-D as counts
@@ -56,6 +57,7 @@ SETUPS = {"mnist5k": {"oracle": "digit:7", "pretrain": 3000, "steps": 2000},
 ARMS = ["bce", "reinforce", "rlhf", "rlhf:estimator=reinforce"]
 JUDGE_SEED = JUDGE_SPLIT = 2     # neither the quality classifier's (0) nor the oracle's (1)
 DIGIT = 7
+NEIGHBOURS = 5                   # the pixel-space judge's k
 SHOWN = 8                        # fixed-z samples printed per generator
 INK = " .:-=+*#%@"
 
@@ -88,6 +90,14 @@ class Scorer:
             self.judge = load_or_train_classifier(data, seed=JUDGE_SEED, split_seed=JUDGE_SPLIT)
             real = data.x[data.labels == DIGIT][:2000]
             self.real_feats = classify(self.quality.model, real)[1]
+            self.train_x, self.train_y = data.x.float(), data.labels
+
+    def nearest_neighbours(self, x: torch.Tensor, k: int = NEIGHBOURS) -> torch.Tensor:
+        """The majority label of each sample's k nearest training images in pixels: a
+        judge of another kind than the CNNs, which a few added pixels cannot sway."""
+        votes = torch.cat([self.train_y[torch.cdist(chunk, self.train_x).topk(
+            k, largest=False).indices] for chunk in x.float().split(500)])
+        return torch.mode(votes, 1).values
 
     @torch.no_grad()
     def __call__(self, G) -> dict[str, float]:
@@ -106,8 +116,10 @@ class Scorer:
         q_probs, q_feats = classify(self.quality.model, x)
         q_sevens = q_probs.argmax(1) == DIGIT
         counts = torch.bincount(pred, minlength=probs.shape[1])
+        knn_sevens = self.nearest_neighbours(x) == DIGIT
         return {f"{DIGIT}s, judge (%)": 100 * float(sevens.float().mean()),
                 f"{DIGIT}s, quality clf (%)": 100 * float(q_sevens.float().mean()),
+                f"{DIGIT}s, {NEIGHBOURS}-NN pixels (%)": 100 * float(knn_sevens.float().mean()),
                 f"judge conf. of {DIGIT}s": float(conf[sevens].mean()) if sevens.any()
                 else math.nan,
                 f"FD {DIGIT}s to real {DIGIT}s": frechet_distance(q_feats[q_sevens], self.real_feats)
@@ -207,7 +219,7 @@ def overopt(steps: int, folder: Path) -> None:
         evaluator_for(trainer.data).prepare()
         print(f"\nrlhf, {label} (kl {resolved(opts, 'kl', False)}, uncertainty {opts.uncertainty}):\n"
               f"  {'step':>6} {'sqrt KL':>8} {'proxy':>8} {'gold':>8} {'7s judge %':>11} "
-              f"{'FD 7s':>7} {'classes':>8}")
+              f"{'7s 5-NN %':>10} {'FD 7s':>7} {'classes':>8}")
         golds = {}
         for step in range(1, steps + 1):
             trainer.step_once()
@@ -219,7 +231,8 @@ def overopt(steps: int, folder: Path) -> None:
             s = scorer(trainer.nets.G)
             golds[step] = row["q_gold"]
             print(f"  {step:>6} {row['q_sqrt_kl']:8.2f} {proxy:8.2f} {row['q_gold']:8.3f} "
-                  f"{s['7s, judge (%)']:11.1f} {s['FD 7s to real 7s']:7.0f} "
+                  f"{s['7s, judge (%)']:11.1f} {s[f'7s, {NEIGHBOURS}-NN pixels (%)']:10.1f} "
+                  f"{s['FD 7s to real 7s']:7.0f} "
                   f"{s['classes']:8.0f}", flush=True)
         peak = max(golds, key=golds.get)
         print(f"  gold peak at step {peak:,} ({golds[peak]:.3f}); at the end "
