@@ -29,7 +29,8 @@ try:
     from .preferences import PreferenceStoreError
     from .reward_model import RewardModelError
     from .rules import RULES
-    from .rules.rlhf import AUTO_KL, auto_text
+    from .rules.base import auto_text
+    from .rules.rlhf import AUTO_KL
     from .cli_checks import (SEED_MAX, UsageError, as_float, as_int, as_seed,
                              check_out_dir, check_out_file, json_problem, one_line,
                              read_config_file, short)

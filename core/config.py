@@ -218,11 +218,12 @@ class TrainConfig:
         return dataclasses.replace(self, **flat)
 
     def fresh_options(self, *rules: str) -> "TrainConfig":
-        """A copy with today's default options for `rules`: a checkpoint's config holds,
-        for the rules its run never used, the defaults of the version that saved it,
-        which nobody chose (a fine-tune with another rule starts from these)."""
+        """A copy with today's default options for `rules` other than its own rule: a
+        checkpoint's config holds, for the rules its run never used, the defaults of the
+        version that saved it, which nobody chose (a fine-tune with another rule starts
+        from these)."""
         options = dict(self.rule_options)
-        options.update({rule: RULES[rule].Options() for rule in rules})
+        options.update({rule: RULES[rule].Options() for rule in rules if rule != self.rule})
         return dataclasses.replace(self, rule_options=tuple(options.items()))
 
     @property

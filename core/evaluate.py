@@ -521,13 +521,14 @@ class QualityHook:
             return
         self.pending = False
         start = time.perf_counter()
+        extra = getattr(RULES[run.cfg.rule], "quality", None)   # a rule's own metrics
+        z = eval_noise(EVAL_SAMPLES, run.cfg.latent_dim) if extra is not None else None
         try:
             values = ev(run.shown_G, lock=run.lock)
             own = list(values)   # the evaluator's metrics, not the rule's
-            extra = getattr(RULES[run.cfg.rule], "quality", None)
-            if extra is not None:   # a rule's own metrics on the same evaluation z
+            if extra is not None:
                 with run.lock:
-                    values.update(extra(run, eval_noise(EVAL_SAMPLES, run.cfg.latent_dim)))
+                    values.update(extra(run, z, run.shown_G))
         except Exception as exc:  # a broken metric must not kill the training run
             ev.error = f"{type(exc).__name__}: {exc}"
             run.log.add_event(step, f"quality metrics failed: {ev.error}")
@@ -535,23 +536,32 @@ class QualityHook:
         self.seconds += time.perf_counter() - start
         self.last_step = step
         run.log.set_at_step(step, values)
-        if own:
-            self._score_the_start(run, own[0])
+        self._score_the_start(run, own, [k for k in values if k not in own], extra, z)
 
-    def _score_the_start(self, run, name: str) -> None:
+    def _score_the_start(self, run, own: list, rule_names: list, extra, z) -> None:
         """A fine-tune anchored to where it started (rlhf): its first evaluation also
-        scores the start (the reference G) when that step's row was never evaluated,
-        so diversity and realism have their origin at sqrt KL 0 (Gao et al.'s plots)."""
+        scores the start (the reference G, sqrt KL 0) where that step's row lacks the
+        evaluator's or the rule's metrics, so every curve of the over-optimisation panel
+        has its origin (Gao et al.'s plots)."""
         start, log = getattr(run, "rule_start", 0), run.log
         if not (getattr(run, "uses_reference", False) and run.step_count > start):
             return
-        logged = log.value_at(start, name)
-        if logged is None or not math.isnan(logged):
-            return
+
+        def unscored(names: list) -> bool:
+            logged = log.value_at(start, names[0]) if names else None
+            return logged is not None and math.isnan(logged)
+
+        row: dict = {}
         try:
-            log.set_at_step(start, self.evaluator(run.G_ref, lock=run.lock))
+            if unscored(own):
+                row.update(self.evaluator(run.G_ref, lock=run.lock))
+            if unscored(rule_names):
+                with run.lock:
+                    row.update(extra(run, z, run.G_ref))
         except Exception as exc:  # as above: the training run goes on
             log.add_event(run.step_count, f"quality metrics of the start failed: {exc}")
+        if row:
+            log.set_at_step(start, row)
 
     @property
     def status(self) -> str:

@@ -107,6 +107,7 @@ class Run:
         self.quality = QualityHook(data)  # q_* metrics every cfg.eval_every steps
         self.fast = True                  # use a rule's fast path where it has one
         self.best: dict | None = None     # weights at the best score since the rule started
+                                          # (dropped when a rule starts or a state loads)
         self._ema_dt = 0.0
 
     def _frozen_copy(self) -> MLP:
@@ -156,6 +157,7 @@ class Run:
                 self.cfg = self.cfg.replace(rule=rule)
                 self.rule_start = self.step_count
                 self.G_ref = self._frozen_copy()
+                self.best = None
 
     # -- the best point of a fine-tune ---------------------------------------------------
     def keep_if_best(self, score: float, at_start: bool = False) -> None:
@@ -164,10 +166,11 @@ class Run:
         checkpoint an over-optimised fine-tune should go back to). `at_start`: the score
         of the start, whose weights are the checkpoint the run started from (not kept
         twice). The caller holds self.lock."""
-        best = self.best
-        if best is not None and best["rule_start"] == self.rule_start and score <= best["score"]:
+        best = self.best   # a tie goes to the start: the earlier of two equal scores
+        if best is not None and (score < best["score"]
+                                 or (score == best["score"] and not at_start)):
             return
-        self.best = {"score": float(score), "rule_start": self.rule_start,
+        self.best = {"score": float(score),
                      "step": self.rule_start if at_start else self.step_count,
                      "weights": None if at_start else self._weights()}
 
@@ -184,7 +187,7 @@ class Run:
         is today's."""
         with self.lock:
             best = self.best
-            if best is None or best["rule_start"] != self.rule_start or not best["weights"]:
+            if best is None or best["weights"] is None:
                 return None
             state = self.state(run_id, stream)
         step = best["step"]
@@ -235,6 +238,7 @@ class Run:
             self.rule_start = int(state.get("rule_start", 0)) if same_rule else self.step_count
             self.G_ref.load_state_dict(state["generator_ref"] if same_rule and
                                        "generator_ref" in state else state["generator"])
+            self.best = None
             self.log = MetricLog.from_state(state["metrics"])
             self.snapshots = SnapshotStore.from_state(state.get("snapshots", []),
                                                       self.cfg.max_snapshots)

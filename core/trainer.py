@@ -349,7 +349,7 @@ class Trainer(RunControls):
     def best_step(self) -> int | None:
         """The step best_state() would hold, or None."""
         best = self.run.best
-        return best["step"] if best and best["rule_start"] == self.run.rule_start else None
+        return best["step"] if best else None
 
     def load_state_dict(self, state: dict) -> None:
         with self.lock:
@@ -372,7 +372,7 @@ class Trainer(RunControls):
         """
         from .checkpoint import config_of  # avoid an import cycle
         cfg = config_of(state)
-        if rule and rule != cfg.rule:
+        if rule:
             cfg = cfg.fresh_options(rule)
         if cfg.steps and int(state["step"]) >= cfg.steps and "steps" not in changes:
             changes["steps"] = 0

@@ -220,7 +220,7 @@ def fine_tune(source: Source, model_path: Path) -> None:
 
     state = source.state()
     cfg = config_of(state)
-    cfg = cfg.fresh_options(*(r for r in FINE_TUNE_ARMS if r != cfg.rule))
+    cfg = cfg.fresh_options(*FINE_TUNE_ARMS)
     cfg = cfg.replace(steps=fine_tune_steps(not cfg.is_2d),
                       **{"rlhf.reward_model": str(model_path)})
     arena = Arena(cfg, list(FINE_TUNE_ARMS), init_state=state,

@@ -44,6 +44,11 @@ def resolved(options, name: str, is_2d: bool):
     return value
 
 
+def auto_text(values: tuple) -> str:
+    """An option's "auto" values, (2-D data, images), as help text."""
+    return f"{values[0]:g} on 2-D data, {values[1]:g} on images"
+
+
 def option_fields(options_type: type) -> list:
     """The fields of an options dataclass, for forms and the CLI."""
     return list(fields(options_type))

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from ..metric_info import METRICS
 from ..rewards import REWARDS
 from ..validate import ConfigError, check_choice, check_range
-from .base import Rule, option, resolved
+from .base import Rule, auto_text, option, resolved
 from .bce import bce_loss, bce_manual_grad
 
 
@@ -37,15 +37,15 @@ class ReinforceOptions:
                                "A file saved by the Feedback page or `python -m core reward "
                                "train`")
     samples_per_z: int = option(0, "Samples per z (K, 0 = auto)",
-                                "0 = 4 on 2-D data, 8 on images; at least 2", low=0, high=64,
+                                f"0 = {auto_text(AUTO_K)}; at least 2", low=0, high=64,
                                 auto=AUTO_K)
     sigma_start: float = option(0.0, "sigma start (0 = auto)",
-                                "Policy std when the rule starts; 0 = 0.1 on 2-D data, "
-                                "0.3 on images", low=0.0, high=10.0,
+                                "Policy std when the rule starts; 0 = "
+                                f"{auto_text(AUTO_SIGMA_START)}", low=0.0, high=10.0,
                                 auto=AUTO_SIGMA_START)
     sigma_end: float = option(0.0, "sigma floor (0 = auto)",
-                              "Policy std after the anneal; 0 = 0.02 on 2-D data, 0.1 on "
-                              "images; must not exceed the start", low=0.0, high=10.0,
+                              f"Policy std after the anneal; 0 = {auto_text(AUTO_SIGMA_END)}; "
+                              "must not exceed the start", low=0.0, high=10.0,
                               auto=AUTO_SIGMA_END)
     sigma_anneal_steps: int = option(2000, "sigma anneal steps",
                                      "Linear anneal from start to floor over this many steps "

@@ -16,7 +16,6 @@ shows each one's part.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +24,7 @@ import torch.nn.functional as F
 
 from ..metric_info import METRICS
 from ..validate import ConfigError, check_choice, check_range
-from .base import Rule, option, resolved
+from .base import Rule, auto_text, option, resolved
 
 ESTIMATORS = ("pathwise", "reinforce")
 AUTO = -1.0   # "auto" for the KL and realism weights (0 already means off)
@@ -39,11 +38,6 @@ AUTO_REALISM = (0.3, 0.0)
 # On digits 0.001 with the uncertainty penalty redraws digits into the preferred class
 # (0.002 mostly added strokes to the old ones) without running away.
 AUTO_KL = (0.0002, 0.001)
-
-
-def auto_text(values: tuple) -> str:
-    """An option's auto values as help text."""
-    return f"{values[0]:g} on 2-D data, {values[1]:g} on images"
 
 
 @dataclass(frozen=True)
@@ -188,35 +182,21 @@ class RlhfRule(Rule):
                       "adv_std": adv_std, "sigma": torch.tensor(sigma)}
 
     @torch.no_grad()
-    def quality(self, run, z: torch.Tensor) -> dict[str, float]:
-        """Extra quality metrics on the evaluation z: the proxy (reward model) and, with
-        a gold oracle, the true score, against sqrt(KL) to the start (Gao et al.). The
-        first evaluation of a fine-tune also fills in the start's row (sqrt KL 0), the
-        curves' origin. The best gold score's weights are kept (Run.keep_if_best): the
-        checkpoint an over-optimised fine-tune should go back to."""
-        ref = run.G_ref(z)
-        start, log = run.rule_start, run.log
-        origin = log.value_at(start, "q_sqrt_kl")
-        if run.step_count > start and origin is not None and math.isnan(origin):
-            scores = self._scores(ref, ref, run)
-            log.set_at_step(start, scores)
-            if "q_gold" in scores:
-                run.keep_if_best(scores["q_gold"], at_start=True)
-        out = self._scores(run.shown_G(z), ref, run)
-        if "q_gold" in out:
-            run.keep_if_best(out["q_gold"])
-        return out
-
-    @staticmethod
-    def _scores(mu, ref, run) -> dict[str, float]:
+    def quality(self, run, z: torch.Tensor, G) -> dict[str, float]:
+        """Extra quality metrics of G on the evaluation z: the proxy (reward model) and,
+        with a gold oracle, the true score, against sqrt(KL) to the start (Gao et al.).
+        The best gold score's weights are kept (Run.keep_if_best): the checkpoint an
+        over-optimised fine-tune should go back to."""
         from ..reward_model import cached_reward_model
         opts = run.cfg.options()
-        kl = exact_kl(mu, ref, sigma_of(opts, run.cfg.is_2d)).mean()
+        mu = G(z)
+        kl = exact_kl(mu, run.G_ref(z), sigma_of(opts, run.cfg.is_2d)).mean()
         out = {"q_rm": float(cached_reward_model(opts.reward_model).score(mu).mean()),
                "q_sqrt_kl": float(kl.sqrt())}
         if opts.gold_oracle:
             oracle = _oracle(opts.gold_oracle, run.data)
             out["q_gold"] = float(oracle.utility(mu).mean()) / oracle.scale
+            run.keep_if_best(out["q_gold"], at_start=G is run.G_ref)
         return out
 
 
