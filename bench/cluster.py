@@ -8,10 +8,10 @@ worker node lost mid-sweep on a 2-node Ray cluster.
                                              # and two 1-CPU worker nodes; a sweep; one worker
                                              # node removed while tasks run on it
 
-Part 1 runs the tasks as `python -m core compare` does (core.multi_seed.run_compare),
+Part 1 runs the tasks as `python -m core compare` does (core.jobs.multi_seed.run_compare),
 prints wall times, speedups, Ray's per-task overhead (the Ray wall minus the pool wall,
 per task, and the round trip of a no-op and of a 1-step task), and checks that every
-seed's metrics are bit-identical on the three backends. Part 2 runs core.sweep.run_sweep
+seed's metrics are bit-identical on the three backends. Part 2 runs core.jobs.sweep.run_sweep
 against the cluster's address and prints PASS/FAIL per check. The machine may be shared,
 so the load average is printed around each timed part. Every Ray process started here is
 shut down at the end, also on failure.
@@ -33,9 +33,9 @@ sys.path.insert(0, str(ROOT))
 
 import pandas as pd  # noqa: E402
 
-from core.arena import ArmSpec  # noqa: E402
-from core.config import preset  # noqa: E402
-from core.multi_seed import run_compare  # noqa: E402
+from core.engine.arena import ArmSpec  # noqa: E402
+from core.engine.config import preset  # noqa: E402
+from core.jobs.multi_seed import run_compare  # noqa: E402
 
 ARMS = [ArmSpec("bce"), ArmSpec("reinforce")]
 TIMING = ("steps_per_s",)      # the only column that differs between identical runs
@@ -129,7 +129,7 @@ def ray_probes(cfg) -> tuple[float, float, float]:
     trip against the time it spends in its worker (TaskResult.seconds)."""
     import ray
 
-    from core.runner import Task, execute
+    from core.jobs.arena_task import Task, execute
 
     noop = ray.remote(num_cpus=1, max_retries=0)(lambda: None)
     ray.get(noop.remote())                              # a warm worker
@@ -199,7 +199,7 @@ def part2(steps: int, n_points: int, n_seeds: int, tmp: Path) -> bool:
     import ray
     from ray.cluster_utils import Cluster
 
-    from core.sweep import run_sweep
+    from core.jobs.sweep import run_sweep
 
     cfg = preset("recommended", data="ring8", steps=steps, eval_every=steps // 2)
     lrs = [round(1e-4 * (i + 1), 6) for i in range(n_points)]

@@ -27,11 +27,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
+import browser as b  # noqa: E402  (tests/browser.py)
 import torch  # noqa: E402
 
-import browser as b  # noqa: E402  (tests/browser.py)
-from core.config import preset  # noqa: E402
-from core.trainer import Trainer  # noqa: E402
+from core.engine.config import preset  # noqa: E402
+from core.engine.trainer import Trainer  # noqa: E402
 
 torch.set_num_threads(1)   # as the dashboard does (ui/runs.py)
 

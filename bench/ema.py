@@ -20,9 +20,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from core.arena import Arena  # noqa: E402
-from core.config import preset  # noqa: E402
-from core.evaluate import evaluator_for  # noqa: E402
+from core.engine.arena import Arena  # noqa: E402
+from core.engine.config import preset  # noqa: E402
+from core.quality.evaluate import evaluator_for  # noqa: E402
 
 METRICS = ("q_high_quality", "q_modes", "q_reverse_kl")
 

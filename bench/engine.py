@@ -5,7 +5,7 @@ engine, reference, engine, ...) so that load from other processes hits all alike
 each one's median steps/s is reported. The engine is measured both ways it can
 compute G's gradient: the rules' hand-written fast path (the default where a rule
 has one) and their autograd loss (what a rule without a fast path runs). The engine ships with 1 thread per training
-thread (core.trainer.torch_threads); the source loop runs with torch's default (all
+thread (core.engine.trainer.torch_threads); the source loop runs with torch's default (all
 cores). The last line is that ratio: the product as shipped vs the source as written.
 
     python bench/engine.py [--steps 1000] [--rounds 3] [--threads 1,2]
@@ -23,8 +23,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import seed_loop  # noqa: E402  (bench/ is on sys.path when run as a script)
 
-from core.config import preset  # noqa: E402
-from core.trainer import Trainer, torch_threads  # noqa: E402
+from core.engine.config import preset  # noqa: E402
+from core.engine.trainer import Trainer, torch_threads  # noqa: E402
 
 
 def engine_steps_per_s(steps: int, rule: str = "bce", fast: bool = True) -> float:

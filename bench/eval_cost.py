@@ -19,9 +19,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from core.config import preset  # noqa: E402
-from core.evaluate import evaluator_for  # noqa: E402
-from core.trainer import Trainer  # noqa: E402
+from core.engine.config import preset  # noqa: E402
+from core.engine.trainer import Trainer  # noqa: E402
+from core.quality.evaluate import evaluator_for  # noqa: E402
 
 
 def run(cfg, steps: int) -> tuple[float, float, int]:

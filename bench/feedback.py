@@ -27,10 +27,10 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 import torch  # noqa: E402
 
-from core.config import preset  # noqa: E402
-from core.oracles import make_oracle  # noqa: E402
-from core.reward_model import agreement, train_reward_model  # noqa: E402
-from core.trainer import Trainer  # noqa: E402
+from core.engine.config import preset  # noqa: E402
+from core.engine.trainer import Trainer  # noqa: E402
+from core.feedback.oracles import make_oracle  # noqa: E402
+from core.feedback.reward_model import agreement, train_reward_model  # noqa: E402
 
 FRESH = 2000
 

@@ -6,7 +6,7 @@ valid file, random and foreign bytes, crafted safetensors headers and metadata (
 a correct checksum, so they reach the decoder), old .pt files holding a pickled
 callable or crafted tensors (zero-stride views, short optimiser state, NaN, ...).
 Each goes through `info`, `eval`, `sample`, `extract` and `train --resume` in this
-process (core.__main__.main), with an alarm per call to catch hangs, and is counted:
+process (core.cli.main.main), with an alarm per call to catch hangs, and is counted:
 
   clear   exit 2 with one line "error: ..." and no traceback (what a bad file must get)
   ok      exit 0 (only the controls should; also a usage error on a loadable file, e.g.
@@ -40,20 +40,20 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 os.environ.setdefault("GANLAB_TORCH_THREADS", "1")
 
 import torch  # noqa: E402
-
-from core.__main__ import main  # noqa: E402
-from core.checkpoint import to_bytes, to_pt_bytes  # noqa: E402
-from core.ckpt_format import pack  # noqa: E402
-from core.config import preset  # noqa: E402
 from helpers import put  # noqa: E402  (tests/helpers.py)
+
+from core.cli.main import main  # noqa: E402
+from core.engine.config import preset  # noqa: E402
+from core.io.checkpoint import to_bytes, to_pt_bytes  # noqa: E402
+from core.io.format import pack  # noqa: E402
 
 TINY = dict(g_hidden=[8, 8], d_hidden=[8], batch_size=32, sample_every=2, eval_every=0,
             max_snapshots=10, device="cpu")
 
 
 def _states():
-    from core.arena import Arena
-    from core.trainer import Trainer
+    from core.engine.arena import Arena
+    from core.engine.trainer import Trainer
 
     torch.set_num_threads(1)
     t = Trainer(preset("recommended", data="ring8", **TINY))
@@ -90,7 +90,7 @@ def corpus(run: dict, arena: dict, flips: int, cuts: int, seed: int = 0) -> dict
         out[f"cut/new_{100 * i // cuts}%"] = (good[:n], "clear")
     for frac in (0.1, 0.5, 0.99):
         out[f"cut/old_{frac:.0%}"] = (old[:int(len(old) * frac)], "clear")
-    for i in range(flips):   # one byte changed anywhere: header, metadata or data
+    for _ in range(flips):   # one byte changed anywhere: header, metadata or data
         where = rng.randrange(len(good))
         buf = bytearray(good)
         buf[where] ^= 1 << rng.randrange(8)
@@ -163,7 +163,7 @@ def pack_plain() -> bytes:
 
 
 def pack_state(state: dict, **header) -> bytes:
-    from core import ckpt_format
+    from core.io import format as ckpt_format
     payload = ckpt_format.decode(to_bytes(state))
     payload.update(header)
     return ckpt_format.encode(payload)

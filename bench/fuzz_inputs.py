@@ -9,7 +9,7 @@ Two corpora, both built in a temp folder by this script:
                long), --config files (garbage bytes, 5000-digit ints, deep nesting, huge
                layer lists, unknown keys, wrong types), --set and --grid with bad values,
                GANLAB_TORCH_THREADS out of range
-Each case runs core.__main__.main with an alarm (a hang) and is counted:
+Each case runs core.cli.main.main with an alarm (a hang) and is counted:
 
   ok      exit 0 and the expected outputs written ("ok+skip": bad files skipped and
           named, counted with ok)
@@ -49,7 +49,7 @@ sys.path[:0] = [str(ROOT)]
 os.environ.setdefault("GANLAB_TORCH_THREADS", "1")
 
 
-from core.__main__ import main  # noqa: E402
+from core.cli.main import main  # noqa: E402
 
 
 @dataclass
@@ -357,7 +357,7 @@ def flag_cases(tmp: Path, ckpt: Path, arena: Path) -> list[Case]:
                  "batch_size=true", "batch_size=2.5", "data=folder", "image_size=100000",
                  "latent_dim=0", "g_opt.lr=-1", "g_opt=1", "g_opt.bogus=1", "d_steps=1000",
                  "max_snapshots=1", "rule=rlhf", "reinforce.k=0", "reinforce.k=100000",
-                 "reinforce.reward=bogus", "rlhf.kl=-2", "ema_samples=2",
+                 "reinforce.reward=bogus", "rlhf.kl_weight=-2", "ema_samples=2",
                  "steps=" + "9" * 5000, "x=" + "[" * 10_000 + "]" * 10_000, "=" * 3,
                  "g_hidden=" + json.dumps([4096] * 64)]:
         train(f"--set {item[:30]!r}", ["--set", item], "clear")

@@ -9,7 +9,7 @@ validates, so the newest one can be resumed, and counts the temp files
 (.step_<N>.safetensors.<random>.tmp) the kill left behind.
 
 Those temps are removed by the next start only once they are older than
-core.checkpoint.STALE_TEMP_S (a fresh one may belong to a save in progress), so before
+core.io.checkpoint.STALE_TEMP_S (a fresh one may belong to a save in progress), so before
 each restart the bench ages the leftovers (sets their mtime an hour back) and checks,
 after the next kill, that the restarted process removed them on its first save.
 
@@ -30,7 +30,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT)]
 
-from core.checkpoint import CheckpointError, load_checkpoint  # noqa: E402
+from core.io.checkpoint import CheckpointError, load_checkpoint  # noqa: E402
 
 FINAL = "step_*.safetensors"
 TEMPS = ".step_*.tmp"

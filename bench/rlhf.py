@@ -38,19 +38,26 @@ sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
-
-from core.arena import Arena  # noqa: E402
-from core.config import preset  # noqa: E402
-from core.evaluate import (EVAL_SAMPLES, classify, evaluator_for, frechet_distance,  # noqa: E402
-                           generate, load_or_train_classifier, nearest_mode)
-from core.feedback import blind_win_rate  # noqa: E402
-from core.oracles import make_oracle  # noqa: E402
-from core.reward_model import cached_reward_model, train_reward_model  # noqa: E402
-from core.rules.base import resolved  # noqa: E402
-from core.rules.rlhf import RlhfOptions  # noqa: E402
-from core.trainer import Trainer  # noqa: E402
 from ema import mean_se  # noqa: E402  (bench/ema.py)
 from feedback import labels, noise_for, pairs  # noqa: E402  (bench/feedback.py)
+
+from core.base.options import resolved  # noqa: E402
+from core.engine.arena import Arena  # noqa: E402
+from core.engine.config import preset  # noqa: E402
+from core.engine.rules.rlhf import RlhfOptions  # noqa: E402
+from core.engine.trainer import Trainer  # noqa: E402
+from core.feedback.loop import blind_win_rate  # noqa: E402
+from core.feedback.oracles import make_oracle  # noqa: E402
+from core.feedback.reward_model import cached_reward_model, train_reward_model  # noqa: E402
+from core.quality.evaluate import (  # noqa: E402
+    EVAL_SAMPLES,
+    classify,
+    evaluator_for,
+    frechet_distance,
+    generate,
+    load_or_train_classifier,
+    nearest_mode,
+)
 
 SETUPS = {"mnist5k": {"oracle": "digit:7", "pretrain": 3000, "steps": 2000},
           "ring8": {"oracle": "upper", "pretrain": 5000, "steps": 10000}}
@@ -199,9 +206,9 @@ def compare(data: str, seeds: int, steps: int, folder: Path) -> None:
         print(f"{name}:\n{text}")
 
 
-OVEROPT = {"kl 0, uncertainty 0": {"rlhf.kl": 0.0, "rlhf.uncertainty": 0.0},
+OVEROPT = {"kl 0, uncertainty 0": {"rlhf.kl_weight": 0.0, "rlhf.uncertainty": 0.0},
            "default kl, uncertainty 0": {"rlhf.uncertainty": 0.0},
-           "kl 0, default uncertainty": {"rlhf.kl": 0.0},
+           "kl 0, default uncertainty": {"rlhf.kl_weight": 0.0},
            "defaults": {}}
 
 

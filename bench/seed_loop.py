@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from core.data import load_mnist5k  # noqa: E402
+from core.data.datasets import load_mnist5k  # noqa: E402
 
 
 class MnistImages(Dataset):

@@ -188,7 +188,7 @@ def wait_input_value(page, key: str, value) -> None:
 
 def choose_data(page, data: str) -> None:
     """Pick a data set on the Train form and wait for its preset values to arrive."""
-    from core.config import preset
+    from core.engine.config import preset
 
     page.locator(".st-key-cfg_data input").wait_for()
     select_option(page, "cfg_data", data)

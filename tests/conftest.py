@@ -6,9 +6,8 @@ starts anything unless a test asks for these fixtures.
 """
 from __future__ import annotations
 
-import pytest
-
 import browser as b
+import pytest
 
 LIVE_MS = 60_000   # Playwright timeout: generous, the CI machine has 2 shared cores
 

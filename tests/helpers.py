@@ -58,7 +58,7 @@ def rule_changes(rule: str, data, folder: Path) -> dict:
         return {}
     import torch
 
-    from core.reward_model import train_reward_model
+    from core.feedback.reward_model import train_reward_model
 
     gen = torch.Generator().manual_seed(0)
     idx = torch.randint(len(data.x), (40,), generator=gen)
@@ -66,3 +66,15 @@ def rule_changes(rule: str, data, folder: Path) -> dict:
     model = train_reward_model(data.x[idx[:20]], data.x[idx[20:]], p, data, members=2,
                                features="pixels" if data.is_image else "raw", max_epochs=5)
     return {"rlhf.reward_model": str(model.save(folder / f"rm-{data.name}.pt"))}
+
+
+# The one tiny config the contract tests share: small networks, small batches, no
+# quality evaluation, a snapshot every other step.
+TINY = dict(g_hidden=(16,), d_hidden=(16,), latent_dim=4, batch_size=8, sample_every=2,
+            eval_every=0)
+
+
+def tiny_config(**changes):
+    from core.engine.config import preset
+
+    return preset("recommended", **{**TINY, **changes})

@@ -7,10 +7,10 @@ import io
 import pytest
 from PIL import Image
 
-from core.__main__ import main
-from core.animate import large_png, latest_checkpoint, progression_gif
-from core.config import preset
-from core.trainer import Trainer
+from core.cli.main import main
+from core.engine.config import preset
+from core.engine.trainer import Trainer
+from core.io.animate import large_png, latest_checkpoint, progression_gif
 
 
 def tiny_trainer(data: str, steps: int = 4, **changes) -> Trainer:
@@ -56,7 +56,7 @@ def test_2d_run_one_frame_per_snapshot(ring_run):
 
 
 def test_train_page_gif_is_built_from_the_run_as_it_is(mnist_run, ring_run):
-    from ui.train_view import _progression   # the download button's builder
+    from ui.train_view import _progression  # the download button's builder
 
     for run in (mnist_run, ring_run):
         assert frames_of(_progression(run))[0] == len(run.snapshots.steps())

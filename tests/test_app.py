@@ -14,9 +14,9 @@ import pytest
 import torch
 from streamlit.testing.v1 import AppTest
 
-from core.checkpoint import to_bytes
-from core.config import preset
-from core.trainer import Trainer
+from core.engine.config import preset
+from core.engine.trainer import Trainer
+from core.io.checkpoint import to_bytes
 
 ROOT = Path(__file__).resolve().parents[1]
 TIMEOUT = 60   # seconds per script run: the CI machine is small and shared
@@ -248,7 +248,7 @@ def test_start_reads_the_form_at_click_time(app_env):
 
 
 def test_one_cap_for_runs_and_comparisons(app_env):
-    from core.arena import Arena
+    from core.engine.arena import Arena
     from ui.compare_view import registry as arenas
     cfg = preset("recommended", data="ring8")
     run = Trainer(cfg)
@@ -381,7 +381,7 @@ def test_upload_error_path_changes_nothing(app_env):
 
 
 def test_an_old_pt_checkpoint_is_listed_loaded_and_said_to_be_converted(app_env):
-    from core.checkpoint import CONVERTED_NOTE, to_pt_bytes
+    from core.io.checkpoint import CONVERTED_NOTE, to_pt_bytes
 
     state = tiny_trainer(steps=5).state_dict()
     old = app_env / state["run_id"] / "step_5.pt"
@@ -425,7 +425,7 @@ def test_recommended_preset_follows_the_data_set(app_env):
 
 
 def test_arena_checkpoint_resumes_the_chosen_arm(app_env):
-    from core.arena import Arena
+    from core.engine.arena import Arena
     arena = Arena(preset("recommended", data="ring8", sample_every=2), ["bce", "reinforce"])
     for _ in range(4):
         arena.step()
@@ -451,7 +451,7 @@ def test_arena_checkpoint_resumes_the_chosen_arm(app_env):
 
 
 def test_checkpoints_page_lists_and_saves_live_comparisons(app_env):
-    from core.arena import Arena
+    from core.engine.arena import Arena
     from ui.compare_view import registry as arenas
     arena = Arena(preset("recommended", data="ring8", steps=0), ["bce", "reinforce"])
     arenas().start(arena)

@@ -6,12 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-import core.run as run_mod
-from core.arena import Arena, ArmSpec, extract_arm, weights_hash
-from core.checkpoint import load_checkpoint, save_checkpoint, to_pt_bytes
-from core.multi_seed import final_values, summarize, wide_table
-from core.config import TrainConfig
-from core.trainer import Trainer
+import core.engine.run as run_mod
+from core.engine.arena import Arena, ArmSpec, extract_arm, weights_hash
+from core.engine.config import TrainConfig
+from core.engine.trainer import Trainer
+from core.io.checkpoint import load_checkpoint, save_checkpoint, to_pt_bytes
+from core.jobs.arena_task import final_values
+from core.jobs.multi_seed import summarize, wide_table
 
 TINY = dict(data="ring8", g_hidden=(16, 16), d_hidden=(16, 16), latent_dim=4,
             batch_size=16, sample_every=5, max_snapshots=10)

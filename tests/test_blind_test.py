@@ -13,10 +13,15 @@ import numpy as np
 import pytest
 import torch
 
-from core import feedback
-from core.feedback import BlindTally, blind_tally, wilson, win_rate_ci
-from core.preferences import (APPLICATION_ID, BlindJudgement, Judgement, PreferenceStore,
-                              PreferenceStoreError)
+from core.feedback import loop as feedback
+from core.feedback.loop import BlindTally, blind_tally, wilson, win_rate_ci
+from core.feedback.preferences import (
+    APPLICATION_ID,
+    BlindJudgement,
+    Judgement,
+    PreferenceStore,
+    PreferenceStoreError,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -76,8 +81,8 @@ def test_tally_outcomes_and_the_agreement_alarm():
 
 
 def test_blind_pair_sides_are_random_and_samples_independent():
-    from core.config import TrainConfig
-    from core.trainer import Trainer
+    from core.engine.config import TrainConfig
+    from core.engine.trainer import Trainer
 
     G = Trainer(TrainConfig(data="ring8", latent_dim=2, eval_every=0)).nets.G
     shifted = copy.deepcopy(G)
@@ -199,8 +204,8 @@ def test_a_schema_2_file_without_its_blind_table_is_damaged(tmp_path):
 @pytest.fixture
 def two_generators(tmp_path, monkeypatch):
     """Two ring8 checkpoints: 'base' and 'new', whose samples sit far above the ring."""
-    from core.config import TrainConfig
-    from core.trainer import Trainer
+    from core.engine.config import TrainConfig
+    from core.engine.trainer import Trainer
     from ui.feedback_view import _stores
 
     monkeypatch.setenv("GANLAB_CHECKPOINT_DIR", str(tmp_path))
@@ -224,9 +229,9 @@ def test_feedback_page_blind_test_counts_wins_and_checks_the_reward_model(two_ge
     every pair. A reward model that prefers lower samples disagrees every time: the alarm."""
     from streamlit.testing.v1 import AppTest
 
-    from core.data import load_by_name
-    from core.oracles import make_oracle
-    from core.reward_model import train_reward_model
+    from core.data.datasets import load_by_name
+    from core.feedback.oracles import make_oracle
+    from core.feedback.reward_model import train_reward_model
 
     monkeypatch.setattr(feedback, "ALARM_MIN_PAIRS", 5)   # fewer clicks: a quicker test
     data = load_by_name("ring8")

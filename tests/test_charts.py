@@ -5,7 +5,7 @@ import json
 
 import numpy as np
 
-from core.metrics import MetricLog, thin_rows
+from core.engine.metric_log import MetricLog, thin_rows
 from ui import charts, live_chart
 from ui.live_chart import Source, source_payload
 

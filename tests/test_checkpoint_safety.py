@@ -17,12 +17,19 @@ import struct
 
 import pytest
 import torch
-
-from core.checkpoint import (CONVERTED_NOTE, CheckpointError, checkpoint_summary,
-                             load_checkpoint, load_with_format, optimizer_state_for, to_bytes,
-                             to_pt_bytes)
-from core.config import OptimConfig, preset
 from helpers import put
+
+from core.engine.config import OptimConfig, preset
+from core.io.checkpoint import (
+    CONVERTED_NOTE,
+    CheckpointError,
+    checkpoint_summary,
+    load_checkpoint,
+    load_with_format,
+    optimizer_state_for,
+    to_bytes,
+    to_pt_bytes,
+)
 
 NAME = "the uploaded file"     # how load_checkpoint(bytes) names its source
 TINY = dict(g_hidden=[8, 8], d_hidden=[8], batch_size=32, sample_every=2, eval_every=0,
@@ -36,7 +43,7 @@ def _cfg(data="ring8", **changes):
 
 
 def _trained_state(data="ring8", steps=3):
-    from core.trainer import Trainer
+    from core.engine.trainer import Trainer
 
     trainer = Trainer(_cfg(data))
     for _ in range(steps):
@@ -52,7 +59,7 @@ def valid():
 
 @pytest.fixture(scope="module")
 def arena_valid():
-    from core.arena import Arena
+    from core.engine.arena import Arena
 
     a = Arena(_cfg(), ["bce", "reinforce"])
     for _ in range(3):
@@ -429,7 +436,7 @@ def _raw(payload) -> bytes:
 def _with_header(state, fmt="pt", **header):
     """The file's bytes, but with schema_version / kind as given (the writers set their
     own)."""
-    from core import ckpt_format
+    from core.io import format as ckpt_format
 
     if fmt == "pt":
         payload = torch.load(io.BytesIO(to_pt_bytes(state)), weights_only=True)
@@ -654,7 +661,7 @@ CLI_CASES = ["g_exp_avg_short", "exp_avg_zero_stride", "rng_noise_cut", "metrics
 
 @pytest.mark.parametrize("case", CLI_CASES)
 def test_cli_refuses_corrupted_run_checkpoints(valid, case, tmp_path, capsys):
-    from core.__main__ import main
+    from core.cli.main import main
 
     make, match = next((m, r) for i, m, r in RUN_CASES if i == case)
     path = tmp_path / "bad.pt"   # the old format: it carries every case as crafted
@@ -673,7 +680,7 @@ def test_cli_refuses_corrupted_run_checkpoints(valid, case, tmp_path, capsys):
 
 
 def test_cli_refuses_a_corrupted_arena_checkpoint(arena_valid, tmp_path, capsys):
-    from core.__main__ import main
+    from core.cli.main import main
 
     path = tmp_path / "arena.safetensors"
     path.write_bytes(to_bytes(put(arena_valid, ("arms", "bce"), 3), kind="arena"))
@@ -686,7 +693,7 @@ def test_cli_refuses_a_corrupted_arena_checkpoint(arena_valid, tmp_path, capsys)
 
 
 def test_cli_info_of_a_valid_checkpoint(valid, tmp_path, capsys):
-    from core.__main__ import main
+    from core.cli.main import main
 
     path = tmp_path / "ok.pt"
     path.write_bytes(to_bytes(valid))
@@ -743,7 +750,7 @@ def test_other_safetensors_readers_read_the_file(valid):
 
 def _forge(doc, tensors=None) -> bytes:
     """A file with a correct checksum around any metadata document and tensors."""
-    from core.ckpt_format import pack
+    from core.io.format import pack
 
     text = doc if isinstance(doc, str) else json.dumps(doc)
     return pack(text, tensors if tensors is not None else {"a": torch.zeros(2)})
@@ -875,7 +882,7 @@ def test_hostile_or_damaged_safetensors_files_are_refused(hostile, what):
                                   "tensor_not_mapped", "mapping_to_missing_tensor",
                                   "metadata_deep_recursion"])
 def test_cli_info_refuses_hostile_files_in_one_line(hostile, what, tmp_path, capsys):
-    from core.__main__ import main
+    from core.cli.main import main
 
     data, match = hostile[what]
     path = tmp_path / "bad.safetensors"
@@ -889,7 +896,7 @@ def test_cli_info_refuses_hostile_files_in_one_line(hostile, what, tmp_path, cap
 
 
 def test_an_old_pt_file_loads_and_the_cli_says_it_was_converted(valid, tmp_path, capsys):
-    from core.__main__ import main
+    from core.cli.main import main
 
     old = tmp_path / "old.pt"
     old.write_bytes(to_pt_bytes(valid))
@@ -908,7 +915,7 @@ def test_an_old_pt_file_loads_and_the_cli_says_it_was_converted(valid, tmp_path,
 
 
 def test_a_run_resumes_bit_for_bit_from_either_format():
-    from core.trainer import Trainer
+    from core.engine.trainer import Trainer
 
     trainer = Trainer(_cfg())
     for _ in range(3):

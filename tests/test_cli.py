@@ -11,10 +11,10 @@ import time
 from pathlib import Path
 
 import pytest
-
-from core.__main__ import main
-from core.checkpoint import load_checkpoint
 from helpers import write_image_folder
+
+from core.cli.main import main
+from core.io.checkpoint import load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 

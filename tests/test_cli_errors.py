@@ -15,8 +15,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import core.__main__ as cli_module
-from core.__main__ import UsageError, main
+import core.cli.main as cli_module
+from core.cli.main import UsageError, main
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -225,8 +225,8 @@ def test_networks_too_big_to_train_are_refused_before_allocating(setting, messag
 
 
 def test_a_data_root_too_big_to_scan_is_refused(tmp_path, capsys, monkeypatch):
-    import core.data
-    monkeypatch.setattr(core.data, "MAX_SCANNED", 10)   # as --data-root / would be
+    import core.data.datasets
+    monkeypatch.setattr(core.data.datasets, "MAX_SCANNED", 10)   # as --data-root / would be
     for i in range(12):
         (tmp_path / f"{i}.txt").write_text("")
     rc, _, err = run_cli(capsys, "train", "--data", "folder", "--data-root", tmp_path,
@@ -346,7 +346,7 @@ VALUE_OPTIONS = {
     "--set": st.builds(lambda k, v: f"{k}={v}",
                        st.sampled_from(["latent_dim", "d_steps", "g_hidden", "seed",
                                         "reinforce.sigma_start", "g_opt.beta1", "nope",
-                                        "rlhf.kl", "max_snapshots", "image_size"]),
+                                        "rlhf.kl_weight", "max_snapshots", "image_size"]),
                        st.one_of(TEXT, INTS.map(str), FLOATS.map(str),
                                  st.sampled_from(["[8, 8]", "[]", "{}", "true", "null"]))),
 }
@@ -450,8 +450,8 @@ def test_checkpoint_with_a_markdown_run_id_is_shown_as_text(run_id, loads, tmp_p
                                                              monkeypatch):
     from streamlit.testing.v1 import AppTest
 
-    from core.config import preset
-    from core.trainer import Trainer
+    from core.engine.config import preset
+    from core.engine.trainer import Trainer
     from ui.text import plain
 
     root = tmp_path / "checkpoints"

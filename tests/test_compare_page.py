@@ -144,8 +144,8 @@ def test_a_diverged_arena_offers_resume_and_step(arenas):
 
 
 def test_verdict_names_the_arm_that_leads_on_quality():
-    from core.arena import Arena
-    from core.config import preset
+    from core.engine.arena import Arena
+    from core.engine.config import preset
     from ui.compare_view import verdict
 
     arena = Arena(preset("recommended", data="ring8", eval_every=10), ["bce", "reinforce"])

@@ -73,9 +73,9 @@ def test_many_seeds_arrive_with_bands_and_a_paired_verdict(jobs):
 
 
 def test_a_seed_that_fails_twice_is_reported_and_the_others_go_on():
-    from core.config import preset
-    from core.runner import FailFor
-    from core.seed_job import SeedJob
+    from core.engine.config import preset
+    from core.jobs.backends import FailFor
+    from core.jobs.seed_job import SeedJob
 
     job = SeedJob(preset("recommended", data="ring8", steps=10, eval_every=10),
                   ["bce", "reinforce"], [0, 1], run_id="t", backend="serial",
@@ -92,8 +92,8 @@ def test_a_seed_that_fails_twice_is_reported_and_the_others_go_on():
 def test_an_unreachable_ray_address_fails_the_job_in_one_line(monkeypatch):
     import socket
 
-    from core.config import preset
-    from core.seed_job import SeedJob
+    from core.engine.config import preset
+    from core.jobs.seed_job import SeedJob
     ray = pytest.importorskip("ray")
     monkeypatch.setattr(ray, "is_initialized", lambda: False)
     with socket.socket() as s:            # a local port that nothing listens on

@@ -1,8 +1,8 @@
 """Config validation, checkpoint safety and validation, the metric log and snapshots."""
 from __future__ import annotations
 
-import io
 import dataclasses
+import io
 import json
 import os
 import pickle
@@ -11,12 +11,19 @@ import numpy as np
 import pytest
 import torch
 
-from core.checkpoint import (CheckpointError, _plain, load_checkpoint, load_with_format,
-                             save_checkpoint, to_bytes, to_pt_bytes)
-from core.config import PRESETS, ConfigError, TrainConfig, preset
-from core.metrics import MetricLog, decimate
-from core.samples import Snapshot, SnapshotStore
-from core.trainer import Trainer
+from core.engine.config import PRESETS, ConfigError, TrainConfig, preset
+from core.engine.metric_log import MetricLog, decimate
+from core.engine.samples import Snapshot, SnapshotStore
+from core.engine.trainer import Trainer
+from core.io.checkpoint import (
+    CheckpointError,
+    _plain,
+    load_checkpoint,
+    load_with_format,
+    save_checkpoint,
+    to_bytes,
+    to_pt_bytes,
+)
 
 BAD_FIELDS = [
     ("data", "cifar", "data = 'cifar' is not one of"),
@@ -92,7 +99,7 @@ def test_source_preset_is_the_source_document():
 
 
 def test_sigma_anneals_to_its_floor_and_zero_steps_means_constant():
-    from core.rules.reinforce import sigma_at
+    from core.engine.rules.reinforce import sigma_at
 
     opts = TrainConfig(data="ring8").replace(**{"reinforce.sigma_start": 0.2,
                                                 "reinforce.sigma_end": 0.05,
@@ -250,7 +257,7 @@ def test_snapshot_store_thins_evenly_and_keeps_newest():
 def test_loading_a_checkpoint_never_touches_the_data_root_it_names(tmp_path):
     """Validation takes the data shape from the registry: a file naming an MNIST root
     does not make torchvision create (or walk) that folder."""
-    from core.checkpoint import load_checkpoint, to_bytes
+    from core.io.checkpoint import load_checkpoint, to_bytes
 
     trainer = Trainer(TrainConfig(data="ring8", sample_every=2))
     trainer.step()

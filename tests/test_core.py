@@ -8,12 +8,12 @@ import time
 import numpy as np
 import pytest
 import torch
-
-from core.config import TrainConfig
-from core.data import load_dataset
-from core.rules import RULES
-from core.trainer import Trainer
 from helpers import rule_changes, write_idx_mnist, write_image_folder
+
+from core.data.datasets import load_dataset
+from core.engine.config import TrainConfig
+from core.engine.rules import RULES
+from core.engine.trainer import Trainer
 
 TINY = dict(g_hidden=(16,), d_hidden=(16,), latent_dim=8, batch_size=8, sample_every=2)
 
@@ -74,14 +74,14 @@ def test_data_sources_are_scaled_and_shaped(data_roots):
 
 
 def test_missing_torchvision_files_say_where_to_put_them(tmp_path):
-    from core.data import DataError
+    from core.data.datasets import DataError
 
     with pytest.raises(DataError, match="train-images-idx3-ubyte"):
         load_dataset(TrainConfig(data="mnist", data_root=str(tmp_path / "nowhere")))
 
 
 def test_empty_image_folder_is_a_clear_error(tmp_path):
-    from core.data import DataError
+    from core.data.datasets import DataError
 
     (tmp_path / "x.png").write_bytes(b"broken")
     with pytest.raises(DataError, match="no readable images.*1 file"):
@@ -90,7 +90,7 @@ def test_empty_image_folder_is_a_clear_error(tmp_path):
 
 @pytest.mark.parametrize("tanh_out", [True, False])
 def test_manual_backward_matches_autograd(tanh_out):
-    from core.models import MLP
+    from core.engine.models import MLP
 
     torch.manual_seed(0)
     net = MLP([5, 7, 6, 3], tanh_out=tanh_out).double()
@@ -150,7 +150,7 @@ def test_same_seed_gives_identical_metrics(rule, tmp_path):
 
 @pytest.mark.parametrize("rule", list(RULES))
 def test_save_load_continue_equals_uninterrupted(rule, tmp_path):
-    from core.checkpoint import config_of, load_checkpoint
+    from core.io.checkpoint import config_of, load_checkpoint
 
     cfg = TrainConfig(data="ring8", seed=3, sample_every=5)
     cfg = cfg.replace(rule=rule, **{"reinforce.cosine_every": 4},
@@ -255,19 +255,17 @@ def test_core_never_imports_streamlit():
     import sys
     from pathlib import Path
 
-    code = ("import sys, core.trainer, core.checkpoint, core.__main__, core.data, "
-            "core.metrics, core.samples, core.step\n"
-            "import importlib, pkgutil, core\n"
-            "for m in pkgutil.iter_modules(core.__path__): importlib.import_module('core.' + m.name)\n"
+    code = ("import sys, importlib, pkgutil, core\n"
+            "for m in pkgutil.walk_packages(core.__path__, 'core.'): importlib.import_module(m.name)\n"
             "assert 'streamlit' not in sys.modules, 'core imported streamlit'")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[1])
-    for path in (Path(__file__).parents[1] / "core").glob("*.py"):
+    for path in (Path(__file__).parents[1] / "core").rglob("*.py"):
         assert "import streamlit" not in path.read_text(), path
 
 
 def test_torch_threads_come_from_the_environment(monkeypatch):
-    from core.config import ConfigError
-    from core.trainer import torch_threads
+    from core.engine.config import ConfigError
+    from core.engine.trainer import torch_threads
 
     monkeypatch.delenv("GANLAB_TORCH_THREADS", raising=False)
     assert torch_threads() == 1
@@ -281,7 +279,7 @@ def test_torch_threads_come_from_the_environment(monkeypatch):
 def test_image_folder_skips_and_names_what_it_cannot_use(tmp_path):
     import os
 
-    from core.data import load_folder
+    from core.data.datasets import load_folder
 
     folder = write_image_folder(tmp_path / "imgs", n=3, bad=1)
     outside = write_image_folder(tmp_path / "outside", n=1, bad=0)

@@ -12,10 +12,10 @@ import re
 import sys
 import time
 
+import browser as b
 import pytest
 
-import browser as b
-from core.checkpoint import load_checkpoint
+from core.io.checkpoint import load_checkpoint
 from ui.live_chart import MAX_POINTS
 
 

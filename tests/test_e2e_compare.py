@@ -10,9 +10,9 @@ from __future__ import annotations
 import os
 import re
 
+import browser as b
 import pytest
 
-import browser as b
 from ui.live_chart import MAX_POINTS
 
 ARM_POINTS_JS = """arm => {

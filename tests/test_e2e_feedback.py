@@ -4,9 +4,10 @@ Fixtures: tests/conftest.py."""
 from __future__ import annotations
 
 import browser as b
-from core.config import TrainConfig
-from core.preferences import PreferenceStore
-from core.trainer import Trainer
+
+from core.engine.config import TrainConfig
+from core.engine.trainer import Trainer
+from core.feedback.preferences import PreferenceStore
 
 
 def progress_text(page) -> str:
@@ -46,9 +47,9 @@ def test_preferences_to_fine_tune_comparison_in_the_browser(server, page):
     """The flow with an oracle standing in for the person: its judgements are in the
     database; Train reward model, then Fine-tune with these preferences opens the
     Compare page with bce, reinforce and rlhf training from the judged generator."""
-    from core.data import load_by_name
-    from core.feedback import simulate
-    from core.oracles import make_oracle
+    from core.data.datasets import load_by_name
+    from core.feedback.loop import simulate
+    from core.feedback.oracles import make_oracle
 
     url, root = server
     trainer = Trainer(TrainConfig(data="ring8", latent_dim=2, batch_size=64, eval_every=0))

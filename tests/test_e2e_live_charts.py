@@ -10,9 +10,8 @@ import re
 import time
 import warnings
 
-import pytest
-
 import browser as b
+import pytest
 
 
 def start(page, url: str) -> None:
@@ -96,7 +95,7 @@ def test_zoom_hover_and_no_flicker_while_training(server, page):
         # Once in CI (not reproduced locally, also under load) the double-click did not
         # reset: say which charts stayed zoomed, and double-click again as a user would
         still = [c["title"] for c in b.charts(page) if c["zoomed"]]
-        warnings.warn(f"double-click left these charts zoomed: {still}; clicking again")
+        warnings.warn(f"double-click left these charts zoomed: {still}; clicking again", stacklevel=1)
         box = page.locator(".lc", has_text="Losses").first.locator(".u-over").bounding_box()
         page.mouse.dblclick(box["x"] + box["width"] * 0.3, box["y"] + box["height"] / 2)
         page.wait_for_function(unzoomed)

@@ -14,16 +14,32 @@ import numpy as np
 import pytest
 import torch
 
-from core import evaluate
-from core.__main__ import main
-from core.config import TrainConfig
-from core.data import (GRID25_STD, RING8_STD, DataSet, grid25_modes, load_by_name,
-                       ring8_modes, sample_mixture)
-from core.evaluate import (Evaluator, QualityHook, class_scores, evaluator_for,
-                           frechet_distance, kl_to_uniform, load_or_train_classifier,
-                           split_indices, toy_quality)
-from core.metrics import MetricLog
-from core.trainer import Trainer
+from core.cli.main import main
+from core.data.datasets import (
+    GRID25_STD,
+    RING8_STD,
+    DataSet,
+    grid25_modes,
+    load_by_name,
+    ring8_modes,
+    sample_mixture,
+)
+from core.engine.config import TrainConfig
+from core.engine.metric_log import MetricLog
+from core.engine.trainer import Trainer
+from core.quality import classifier as classifier_module
+from core.quality import metrics as quality_metrics
+from core.quality.classifier import load_or_train_classifier, split_indices
+from core.quality.evaluate import Evaluator, QualityHook, evaluator_for
+from core.quality.metrics import (
+    IMAGE_METRICS,
+    EvalSamples,
+    class_scores,
+    compute_all,
+    frechet_distance,
+    kl_to_uniform,
+    toy_quality,
+)
 
 TOYS = [("ring8", ring8_modes, RING8_STD), ("grid25", grid25_modes, GRID25_STD)]
 P_WITHIN_3_STD = 1 - math.exp(-4.5)   # 2-D Gaussian: P(|x - mu| <= 3 std) = 98.89%
@@ -123,6 +139,11 @@ def held_out(data):
     return data.x[test_idx], data.labels[test_idx]
 
 
+def image_scores(classifier, data, x) -> dict:
+    """Every image metric, through the registry's compute functions."""
+    return compute_all(IMAGE_METRICS, EvalSamples(x, data, classifier))
+
+
 def test_classifier_accuracy_on_mnist5k(classifier):
     assert classifier.accuracy >= 95.0
     assert classifier.train_seconds < 90
@@ -130,7 +151,7 @@ def test_classifier_accuracy_on_mnist5k(classifier):
 
 def test_real_held_out_images_cover_all_classes(classifier, mnist5k):
     x, _ = held_out(mnist5k)
-    q = classifier.scores(x)
+    q = image_scores(classifier, mnist5k, x)
     assert q["q_classes"] == 10
     assert q["q_class_kl"] < 0.05
     assert q["q_confidence"] > 0.9
@@ -139,7 +160,7 @@ def test_real_held_out_images_cover_all_classes(classifier, mnist5k):
 
 def test_one_digit_covers_one_class(classifier, mnist5k):
     x, y = held_out(mnist5k)
-    q = classifier.scores(x[y == 3])
+    q = image_scores(classifier, mnist5k, x[y == 3])
     assert q["q_classes"] == 1
     assert q["q_class_kl"] > 0.8 * math.log(10)
 
@@ -147,7 +168,7 @@ def test_one_digit_covers_one_class(classifier, mnist5k):
 def test_classifier_fd_real_is_far_below_noise(classifier, mnist5k):
     noise = torch.rand(1000, mnist5k.dim, generator=torch.Generator().manual_seed(0)) * 2 - 1
     floor = classifier.fd_floor(1000)
-    assert floor < 0.05 * classifier.scores(noise)["q_fd"]
+    assert floor < 0.05 * image_scores(classifier, mnist5k, noise)["q_fd"]
     assert floor > 0    # train vs held-out images differ a little
 
 
@@ -168,7 +189,7 @@ def test_classifier_cache_is_reused_and_keyed_by_the_data(classifier, mnist5k, c
     assert again.accuracy == classifier.accuracy
     changed = DataSet("mnist5k", mnist5k.x[:100].clone(), mnist5k.labels[:100].clone(),
                       mnist5k.image_shape)
-    assert evaluate.data_fingerprint(changed) != classifier.fingerprint
+    assert classifier_module.data_fingerprint(changed) != classifier.fingerprint
     state = torch.load(files[0], weights_only=True)
     assert state["fingerprint"] == classifier.fingerprint
 
@@ -193,7 +214,7 @@ def test_trainer_with_eval_every_logs_quality_columns():
     frame = trainer.log.to_frame()
     rows = frame.dropna(subset=["q_modes"])
     assert list(rows["step"]) == [20, 40]
-    assert set(evaluate.TOY_METRICS) <= set(frame.columns)
+    assert set(quality_metrics.TOY_METRICS) <= set(frame.columns)
     assert b"q_high_quality" in trainer.log.to_csv()
 
 
@@ -225,7 +246,7 @@ def test_image_trainer_logs_classifier_metrics(mnist5k, classifier):
     for _ in range(4):
         trainer.step_once()   # a step and its hooks
     latest = trainer.log.latest()
-    assert set(evaluate.IMAGE_METRICS) <= set(latest)
+    assert set(quality_metrics.IMAGE_METRICS) <= set(latest)
     assert latest["q_accuracy"] == classifier.accuracy
 
 
@@ -237,7 +258,7 @@ def test_cli_eval_prints_metrics_and_rejects_bad_input(tmp_path, capsys):
     assert main(["eval", str(path), "--n", "500", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["step"] == 1 and result["n"] == 500
-    assert set(evaluate.TOY_METRICS) <= set(result)
+    assert set(quality_metrics.TOY_METRICS) <= set(result)
     assert main(["eval", str(path)]) == 0
     assert "modes covered" in capsys.readouterr().out
     assert main(["eval", str(tmp_path / "missing.pt")]) == 2
@@ -249,7 +270,7 @@ def test_changed_or_corrupt_cache_retrains(tmp_path):
     x = torch.rand(200, 784, generator=gen) * 2 - 1
     data = DataSet("tiny", x, torch.arange(200) % 10, (1, 28, 28))
     first = load_or_train_classifier(data, tmp_path)
-    path = evaluate.cache_path(data, first.fingerprint, tmp_path)
+    path = classifier_module.cache_path(data, first.fingerprint, tmp_path)
     path.write_bytes(b"not a checkpoint")
     again = load_or_train_classifier(data, tmp_path)       # retrained, file rewritten
     assert torch.load(path, weights_only=True)["fingerprint"] == first.fingerprint
@@ -262,7 +283,7 @@ def test_changed_or_corrupt_cache_retrains(tmp_path):
 def test_first_quality_point_comes_early_and_a_late_classifier_catches_up():
     """eval_every 1000: the first point is at step 100, not 1000. An evaluation that
     falls due while the classifier is still building happens once it is ready."""
-    from core.evaluate import FIRST_EVAL
+    from core.quality.evaluate import FIRST_EVAL
 
     trainer = Trainer(TrainConfig(data="ring8", latent_dim=2, eval_every=1000))
     for _ in range(FIRST_EVAL + 1):

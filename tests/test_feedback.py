@@ -7,16 +7,21 @@ from pathlib import Path
 import pytest
 import torch
 
-from core.__main__ import main
-from core.checkpoint import load_checkpoint
-from core.config import TrainConfig
-from core.data import load_by_name
-from core.feedback import pairs_from_store, simulate
-from core.oracles import make_oracle
-from core.preferences import PreferenceStore
-from core.reward_model import (RewardModelError, agreement, bt_loss, load_reward_model,
-                               train_reward_model)
-from core.trainer import Trainer
+from core.cli.main import main
+from core.data.datasets import load_by_name
+from core.engine.config import TrainConfig
+from core.engine.trainer import Trainer
+from core.feedback.loop import pairs_from_store, simulate
+from core.feedback.oracles import make_oracle
+from core.feedback.preferences import PreferenceStore
+from core.feedback.reward_model import (
+    RewardModelError,
+    agreement,
+    bt_loss,
+    load_reward_model,
+    train_reward_model,
+)
+from core.io.checkpoint import load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -206,7 +211,7 @@ def test_feedback_to_reward_model_to_fine_tune_comparison(feedback_env):
 
 
 def test_blind_win_rate_is_a_half_against_itself_and_high_for_a_better_generator():
-    from core.feedback import blind_win_rate
+    from core.feedback.loop import blind_win_rate
 
     data = load_by_name("ring8")
     oracle = make_oracle("upper", data)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core.config import ConfigError, preset, preset_problems
+from core.engine.config import ConfigError, preset, preset_problems
 
 TIMEOUT = 60
 

@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from core.paired import bootstrap_ci, judged_metrics, pair, sentence, summary_line, verdicts
+from core.quality.paired import bootstrap_ci, judged_metrics, pair, sentence, summary_line, verdicts
 
 
 def finals(rows):

@@ -1,4 +1,4 @@
-"""core.preferences: round trips, pair targets, validation, refusing foreign files
+"""core.feedback.preferences: round trips, pair targets, validation, refusing foreign files
 without touching them, crash safety under SIGKILL, and concurrent adds."""
 from __future__ import annotations
 
@@ -16,8 +16,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core.preferences import (CHOICES, Judgement, PreferenceStore, PreferenceStoreError,
-                              default_path)
+from core.feedback.preferences import (
+    CHOICES,
+    Judgement,
+    PreferenceStore,
+    PreferenceStoreError,
+    default_path,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -265,7 +270,7 @@ def test_closed_store_and_default_path(tmp_path, monkeypatch):
 
 
 def test_core_does_not_import_streamlit():
-    code = "import sys, core.preferences; sys.exit('streamlit' in sys.modules)"
+    code = "import sys, core.feedback.preferences; sys.exit('streamlit' in sys.modules)"
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=60)
 
 
@@ -275,7 +280,7 @@ WRITER = """
 import sys
 sys.path.insert(0, sys.argv[1])
 import numpy as np
-from core.preferences import Judgement, PreferenceStore
+from core.feedback.preferences import Judgement, PreferenceStore
 store = PreferenceStore(sys.argv[2])
 rng = np.random.default_rng()
 while True:

@@ -4,14 +4,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from core.__main__ import main
-from core.checkpoint import load_checkpoint, to_bytes
-from core.config import ConfigError, TrainConfig, preset
-from core.data import load_by_name
-from core.oracles import make_oracle
-from core.reward_model import train_reward_model
-from core.rules.rlhf import exact_kl, sigma_of
-from core.trainer import Trainer
+from core.cli.main import main
+from core.data.datasets import load_by_name
+from core.engine.config import ConfigError, TrainConfig, preset
+from core.engine.rules.rlhf import exact_kl, sigma_of
+from core.engine.trainer import Trainer
+from core.feedback.oracles import make_oracle
+from core.feedback.reward_model import train_reward_model
+from core.io.checkpoint import load_checkpoint, to_bytes
 
 
 @pytest.fixture(scope="module")
@@ -121,7 +121,7 @@ def test_quality_evaluations_log_proxy_gold_and_kl_for_the_panel(ring):
     frame = trainer.log.to_frame().dropna(subset=["q_gold"])
     assert list(frame.step) == [200, 220, 240, 260]   # the start (the origin), each evaluation
     assert frame.q_sqrt_kl.iloc[0] == 0 and (frame.q_sqrt_kl.iloc[1:] > 0).all()
-    from core.evaluate import EVAL_SAMPLES, eval_noise
+    from core.quality.evaluate import EVAL_SAMPLES, eval_noise
     oracle = make_oracle("upper", trainer.data)
     with torch.no_grad():
         start = float(oracle.utility(trainer.run.G_ref(eval_noise(EVAL_SAMPLES, 2))).mean())
@@ -165,7 +165,7 @@ def test_the_weights_at_the_gold_peak_are_kept_and_the_cli_saves_them(ring):
 
 
 def test_a_gold_peak_at_the_start_points_back_to_the_checkpoint_it_started_from(ring, capsys):
-    from core.__main__ import save_gold_peak
+    from core.cli.main import save_gold_peak
 
     trainer = fine_tune(ring)
     trainer.step()
@@ -243,7 +243,7 @@ def test_a_filmstrip_frame_is_the_first_row_of_the_snapshot_grid():
     import numpy as np
     from PIL import Image
 
-    from core.samples import grid_png
+    from core.engine.samples import grid_png
     from ui.overopt_view import first_row_png, scatter_png
 
     images = torch.linspace(-1, 1, 16).view(16, 1).expand(16, 36)   # 16 flat 6x6 images
@@ -315,7 +315,7 @@ def test_the_compare_page_draws_one_over_optimisation_line_per_rlhf_arm(ring, mo
 
     from streamlit.testing.v1 import AppTest
 
-    from core.arena import Arena
+    from core.engine.arena import Arena
     from ui.compare_view import registry
 
     root = Path(__file__).resolve().parents[1]

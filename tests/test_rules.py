@@ -10,12 +10,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from core.arena import Arena
-from core.checkpoint import load_checkpoint, to_bytes
-from core.config import TrainConfig
-from core.rules import RULES
-from core.step import StepContext, discriminator_step, train_step
-from core.trainer import Trainer
+from core.engine.arena import Arena
+from core.engine.config import TrainConfig
+from core.engine.rules import RULES
+from core.engine.step import StepContext, discriminator_step, train_step
+from core.engine.trainer import Trainer
+from core.io.checkpoint import load_checkpoint, to_bytes
 
 FAST_RULES = [name for name in RULES if RULES[name].fast_grad is not None]
 TINY = dict(g_hidden=(16, 12), d_hidden=(16,), latent_dim=6, batch_size=8, eval_every=0)

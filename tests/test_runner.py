@@ -13,12 +13,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from core.__main__ import main
-from core.arena import ArmSpec
-from core.config import preset
-from core.multi_seed import run_compare
-from core.runner import FailFor, RunnerError, make_backend
-from core.sweep import parse_grid, points_of
+from core.cli.main import main
+from core.engine.arena import ArmSpec
+from core.engine.config import preset
+from core.jobs.backends import FailFor, RunnerError, make_backend
+from core.jobs.multi_seed import run_compare
+from core.jobs.sweep import parse_grid, points_of
 
 ARMS = [ArmSpec("bce"), ArmSpec("reinforce")]
 CFG = preset("recommended", data="ring8", steps=40, eval_every=20)
@@ -198,7 +198,7 @@ def test_an_unreachable_ray_address_fails_fast_in_one_line(monkeypatch, tmp_path
     import socket
     import time
 
-    from core.runner import check_reachable
+    from core.jobs.backends import check_reachable
     with socket.socket() as s:            # a local port that nothing listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]

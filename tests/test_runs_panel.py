@@ -6,19 +6,19 @@ share the process-wide registries (see tests/test_app.py).
 from __future__ import annotations
 
 from streamlit.testing.v1 import AppTest
+from test_app import ROOT, TIMEOUT, app_env, new_app, registry, status_text, tiny_trainer  # noqa: F401, F811
 
-from core.arena import Arena
-from core.checkpoint import load_checkpoint
-from core.config import preset
+from core.engine.arena import Arena
+from core.engine.config import preset
+from core.io.checkpoint import load_checkpoint
 from ui.text import plain
-from test_app import ROOT, TIMEOUT, app_env, new_app, registry, status_text, tiny_trainer  # noqa: F401
 
 
 def panel_text(at: AppTest) -> str:
     return "\n".join(m.value for m in at.markdown) + "\n".join(c.value for c in at.caption)
 
 
-def test_a_run_started_in_another_tab_is_listed_and_opens(app_env):
+def test_a_run_started_in_another_tab_is_listed_and_opens(app_env):  # noqa: F811
     other_tab = new_app()
     other_tab.selectbox(key="cfg_data").set_value("ring8").run()
     other_tab.number_input(key="cfg_steps").set_value(30).run()
@@ -36,7 +36,7 @@ def test_a_run_started_in_another_tab_is_listed_and_opens(app_env):
     registry().get(run_id).stop()
 
 
-def test_a_finished_comparison_stays_listed_and_reopens_on_its_page(app_env):
+def test_a_finished_comparison_stays_listed_and_reopens_on_its_page(app_env):  # noqa: F811
     from ui.compare_view import registry as arenas
     arena = Arena(preset("recommended", data="ring8", sample_every=2), ["bce", "reinforce"])
     arena.step()
@@ -50,7 +50,7 @@ def test_a_finished_comparison_stays_listed_and_reopens_on_its_page(app_env):
     assert any(f"arena `{arena.run_id}`" in m.value for m in at.markdown), "Compare page"
 
 
-def test_rename_and_note_are_shown_as_text_and_saved_with_the_checkpoint(app_env, tmp_path):
+def test_rename_and_note_are_shown_as_text_and_saved_with_the_checkpoint(app_env, tmp_path):  # noqa: F811
     trainer = registry().add(tiny_trainer())
     at = new_app()
     key = f"panel_notes_{trainer.run_id}"
@@ -70,8 +70,8 @@ def test_rename_and_note_are_shown_as_text_and_saved_with_the_checkpoint(app_env
     assert resumed.notes == trainer.notes, "a resumed run keeps its name and note"
 
 
-def test_a_seed_job_is_listed_and_opens_on_the_compare_page(app_env):
-    from core.seed_job import SeedJob
+def test_a_seed_job_is_listed_and_opens_on_the_compare_page(app_env):  # noqa: F811
+    from core.jobs.seed_job import SeedJob
     from ui.seeds_view import registry as seed_jobs
     job = SeedJob(preset("recommended", data="ring8"), ["bce", "reinforce"], [0, 1],
                   run_id="seeds-ring8-test")

@@ -10,11 +10,11 @@ import struct
 import threading
 
 import torch
-from PIL import Image
-
-from core.checkpoint import to_bytes, to_pt_bytes
 from helpers import put
+from PIL import Image
 from test_app import app_env, checkpoints_page, registry, tiny_trainer  # noqa: F401
+
+from core.io.checkpoint import to_bytes, to_pt_bytes
 
 
 class Evil:

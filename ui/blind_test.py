@@ -13,9 +13,9 @@ import numpy as np
 import streamlit as st
 import torch
 
-from core import feedback
-from core.preferences import BlindJudgement, PreferenceStore
-from core.reward_model import RewardModel
+from core.feedback import loop as feedback
+from core.feedback.preferences import BlindJudgement, PreferenceStore
+from core.feedback.reward_model import RewardModel
 from ui import feedback_view as fv
 from ui.text import plain
 

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 import plotly.graph_objects as go
 
-import core.rules  # noqa: F401  (rules register their own metrics on import)
-from core.metric_info import METRICS
+import core.engine.rules  # noqa: F401  (rules register their own metrics on import)
+from core.engine.metric_info import METRICS
 
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b",
            "#e377c2", "#17becf", "#7f7f7f", "#bcbd22")

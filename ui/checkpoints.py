@@ -2,7 +2,7 @@
 
 Files live in checkpoints/<run-id>/step_<N>.safetensors (or .pt, the old format;
 GANLAB_CHECKPOINT_DIR overrides the root, e.g. for tests). Every load goes through
-core.checkpoint.load_with_format, which never unpickles code and validates; the table
+core.io.checkpoint.load_with_format, which never unpickles code and validates; the table
 reads only summaries, cached per file version.
 """
 from __future__ import annotations
@@ -15,14 +15,22 @@ import pandas as pd
 import streamlit as st
 import torch
 
-from core.arena import extract_arm
-from core.checkpoint import (CHECKPOINT_SUFFIXES, SUFFIX, CheckpointError, checkpoint_summary,
-                             config_of, load_with_format, old_format_note, to_bytes)
-from core.ckpt_format import looks_like_pickle, read_meta
-from core.rules import RULES
-from core.data import load_dataset
-from core.samples import SnapshotStore
-from core.trainer import Trainer, new_run_id
+from core.data.datasets import load_dataset
+from core.engine.arena import extract_arm
+from core.engine.rules import RULES
+from core.engine.samples import SnapshotStore
+from core.engine.trainer import Trainer, new_run_id
+from core.io.checkpoint import (
+    CHECKPOINT_SUFFIXES,
+    SUFFIX,
+    CheckpointError,
+    checkpoint_summary,
+    config_of,
+    load_with_format,
+    old_format_note,
+    to_bytes,
+)
+from core.io.format import looks_like_pickle, read_meta
 from ui import charts, runs, widgets
 from ui.text import code, plain
 

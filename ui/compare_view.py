@@ -12,13 +12,13 @@ import atexit
 import pandas as pd
 import streamlit as st
 
-from core.arena import Arena, ArmSpec
-from core.config import PRESETS, ConfigError, TrainConfig, preset
-from core.data import DATASETS
-from core.metric_info import METRICS
-from core.multi_seed import DEFAULT_IMAGE_WARMUP
-from core.rules import RULES
-from core.trainer import new_run_id
+from core.data.datasets import DATASETS
+from core.engine.arena import Arena, ArmSpec
+from core.engine.config import PRESETS, ConfigError, TrainConfig, preset
+from core.engine.metric_info import METRICS, has_panel
+from core.engine.rules import RULES
+from core.engine.trainer import new_run_id
+from core.jobs.multi_seed import DEFAULT_IMAGE_WARMUP
 from ui import charts, live_chart, run_view, runs, widgets
 from ui.run_view import flash_error
 from ui.text import code, plain
@@ -225,7 +225,7 @@ def metric_charts(arena: Arena, smoothing: float, compared_only: bool) -> None:
                                     smoothing=smoothing, events=_events(arena),
                                     group="compare"):
         st.caption("Charts appear after the first steps.")
-    if "q_sqrt_kl" in columns:
+    if has_panel(columns, "overopt"):
         overopt(arena)
     run_view.quality_notes(columns, arena.active_runs()[0].log)
 
@@ -342,7 +342,7 @@ def samples(arena: Arena) -> None:
 
 
 def downloads(arena: Arena) -> None:
-    from core.checkpoint import to_bytes
+    from core.io.checkpoint import to_bytes
     row = st.container(horizontal=True, key="cmp_downloads")   # wraps at 800 px
     for name in arena.arms:
         row.download_button(f"{name} as a single run", key=f"cmp_dl_{name}",

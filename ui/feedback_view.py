@@ -21,11 +21,11 @@ import torch
 from PIL import Image
 from torch import nn
 
-from core import feedback
-from core.data import DataSet
-from core.evaluate import generator_from_state
-from core.preferences import PreferenceStore, PreferenceStoreError, default_path
-from core.reward_model import RewardModel
+from core.data.datasets import DataSet
+from core.feedback import loop as feedback
+from core.feedback.preferences import PreferenceStore, PreferenceStoreError, default_path
+from core.feedback.reward_model import RewardModel
+from core.quality.offline import generator_from_state
 from ui import checkpoints as ck
 from ui import compare_view, runs
 from ui.text import plain
@@ -72,7 +72,7 @@ def sources() -> dict:
     for t in runs.registry().runs():
         out[f"run {t.run_id}"] = lambda t=t, k=f"run {t.run_id}": _live(k, t.run, t.state_dict)
     for a in compare_view.registry().runs():
-        for name, arm in a.arms.items():
+        for name in a.arms:
             label = f"arena {a.run_id} · arm {name}"
             out[label] = lambda a=a, n=name, k=label: _live(k, a.arms[n],
                                                             lambda: a.arm_state(n))
@@ -214,9 +214,9 @@ def fine_tune_steps(is_image: bool) -> int:
 def fine_tune(source: Source, model_path: Path) -> None:
     """Start a comparison from the judged generator: bce continued, reinforce (D as the
     reward) and rlhf (these preferences), then open it on the Compare page."""
-    from core.arena import Arena
-    from core.checkpoint import config_of
-    from core.trainer import new_run_id
+    from core.engine.arena import Arena
+    from core.engine.trainer import new_run_id
+    from core.io.checkpoint import config_of
 
     state = source.state()
     cfg = config_of(state)

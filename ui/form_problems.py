@@ -1,7 +1,7 @@
 """Config problems shown next to their inputs, all at once.
 
 The form reserves a slot (an st.empty) under every input, keyed by the config field
-the input sets ("g_opt.lr", "reinforce.sigma_start"). core.config.preset_problems()
+the input sets ("g_opt.lr", "reinforce.sigma_start"). core.engine.config.preset_problems()
 says what is wrong with each field; fill() writes each message into its field's slot
 and lists every problem at the foot too, since a slot can sit in a closed expander.
 """

@@ -27,8 +27,8 @@ from pathlib import Path
 import numpy as np
 import streamlit as st
 
-from core.metric_info import METRICS
-from core.metrics import MetricLog
+from core.engine.metric_info import METRICS
+from core.engine.metric_log import MetricLog
 from ui import charts
 
 MAX_POINTS = 1000     # rows per source on first draw; the browser thins back to this

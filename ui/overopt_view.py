@@ -24,7 +24,7 @@ from ui.text import plain
 
 FRAMES = 8           # filmstrip frames at most
 PER_FRAME = 8        # fixed-z images per frame: the first row of the snapshot grid
-GRID_PAD = 2         # core.samples.grid_png's make_grid padding
+GRID_PAD = 2         # core.engine.samples.grid_png's make_grid padding
 PEAK_LABEL = "suggested checkpoint (gold peak)"
 PEAK_COLOR = "#ff7f0e"
 # Bordered in the peak's colour (the filmstrip frame nearest the gold peak)
@@ -101,7 +101,7 @@ def choose_frames(snapshot_steps, table: dict[int, dict[str, float]], start: int
 
 def first_row_png(png: bytes, image_hw: tuple[int, int], k: int = PER_FRAME,
                   zoom: int = 3) -> bytes:
-    """The first k images of a snapshot grid (core.samples.grid_png), as one row,
+    """The first k images of a snapshot grid (core.engine.samples.grid_png), as one row,
     enlarged `zoom` times with nearest-neighbour (crisp pixels at any display size)."""
     from PIL import Image
 
@@ -288,7 +288,7 @@ def peak_checkpoint(trainer, built: Built) -> None:
     if built.peak is None or built.peak == built.start:
         return
     if trainer.best_step == built.peak:
-        from core.checkpoint import SUFFIX, to_bytes
+        from core.io.checkpoint import SUFFIX, to_bytes
         st.download_button(
             f"Download the gold-peak checkpoint (step {built.peak:,})",
             icon=":material/download:", key="overopt_peak_download", on_click="ignore",

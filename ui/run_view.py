@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from core.metric_info import METRICS
+from core.engine.metric_info import METRICS
 from ui import charts, runs
 from ui.text import plain
 

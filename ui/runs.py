@@ -13,7 +13,7 @@ import threading
 import streamlit as st
 import torch
 
-from core.trainer import Trainer, torch_threads
+from core.engine.trainer import Trainer, torch_threads
 
 MAX_RUNNING = 2      # running training threads, all pages together; 2 CPU cores
 MAX_KEPT = 12        # finished / stopped runs kept in memory for charts and saving

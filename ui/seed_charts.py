@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from core.metric_info import METRICS
-from core.multi_seed import SUMMARY_METRICS
+from core.engine.metric_info import METRICS
+from core.jobs.arena_task import SUMMARY_METRICS
 from ui.charts import PALETTE, base_layout, metric_title
 
 POINTS = 200        # per seed line: step metrics are averaged into this many buckets

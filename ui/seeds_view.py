@@ -15,12 +15,12 @@ from dataclasses import dataclass
 import pandas as pd
 import streamlit as st
 
-from core import paired
-from core.config import TrainConfig
-from core.multi_seed import FINAL_WINDOW, summarize, wide_table
-from core.runner import RAY_REQUIREMENTS
-from core.seed_job import SeedJob
-from core.trainer import new_run_id
+from core.engine.config import TrainConfig
+from core.engine.trainer import new_run_id
+from core.jobs.backends import RAY_REQUIREMENTS
+from core.jobs.multi_seed import FINAL_WINDOW, summarize, wide_table
+from core.jobs.seed_job import SeedJob
+from core.quality import paired
 from ui import run_view, runs, seed_charts
 from ui.run_view import flash_error
 from ui.text import code, plain

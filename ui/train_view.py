@@ -12,12 +12,14 @@ import time
 import numpy as np
 import streamlit as st
 
-from core.animate import large_png, progression_gif
-from core.config import TrainConfig
-from core.trainer import Trainer, new_run_id
+from core.engine.config import TrainConfig
+from core.engine.metric_info import has_panel
+from core.engine.trainer import Trainer, new_run_id
+from core.io.animate import large_png, progression_gif
 from ui import charts, live_chart, overopt_view, run_view, runs
 from ui.run_view import flash_error
 from ui.text import code, plain
+
 
 def _start(cfg: TrainConfig) -> None:
     try:
@@ -137,7 +139,7 @@ def metric_charts(trainer: Trainer, smoothing: float) -> None:
                                     group="train"):
         st.caption("Charts appear after the first steps.")
         return
-    if "q_sqrt_kl" in trainer.log.columns:
+    if has_panel(trainer.log.columns, "overopt"):
         overopt(trainer)
     run_view.quality_notes(trainer.log.columns, trainer.log)
 

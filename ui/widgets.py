@@ -1,7 +1,7 @@
-"""The run configuration form -> core.config.TrainConfig.
+"""The run configuration form -> core.engine.config.TrainConfig.
 
 Validation is core's: the form builds the config with `preset(...)`, and when that
-fails, core.config.preset_problems() lists every problem, each shown under its own
+fails, core.engine.config.preset_problems() lists every problem, each shown under its own
 input (ui/form_problems.py). Widgets use loose bounds on purpose so that core, not the
 widget, is the single source of the rules.
 """
@@ -11,15 +11,21 @@ import dataclasses
 
 import streamlit as st
 
-from core.config import (D_SEES, DEVICE_NAMES, PRESETS, ConfigError, TrainConfig, preset,
-                         preset_problems)
-from core.data import DATASETS
-from core.registry import Registry
-from core.rules import RULES
-from core.rules.base import option_fields
+from core.base.options import option_fields
+from core.base.registry import Registry
+from core.data.datasets import DATASETS
+from core.engine.config import (
+    D_SEES,
+    DEVICE_NAMES,
+    PRESETS,
+    ConfigError,
+    TrainConfig,
+    preset,
+    preset_problems,
+)
+from core.engine.rules import RULES
 from ui.form_problems import Slots
 from ui.text import plain
-
 
 DEFAULT_PRESET = "recommended"
 KEY = "cfg_"   # session-state prefix of every form widget
@@ -158,7 +164,7 @@ def fairness_options(key: str, *, slots: Slots | None = None) -> dict:
 
 
 def _auto_device() -> str:
-    from core.trainer import resolve_device
+    from core.engine.trainer import resolve_device
     return resolve_device("auto").type
 
 

@@ -3,7 +3,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from core.reward_model import RewardModelError, cached_reward_model
+from core.feedback.reward_model import RewardModelError, cached_reward_model
 from ui import blind_test as bt
 from ui import feedback_view as fv
 from ui import run_view

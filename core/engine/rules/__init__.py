@@ -1,0 +1,22 @@
+"""The update-rule registry. A new rule: one module here, one line below, one test.
+
+Registering checks the rule's contract (core/engine/rules/base.py: check_rule): a Rule
+instance with a loss() and an options class whose every field is an option() with
+bounds; a message names the rule and what it lacks."""
+from __future__ import annotations
+
+from core.base.registry import Registry
+from core.engine.rules.base import check_rule
+from core.engine.rules.bce import BceRule
+from core.engine.rules.reinforce import ReinforceRule
+from core.engine.rules.rlhf import RlhfRule
+
+RULES = Registry("rule", required={"help": str}, check=check_rule)
+RULES.register("bce", BceRule(), label="bce",
+               help="Backprop through D: the non-saturating GAN loss -log D(G(z))")
+RULES.register("reinforce", ReinforceRule(), label="reinforce",
+               help="Policy gradient with D as the reward: Gaussian policy around G(z), "
+                    "K samples per z, leave-one-out baseline")
+RULES.register("rlhf", RlhfRule(), label="rlhf (preferences)",
+               help="Fine-tune on a preference reward model with a KL anchor to the "
+                    "generator the fine-tune started from")

@@ -1,0 +1,144 @@
+"""Fixed-noise sample snapshots: PNG grids for images, point sets for 2-D data.
+
+Each snapshot is encoded once when it is taken, so the dashboard only forwards
+bytes. The store is bounded: when full it drops every other snapshot (keeping the
+first and the newest), which thins the history evenly, never randomly.
+"""
+from __future__ import annotations
+
+import io
+import math
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+HEATMAP_RES = 48  # D heatmap resolution for 2-D data (48 x 48 logits per snapshot)
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    step: int
+    png: bytes | None = None              # image data: the grid, PNG encoded
+    points: np.ndarray | None = None      # 2-D data: (N, 2) float32 generated points
+    heatmap: np.ndarray | None = None     # 2-D data: (RES, RES) float32 D(x) on `extent`
+    extent: tuple | None = None           # (xmin, xmax, ymin, ymax) of the heatmap
+
+
+def grid_png(images: torch.Tensor, image_shape: tuple, nrow: int = 8) -> bytes:
+    """(N, C*H*W) tensor in [-1, 1] -> PNG bytes of a make_grid picture."""
+    from PIL import Image
+    from torchvision.utils import make_grid
+
+    batch = images.detach().float().cpu().view(-1, *image_shape)
+    grid = make_grid(batch, nrow=nrow, padding=2, normalize=True, value_range=(-1, 1))
+    array = (grid.mul(255).round().clamp(0, 255).byte().permute(1, 2, 0).numpy())
+    if array.shape[2] == 1:
+        array = array[:, :, 0]
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format="PNG", optimize=False)
+    return buf.getvalue()
+
+
+@torch.no_grad()
+def d_heatmap(D, extent: tuple, res: int = HEATMAP_RES) -> np.ndarray:
+    """D's probability on a res x res grid over extent; rows are y, columns x."""
+    xmin, xmax, ymin, ymax = extent
+    device = next(D.parameters()).device
+    xs = torch.linspace(xmin, xmax, res, device=device)
+    ys = torch.linspace(ymin, ymax, res, device=device)
+    gy, gx = torch.meshgrid(ys, xs, indexing="ij")
+    grid = torch.stack([gx.reshape(-1), gy.reshape(-1)], 1)
+    return torch.sigmoid(D(grid)).view(res, res).float().cpu().numpy()
+
+
+class SnapshotStore:
+    """Bounded history: every `stride`-th snapshot plus the newest one.
+
+    When the aligned ones fill the store the stride doubles and every other one is
+    dropped, so the kept history stays evenly spaced however long the run.
+    """
+
+    def __init__(self, max_snapshots: int = 60) -> None:
+        self.max = max_snapshots
+        self._items: list[Snapshot] = []
+        self._seqs: list[int] = []       # arrival number of each kept snapshot
+        self._next_seq = 0
+        self._stride = 1
+        self._lock = threading.Lock()
+
+    def add(self, snap: Snapshot) -> None:
+        with self._lock:
+            if self._items and self._items[-1].step == snap.step:
+                self._items[-1] = snap
+                return
+            self._items.append(snap)
+            self._seqs.append(self._next_seq)
+            self._next_seq += 1
+            self._thin()
+
+    def _thin(self) -> None:
+        def keep(i: int) -> bool:
+            return self._seqs[i] % self._stride == 0 or i == len(self._items) - 1
+
+        while len(self._items) > self.max or not all(keep(i) for i in range(len(self._items))):
+            if len(self._items) > self.max:
+                self._stride *= 2
+            kept = [i for i in range(len(self._items)) if keep(i)]
+            self._items = [self._items[i] for i in kept]
+            self._seqs = [self._seqs[i] for i in kept]
+
+    def all(self) -> list[Snapshot]:
+        with self._lock:
+            return list(self._items)
+
+    def latest(self) -> Snapshot | None:
+        with self._lock:
+            return self._items[-1] if self._items else None
+
+    def steps(self) -> list[int]:
+        with self._lock:
+            return [s.step for s in self._items]
+
+    def at_step(self, step: int) -> Snapshot | None:
+        """The snapshot taken at `step`, or the latest one before it."""
+        with self._lock:
+            best = None
+            for snap in self._items:
+                if snap.step <= step:
+                    best = snap
+            return best or (self._items[0] if self._items else None)
+
+    # -- persistence: plain tensors and lists only (weights_only checkpoints) ----------
+    def state(self) -> list[dict]:
+        out = []
+        with self._lock:
+            pairs = list(zip(self._items, self._seqs))
+        for s, seq in pairs:
+            item: dict = {"step": s.step, "seq": seq}
+            if s.png is not None:
+                item["png"] = torch.frombuffer(bytearray(s.png), dtype=torch.uint8)
+            if s.points is not None:
+                item["points"] = torch.from_numpy(s.points.copy())
+                item["heatmap"] = torch.from_numpy(s.heatmap.copy())
+                item["extent"] = list(s.extent)
+            out.append(item)
+        return out
+
+    @classmethod
+    def from_state(cls, items: list[dict], max_snapshots: int) -> "SnapshotStore":
+        store = cls(max_snapshots)
+        for item in items:
+            png = bytes(item["png"].numpy().tobytes()) if "png" in item else None
+            points = item["points"].numpy() if "points" in item else None
+            heatmap = item["heatmap"].numpy() if "heatmap" in item else None
+            extent = tuple(item["extent"]) if "extent" in item else None
+            store._items.append(Snapshot(int(item["step"]), png, points, heatmap, extent))
+            store._seqs.append(int(item.get("seq", len(store._seqs))))
+        store._next_seq = store._seqs[-1] + 1 if store._seqs else 0
+        # Recover the stride the history was thinned with: the largest power of two
+        # that divides every aligned arrival number.
+        common = math.gcd(*store._seqs[:-1]) if len(store._seqs) > 1 else 0
+        store._stride = common & -common if common else 1
+        return store

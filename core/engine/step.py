@@ -1,0 +1,166 @@
+"""One training iteration: D updates (BCE for every rule), then one G update by a rule.
+
+The generator's gradient comes from the rule's autograd loss, or from its hand-written
+`fast_grad` where it has one (the default; tests prove the two equal). Either way the
+gradient lands in G's flat buffer, is norm-clipped by the shared `grad_clip`, and one
+fused Adam kernel applies it, skipped on the device if it is not finite. Metrics come
+back as 0-d tensors under their own names and are read in one host sync.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from core.base.registry import ContractError
+from core.engine.models import MLP
+from core.engine.rules import RULES
+from core.engine.rules.base import missing_outputs
+
+
+@dataclass
+class Nets:
+    """Both networks, their flat parameter buffers and their optimisers."""
+    G: MLP
+    D: MLP
+    g_flat: torch.nn.Parameter
+    d_flat: torch.nn.Parameter
+    g_opt: torch.optim.Optimizer
+    d_opt: torch.optim.Optimizer
+
+
+@dataclass
+class StepContext:
+    """What a rule may read during one step."""
+    cfg: Any                     # TrainConfig
+    nets: Nets
+    step: int                    # global step
+    rule_step: int               # steps since this rule started (schedules start here)
+    noise: torch.Generator       # policy noise only (the arena shares data and z streams)
+    ref: Any = None              # G frozen when the rule started (KL-anchored rules)
+    z: Any = None                # the z of the batch G is updated on
+    _logits: tuple = field(default=(None, None), repr=False)
+    options: Any = field(init=False, repr=False)   # this rule's options, looked up once
+
+    def __post_init__(self) -> None:
+        self.options = self.cfg.options()
+
+    def d_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """D's logits of x, computed once per x (rewards and metrics share them)."""
+        if self._logits[0] is not x:
+            self._logits = (x, self.nets.D(x))
+        return self._logits[1]
+
+    def flat_grad(self, loss: torch.Tensor, retain_graph: bool = False) -> torch.Tensor:
+        """d loss / d G's parameters as one flat vector (the flat buffer's layout)."""
+        params = list(self.nets.G.parameters())
+        grads = torch.autograd.grad(loss, params, retain_graph=retain_graph)
+        return torch.cat([g.reshape(-1) for g in grads])
+
+
+def guarded_step(opt: torch.optim.Optimizer, grad_norm: torch.Tensor) -> torch.Tensor:
+    """Adam step that is skipped on the device when the gradient is not finite.
+
+    The gradient's norm is finite exactly when every entry is, so one scalar check
+    replaces a pass over all parameters. Fused Adam reads `found_inf` (the hook
+    torch's GradScaler uses) and leaves params and state untouched when it is 1.
+    Returns the 0/1 'skipped' flag; the weights stay as they were before a bad step.
+    """
+    bad = (~torch.isfinite(grad_norm)).float()
+    opt.found_inf = bad
+    opt.step()
+    return bad
+
+
+def clip_(grad: torch.Tensor, max_norm: float) -> torch.Tensor:
+    """Scale grad to at most max_norm (0 = no clip); returns the norm before clipping."""
+    norm = grad.norm()
+    if max_norm > 0:
+        grad.mul_(torch.clamp(max_norm / (norm + 1e-6), max=1.0))
+    return norm
+
+
+def discriminator_step(nets: Nets, real: torch.Tensor, fake: torch.Tensor,
+                       update: bool = True) -> dict:
+    """One BCE step of D on real vs fake (one forward over both); with update=False
+    only its metrics (a rule that freezes D).
+
+    The loss is BCE(real, 1) + BCE(fake, 0), each a batch mean: what is logged as
+    d_loss is exactly what is differentiated."""
+    n_real = real.shape[0]
+    logits, acts = nets.D.forward_cached(torch.cat([real, fake]))
+    labels = torch.zeros_like(logits)
+    labels[:n_real] = 1.0
+    probs = torch.sigmoid(logits)
+    nets.D.backward_manual(acts, logits, (probs - labels) / n_real)
+    d_norm = nets.d_flat.grad.norm()
+    skipped = guarded_step(nets.d_opt, d_norm) if update else torch.zeros(())
+    loss = F.binary_cross_entropy_with_logits(logits, labels, reduction="sum") / n_real
+    return {"d_loss": loss, "d_real": probs[:n_real].mean(), "d_fake": probs[n_real:].mean(),
+            "d_grad_norm": d_norm, "d_skipped": skipped}
+
+
+def draw_batch(x: torch.Tensor, cfg, gen: torch.Generator) -> tuple:
+    """A real batch (random indices into the preloaded tensor) and its z."""
+    idx = torch.randint(x.shape[0], (cfg.batch_size,), generator=gen, device=x.device)
+    z = torch.randn(cfg.batch_size, cfg.latent_dim, generator=gen, device=x.device)
+    return x[idx], z
+
+
+_CHECKED: set = set()   # (rule, fast path) pairs whose outputs were checked once
+
+
+def check_outputs(rule_name: str, fast: bool, metrics: dict) -> None:
+    """The first step of each rule (and path) returns what every rule must."""
+    if (rule_name, fast) in _CHECKED:
+        return
+    problem = missing_outputs(rule_name, metrics)
+    if problem:
+        raise ContractError(problem)
+    _CHECKED.add((rule_name, fast))
+
+
+def uses_fast_path(rule_name: str, fast: bool = True) -> bool:
+    return fast and RULES[rule_name].fast_grad is not None
+
+
+@torch.no_grad()
+def train_step(nets: Nets, batches: list[tuple], ctx: StepContext,
+               fast: bool = True) -> dict[str, float]:
+    """One iteration: cfg.d_steps D updates (one batch each), then one G update.
+
+    G's forward from the last D step is reused for the G update (one G forward per
+    D step, not two as in the source; same maths, D updated in between). `fast=False`
+    forces the rule's autograd loss even where it has a fast path.
+    """
+    cfg = ctx.cfg
+    rule = RULES[cfg.rule]
+    fast = uses_fast_path(cfg.rule, fast)
+    update_d = rule.trains_d(ctx.options)
+    for i, (real, z) in enumerate(batches):
+        ctx.z = z
+        if not fast and i == len(batches) - 1:
+            with torch.enable_grad():
+                mu_graph = nets.G(z)      # the autograd forward the G loss needs
+            mu, g_acts = mu_graph.detach(), None
+        else:
+            mu, g_acts = nets.G.forward_cached(z)
+        sample, extra = rule.emit(mu, ctx)
+        d_out = discriminator_step(nets, real, mu if cfg.d_sees == "mean" else sample,
+                                   update_d)
+    if fast:
+        g_out = rule.fast_grad(mu, g_acts, extra, ctx)
+    else:
+        with torch.enable_grad():
+            loss, g_out = rule.loss(mu_graph, extra, ctx)
+            nets.g_flat.grad.copy_(ctx.flat_grad(loss))
+    check_outputs(cfg.rule, fast, g_out)
+    g_norm = clip_(nets.g_flat.grad, cfg.grad_clip)
+    g_out = {**g_out, "g_grad_norm": g_norm, "g_skipped": guarded_step(nets.g_opt, g_norm)}
+    found = {**d_out, **g_out}
+    device = nets.g_flat.device
+    values = torch.stack([torch.as_tensor(v).float().reshape(()).to(device)
+                          for v in found.values()]).tolist()
+    return dict(zip(found, values))
