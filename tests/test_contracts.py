@@ -168,8 +168,8 @@ def test_a_rule_without_a_loss_or_with_bad_options_is_refused_at_registration():
 
 
 def test_a_rule_that_returns_no_g_loss_is_named_on_its_first_step():
-    with pytest.raises(ContractError, match="rule 'lsgan' returned no g_loss"):
-        check_outputs("lsgan", False, {"reward_mean": 0.0})
+    with pytest.raises(ContractError, match="rule 'unregistered' returned no g_loss"):
+        check_outputs("unregistered", False, {"reward_mean": 0.0})
 
 
 def test_options_are_validated_from_their_metadata():
@@ -186,7 +186,7 @@ def test_options_are_validated_from_their_metadata():
                          ({"k": 2.5}, "r.k = 2.5 is not an integer"),
                          ({"clip": 0.0}, r"allowed: \(0, 5\]"),
                          ({"weight": 2.0}, r"\(or -1 = auto\)"),
-                         ({"reward": "nope"}, "r.reward = 'nope' is not one of: log_d"),
+                         ({"reward": "nope"}, "r.reward = 'nope' is not one of: " + ", ".join(REWARDS)),
                          ({"on": 1}, "r.on = 1 must be true or false")]:
         with pytest.raises(ValueError, match=message):
             dataclasses.replace(Opts(), **bad).validate("r.", None)
@@ -241,8 +241,9 @@ def test_a_reward_gets_its_parameters_from_the_rule_options():
 
 
 def test_a_reward_with_parameters_without_defaults_is_refused():
-    with pytest.raises(ContractError, match="reward 'ink': its function must be reward"):
-        REWARDS.register("ink", lambda x, ctx, weight: x.sum(1), label="ink", help="")
+    rewards = Registry("reward", check=REWARDS.check)
+    with pytest.raises(ContractError, match="reward 'bad': its function must be reward"):
+        rewards.register("bad", lambda x, ctx, weight: x.sum(1))
 
 
 @pytest.mark.parametrize("kind", ["toy", "image"])

@@ -305,6 +305,8 @@ def test_first_quality_point_comes_early_and_a_late_classifier_catches_up():
     class FakeRun:
         cfg = TrainConfig(eval_every=5)
         step_count = 5
+        rule_start = 0
+        uses_reference = False
         lock = None
         shown_G = None
         log = MetricLog()

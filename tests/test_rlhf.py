@@ -55,12 +55,12 @@ def test_the_preference_reward_rises_on_ring8(ring, estimator):
 
 
 def test_a_huge_kl_weight_keeps_g_at_the_reference(ring):
-    trainer = fine_tune(ring, kl=1e4, estimator="pathwise")
+    trainer = fine_tune(ring, kl_weight=1e4, estimator="pathwise")
     start = trainer.nets.g_flat.detach().clone()
     for _ in range(30):
         values = trainer.step()
     moved = (trainer.nets.g_flat.detach() - start).abs().max()
-    free = fine_tune(ring, kl=0.0, estimator="pathwise")
+    free = fine_tune(ring, kl_weight=0.0, estimator="pathwise")
     for _ in range(30):
         free.step()
     moved_free = (free.nets.g_flat.detach() - start).abs().max()
@@ -91,10 +91,16 @@ def test_a_fine_tune_with_another_rule_gets_that_rules_options_of_today(ring):
                                        "rlhf": {"kl": 0.01, "estimator": "reinforce"}}}
     trainer = Trainer.from_checkpoint(old, rule="rlhf", **{"rlhf.reward_model": ring["rm"]})
     opts = trainer.cfg.options()
-    assert (opts.kl, opts.estimator, opts.reward_model) == (-1, "pathwise", ring["rm"])
+    assert (opts.kl_weight, opts.estimator, opts.reward_model) == (-1, "pathwise", ring["rm"])
     state = load_checkpoint(to_bytes(trainer.state_dict()))
-    state["config"]["rlhf"]["kl"] = 0.05                  # its own rule's options: kept
-    assert Trainer.from_checkpoint(state, rule="rlhf").cfg.options().kl == 0.05
+    state["config"]["rlhf"]["kl_weight"] = 0.05           # its own rule's options: kept
+    assert Trainer.from_checkpoint(state, rule="rlhf").cfg.options().kl_weight == 0.05
+
+
+def test_a_config_saved_with_the_old_name_kl_loads_as_kl_weight(ring):
+    raw = {**ring["state"]["config"], "rule": "rlhf",
+           "rlhf": {"kl": 0.03, "reward_model": ring["rm"]}}
+    assert TrainConfig.from_dict(raw).options().kl_weight == 0.03
 
 def test_rlhf_needs_a_reward_model_and_the_cli_takes_one(ring, capsys):
     with pytest.raises(ConfigError, match="rlhf rule needs a reward model"):
@@ -105,7 +111,7 @@ def test_rlhf_needs_a_reward_model_and_the_cli_takes_one(ring, capsys):
     assert main(["train", "--resume", str(ckpt), "--rule", "rlhf", "--reward-model", ring["rm"],
                  "--kl", "0.02", "--steps", "220", "--out", str(out)]) == 0
     state = load_checkpoint(out / "step_220.safetensors")
-    assert state["config"]["rlhf"]["kl"] == 0.02 and state["rule"] == "rlhf"
+    assert state["config"]["rlhf"]["kl_weight"] == 0.02 and state["rule"] == "rlhf"
     assert main(["compare", "--data", "ring8", "--rules", f"bce,rlhf:reward_model={ring['rm']}",
                  "--steps", "20", "--eval-every", "0", "--out", str(ring["root"] / "cmp")]) == 0
     assert "rlhf" in (ring["root"] / "cmp" / "summary.md").read_text()
@@ -165,16 +171,14 @@ def test_the_weights_at_the_gold_peak_are_kept_and_the_cli_saves_them(ring):
 
 
 def test_a_gold_peak_at_the_start_points_back_to_the_checkpoint_it_started_from(ring, capsys):
-    from core.cli.main import save_gold_peak
-
     trainer = fine_tune(ring)
     trainer.step()
     with trainer.lock:
         trainer.run.keep_if_best(1.0, at_start=True)
         trainer.run.keep_if_best(0.5)                 # lower: not kept
     assert trainer.best_step == 200 and trainer.best_state() is None
-    save_gold_peak(trainer, ring["root"] / "unused")
-    assert "highest where the fine-tune started (step 200)" in capsys.readouterr().out
+    said = trainer.save_best(ring["root"] / "unused")
+    assert "the best score came where the rule started (step 200)" in said
     assert not (ring["root"] / "unused").exists()
     with trainer.lock:
         trainer.run.keep_if_best(2.0)                 # higher: its weights are kept

@@ -175,7 +175,7 @@ class QualityHook:
             return
         first = min(every, FIRST_EVAL)   # early points: in a run, and after a rule switch
         due = (final or step % every == 0 or step == first
-               or step == getattr(run, "rule_start", 0) + first)
+               or step == run.rule_start + first)
         if not (due or (self.pending and self.evaluator is not None
                         and self.evaluator.ready)):
             return
@@ -214,7 +214,7 @@ class QualityHook:
         scores the start (the reference G, sqrt KL 0) where that step's row lacks the
         evaluator's or the rule's metrics, so every curve of the over-optimisation panel
         has its origin (Gao et al.'s plots)."""
-        start, log = getattr(run, "rule_start", 0), run.log
+        start, log = run.rule_start, run.log
         if not (run.uses_reference and run.step_count > start):
             return
 
