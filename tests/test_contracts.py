@@ -246,6 +246,21 @@ def test_a_reward_with_parameters_without_defaults_is_refused():
         rewards.register("bad", lambda x, ctx, weight: x.sum(1))
 
 
+def test_a_quality_metric_without_its_compute_function_is_refused():
+    metrics = Registry("metric", check=METRICS.check)
+    with pytest.raises(ContractError, match="metric 'q_ink': a quality metric .* needs compute="):
+        metrics.register("q_ink", kind="image", label="ink")
+
+
+def test_a_rule_that_breaks_its_contract_is_a_clear_cli_error(monkeypatch, tmp_path, capsys):
+    import core.engine.step as step
+    monkeypatch.setattr(step, "_CHECKED", set())
+    monkeypatch.setattr(step, "missing_outputs", lambda name, metrics: f"rule {name!r} returned no reward_mean")
+    from core.cli.main import main
+    assert main(["train", "--data", "ring8", "--steps", "2", "--out", str(tmp_path)]) == 2
+    assert "error: rule 'bce' returned no reward_mean" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("kind", ["toy", "image"])
 def test_every_quality_metric_computes_from_its_registration(kind):
     names = METRICS.names(kind=kind)

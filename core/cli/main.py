@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 from core.base.options import kind_of, option_fields
+from core.base.registry import ContractError
 from core.cli.checks import (
     SEED_MAX,
     UsageError,
@@ -695,7 +696,7 @@ def make_parser() -> argparse.ArgumentParser:
 
 # Failures a user can cause (bad arguments, files, settings): one line, exit status 2.
 USER_ERRORS = (UsageError, ConfigError, CheckpointError, DataError, PreferenceStoreError,
-               RewardModelError, RunnerError)
+               RewardModelError, RunnerError, ContractError)
 
 
 def _wants_debug(argv: list[str] | None) -> bool:

@@ -4,13 +4,24 @@ Every metric a run logs is declared once, with its label, unit, which direction 
 better and the chart it is drawn on (chart=None: tables and CSV only). Columns
 nobody declared are still logged and
 drawn (each on a chart of its own, titled by name), never dropped. Rules declare
-their own metrics next to their code (see core/rules/reinforce.py).
+their own metrics next to their code (see core/engine/rules/reinforce.py).
 """
 from __future__ import annotations
 
 from core.base.registry import Registry
 
-METRICS = Registry("metric")
+
+def _check_metric(name: str, value, meta: dict) -> list[str]:
+    """A quality metric (kind= "toy" or "image") is computed by the evaluator: it needs
+    its compute function, and its name starts with q_ like every quality column."""
+    if meta.get("kind") is None:
+        return []
+    problems = [] if callable(meta.get("compute")) else [
+        "a quality metric (kind=) needs compute=fn(samples) -> float"]
+    return problems + ([] if name.startswith("q_") else ["a quality metric's name starts with q_"])
+
+
+METRICS = Registry("metric", check=_check_metric)
 
 
 def has_panel(columns, panel: str) -> bool:
