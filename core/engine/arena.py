@@ -25,6 +25,7 @@ from core.data.datasets import load_dataset
 from core.engine.config import TrainConfig
 from core.engine.run import BatchStream, Run
 from core.engine.trainer import RunControls, Status, new_run_id, resolve_device
+from core.io.checkpoint import config_of
 
 HASH_LEN = 10
 WARMUP_NAME = "bce warm-up"
@@ -249,7 +250,6 @@ class Arena(RunControls):
     @classmethod
     def from_state(cls, state: dict, **changes) -> "Arena":
         """An arena that continues an arena checkpoint (load_checkpoint() dict)."""
-        from core.io.checkpoint import config_of
         cfg = config_of(state)
         if changes:
             cfg = cfg.replace(**changes)

@@ -20,6 +20,7 @@ from core.engine.models import MLP, build_models, flatten_parameters
 from core.engine.rules import RULES
 from core.engine.samples import Snapshot, SnapshotStore, d_heatmap, grid_png
 from core.engine.step import Nets, StepContext, draw_batch, train_step
+from core.io.checkpoint import optimizer_state_for
 from core.quality.evaluate import QualityHook
 
 FIXED_IMAGES = 64     # fixed-noise grid: 8 x 8
@@ -224,7 +225,6 @@ class Run:
     def load(self, state: dict) -> None:
         """Weights, optimisers (with this run's lr and betas: the config decides),
         EMA, step, log, samples and noise stream of a validated run state."""
-        from core.io.checkpoint import optimizer_state_for  # checkpoint imports config, data
         with self.lock:
             nets = self.nets
             nets.G.load_state_dict(state["generator"])

@@ -21,6 +21,7 @@ import torch
 from core.base.registry import Registry
 from core.base.validate import ConfigError
 from core.data.datasets import DataSet
+from core.quality.classifier import classify, load_or_train_classifier, one_thread
 
 ORACLES = Registry("oracle")
 ORACLE_SEED, ORACLE_SPLIT = 1, 1       # the digit oracle's classifier (not the judge's)
@@ -93,7 +94,6 @@ def angle_near(theta_deg: float):
 
 def digit(k: int):
     def build(data: DataSet):
-        from core.quality.classifier import classify, load_or_train_classifier, one_thread
         clf = load_or_train_classifier(data, seed=ORACLE_SEED, split_seed=ORACLE_SPLIT)
         if not 0 <= k < clf.model.fc2.out_features:
             raise ConfigError(f"oracle digit:{k}: {data.name} has classes 0 to "

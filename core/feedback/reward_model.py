@@ -25,8 +25,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from core.base.files import write_atomic
 from core.base.validate import ConfigError
 from core.data.datasets import DataSet, load_by_name
+from core.quality.classifier import load_or_train_classifier
 
 SCHEMA_VERSION = 1
 FEATURES = {"image": ("multi", "classifier+pixels", "classifier", "pixels"), "2d": ("raw",)}
@@ -44,7 +46,6 @@ def feature_fn(kind: str, data):
         return lambda x: x.float()
     data = data() if callable(data) else data
     if kind == "classifier":
-        from core.quality.classifier import load_or_train_classifier
         model = load_or_train_classifier(data).model
         model.requires_grad_(False)
         return model.features
@@ -52,7 +53,6 @@ def feature_fn(kind: str, data):
         clf = feature_fn("classifier", data)
         return lambda x: torch.cat([clf(x), x.float()], 1)
     if kind == "multi":
-        from core.quality.classifier import load_or_train_classifier
         model = load_or_train_classifier(data).model
         model.requires_grad_(False)
 
@@ -143,7 +143,6 @@ class RewardModel:
                 "metrics": dict(self.metrics), "history": list(self.history)}
 
     def save(self, path: str | Path) -> Path:
-        from core.base.files import write_atomic
         buf = io.BytesIO()
         torch.save(self.state(), buf)
         return write_atomic(buf.getvalue(), path)

@@ -17,7 +17,7 @@ from typing import Sequence
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from core.engine.samples import Snapshot
+from core.engine.samples import Snapshot, SnapshotStore
 
 MIN_WIDTH = 512         # frames are upscaled to at least this many pixels wide
 TOY_SIZE = 512          # side of a 2-D frame's plot square
@@ -146,7 +146,6 @@ def latest_checkpoint(run_dir: str | Path) -> Path:
 
 def snapshots_of(state: dict) -> list[Snapshot]:
     """The snapshots a loaded run checkpoint holds, oldest first."""
-    from core.engine.samples import SnapshotStore
 
     items = state.get("snapshots") or []
     return SnapshotStore.from_state(items, max(2, len(items))).all()

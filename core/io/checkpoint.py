@@ -48,6 +48,7 @@ import numpy as np
 import torch
 
 from core.base.files import write_atomic
+from core.data.datasets import sample_shape
 from core.engine.config import ConfigError, OptimConfig, TrainConfig
 from core.io import format as ckpt_format
 
@@ -320,7 +321,6 @@ def _validate_run(state, name: str) -> TrainConfig:
     cfg = _config(name, state)
     # The data set's shape decides the first / last layer sizes; it comes from the
     # registry, so validating never reads (or creates) the data root a file names.
-    from core.data.datasets import sample_shape
     shape = sample_shape(cfg.data, cfg.image_size)
     dim, is_image = math.prod(shape), len(shape) == 3
     step = _check_int(name, "step", state["step"], 0, MAX_STEP)

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from core.engine.trainer import torch_threads
 from core.jobs.arena_task import Task, TaskResult, execute
 
 BACKENDS = ("serial", "local", "ray")
@@ -69,7 +70,6 @@ class FailFor:
 def _pool_init() -> None:
     import torch
 
-    from core.engine.trainer import torch_threads
     torch.set_num_threads(torch_threads())
 
 

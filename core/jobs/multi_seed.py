@@ -15,9 +15,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from core.base.files import write_atomic
+from core.data.datasets import load_dataset
+from core.engine.arena import ArmSpec
 from core.engine.config import TrainConfig
 from core.jobs.arena_task import FINAL_WINDOW, SUMMARY_METRICS, Task
 from core.jobs.backends import run_tasks
+from core.quality.evaluate import evaluator_for
 
 DEFAULT_IMAGE_WARMUP = 3000   # images compare as "bce continued" vs "fine-tune" by default
 
@@ -64,9 +68,6 @@ def check_and_prepare(cfgs: list[TrainConfig], arms: list, warmup_steps: int = 0
     """In the driver, before any task starts: every arm's config is valid (a bad one is
     the user's error, not a task failure), the data loads, and where the tasks share
     this file system, the image classifier is trained once (workers read its cache)."""
-    from core.data.datasets import load_dataset
-    from core.engine.arena import ArmSpec
-    from core.quality.evaluate import evaluator_for
 
     specs = [a if isinstance(a, ArmSpec) else ArmSpec.parse(a) for a in arms]
     for cfg in cfgs:
@@ -85,7 +86,6 @@ def check_and_prepare(cfgs: list[TrainConfig], arms: list, warmup_steps: int = 0
 
 def write_result(folder: Path, result) -> None:
     """A task's run folder: <arm>/metrics.csv, samples.png, hashes.json, arena.safetensors."""
-    from core.base.files import write_atomic
 
     folder = Path(folder)
     for name, csv in result.logs.items():

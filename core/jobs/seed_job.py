@@ -17,6 +17,7 @@ import pandas as pd
 from core.engine.config import TrainConfig
 from core.jobs.arena_task import SUMMARY_METRICS, Task, TaskResult
 from core.jobs.backends import RunnerError, TaskFailure, describe, run_tasks
+from core.jobs.multi_seed import check_and_prepare
 
 LOG_LINES = 200      # the runner's progress lines kept for the page
 
@@ -133,7 +134,6 @@ class SeedJob:
             self.failures.append(failure)
 
     def _run(self) -> None:
-        from core.jobs.multi_seed import check_and_prepare
         try:
             cfgs = [self.cfg.replace(seed=seed) for seed in self.seeds]
             check_and_prepare(cfgs, self.arms, self.warmup_steps, self.backend, self.address)
