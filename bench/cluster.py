@@ -1,4 +1,4 @@
-"""Where compare's tasks run (core/runner.py): serial vs the local pool vs Ray, and a
+"""Where compare's tasks run (core/jobs/backends.py): serial vs the local pool vs Ray, and a
 worker node lost mid-sweep on a 2-node Ray cluster.
 
     python bench/cluster.py                  # both parts
@@ -46,7 +46,7 @@ def load() -> str:
 
 
 def ray_env() -> dict:
-    """The runtime_env core/runner.py's _Ray uses, so a Ray started here runs the same."""
+    """The runtime_env core/jobs/backends.py's _Ray uses, so a Ray started here runs the same."""
     return {"py_modules": [str(ROOT / "core")], "excludes": ["__pycache__", "*.pyc"]}
 
 

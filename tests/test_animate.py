@@ -1,4 +1,4 @@
-"""Progression export (core/animate.py): one GIF frame per snapshot, for image and 2-D
+"""Progression export (core/io/animate.py): one GIF frame per snapshot, for image and 2-D
 runs, through the library and the `animate` CLI."""
 from __future__ import annotations
 

@@ -167,6 +167,13 @@ def test_a_rule_without_a_loss_or_with_bad_options_is_refused_at_registration():
         rules.register("x", NoBounds())
 
 
+@pytest.mark.parametrize("option", ["rlhf.kl_weight", "rlhf.realism"])
+def test_an_auto_option_takes_its_auto_value_but_nothing_between_it_and_its_range(option):
+    assert tiny_config(**{option: -1.0})
+    with pytest.raises(ValueError, match=r"out of range; allowed: \[0, .*\] \(or -1 = auto\)"):
+        tiny_config(**{option: -0.5})
+
+
 def test_a_rule_that_returns_no_g_loss_is_named_on_its_first_step():
     with pytest.raises(ContractError, match="rule 'unregistered' returned no g_loss"):
         check_outputs("unregistered", False, {"reward_mean": 0.0})

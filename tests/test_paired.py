@@ -1,4 +1,4 @@
-"""The paired verdict over seeds (core/paired.py), against hand-computed cases."""
+"""The paired verdict over seeds (core/quality/paired.py), against hand-computed cases."""
 from __future__ import annotations
 
 import math

@@ -1,4 +1,4 @@
-"""core/runner.py backends, compare over them, and sweeps (core/sweep.py).
+"""core/jobs/backends.py backends, compare over them, and sweeps (core/jobs/sweep.py).
 
 Tiny runs on ring8 (40 steps, quality metrics at steps 20 and 40). A seed must give
 bit-identical metrics on every backend; a task that fails is retried once and then

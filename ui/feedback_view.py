@@ -3,7 +3,7 @@ and training a reward model in the background.
 
 A comparison (two samples, or four for "best of 4") is drawn once and kept in the
 session until it is judged, so a rerun never swaps what the person is looking at.
-Every click is committed to the preference store at once (core/preferences.py).
+Every click is committed to the preference store at once (core/feedback/preferences.py).
 """
 from __future__ import annotations
 

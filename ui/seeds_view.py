@@ -1,6 +1,6 @@
 """The Compare page's many-seed mode: one arena per seed, run as independent tasks
-(core/runner.py: a local process pool or a Ray cluster) from a background thread
-(core/seed_job.py), drawn as the seeds finish.
+(core/jobs/backends.py: a local process pool or a Ray cluster) from a background thread
+(core/jobs/seed_job.py), drawn as the seeds finish.
 
 Jobs live in their own process-wide registry, like arenas, with the job id in the
 URL under "seeds", so a reload or a second tab re-attaches. A job takes one slot of

@@ -579,7 +579,7 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
 
 
 def add_backend_options(p: argparse.ArgumentParser) -> None:
-    """Where compare's and sweep's tasks run (core/runner.py)."""
+    """Where compare's and sweep's tasks run (core/jobs/backends.py)."""
     p.add_argument("--backend", choices=["serial", "local", "ray"], default="local",
                    help="serial: in this process; local: a process pool on this machine "
                         "(default); ray: a Ray cluster")

@@ -289,11 +289,10 @@ def _check_data(name: str, loader, meta: dict) -> list[str]:
     problems = [] if callable(loader) else ["its loader must be loader(root, image_size)"]
     if not callable(meta["shape"]):
         return problems + ["shape= must be a function shape(image_size) -> tuple"]
-    flat = len(meta["shape"](28)) == 1
-    if flat != meta["is_2d"]:
-        problems.append(f"is_2d={meta['is_2d']} but shape(28) is {meta['shape'](28)}")
-    if flat and meta["shape"](28) != (2,):
-        problems.append("a flat sample must be a 2-D point, shape (2,)")
+    shape = tuple(meta["shape"](28))
+    if (shape == (2,)) != meta["is_2d"]:
+        problems.append(f"is_2d={meta['is_2d']} but shape(28) is {shape}; 2-D points have "
+                        "shape (2,), images (channels, height, width)")
     if not isinstance(meta.get("preset", {}), dict):
         problems.append("preset= must be a dict of config settings")
     return problems

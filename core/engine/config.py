@@ -2,7 +2,7 @@
 
 Every validation error names the field, the bad value and what is allowed, so the
 CLI and the dashboard can show it as is. Each update rule's options live in the
-rule's own dataclass (core/rules/); in a config they are addressed as
+rule's own dataclass (core/engine/rules/); in a config they are addressed as
 "<rule>.<option>" (e.g. "reinforce.sigma_start"), in replace(), in the JSON form and
 in arena arm specs alike.
 """

@@ -32,7 +32,7 @@ def has_panel(columns, panel: str) -> bool:
 _m = METRICS.register
 
 # Logged every step by the engine (the discriminator update and every rule).
-# summary: in the mean +- s.e. table of a comparison over seeds (core/multi_seed.py).
+# summary: in the mean +- s.e. table of a comparison over seeds (core/jobs/multi_seed.py).
 # drawn_with: a second line on that metric's chart (the FD and its floor); curve=False:
 # a number shown beside the charts, not a curve (the classifier's own accuracy).
 _m("d_loss", label="D loss", chart="Losses", summary=True,

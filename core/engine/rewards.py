@@ -9,6 +9,7 @@ reward's default. A new reward is one function and one `REWARDS.register` line
 """
 from __future__ import annotations
 
+import functools
 import inspect
 
 import torch
@@ -31,8 +32,9 @@ def _check_reward(name: str, fn, meta: dict) -> list[str]:
 REWARDS = Registry("reward", required={"label": str, "help": str}, check=_check_reward)
 
 
+@functools.cache
 def params_of(name: str) -> dict:
-    """A reward's own parameters and their defaults."""
+    """A reward's own parameters and their defaults (read once: score() runs every step)."""
     params = list(inspect.signature(REWARDS[name]).parameters.values())[2:]
     return {p.name: p.default for p in params}
 

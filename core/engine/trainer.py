@@ -106,7 +106,7 @@ class RunControls:
 
     def set_notes(self, name: str = "", text: str = "") -> None:
         """A display name and a note, saved with the checkpoints (cut to the lengths
-        core/checkpoint.py accepts back)."""
+        core/io/checkpoint.py accepts back)."""
         self.notes = {"name": " ".join(str(name).split())[:MAX_NOTE_NAME],
                       "text": str(text)[:MAX_NOTE_TEXT]}
 

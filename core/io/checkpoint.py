@@ -1,7 +1,7 @@
 """Versioned checkpoints: atomic save, pickle-free load, validation with clear errors.
 
 A checkpoint is a dict of tensors, state dicts and plain Python values only. Files are
-safetensors (schema 2, core/ckpt_format.py: tensors as raw named arrays, the rest as JSON
+safetensors (schema 2, core/io/format.py: tensors as raw named arrays, the rest as JSON
 metadata, a SHA-256 checksum), so a file can carry neither code nor a crafted tensor
 layout. Files of the old format (`torch.save`, `.pt`, schema 1) still load, through
 `torch.load(weights_only=True)` (a pickled callable is refused) and the same validation;

@@ -18,7 +18,7 @@ Decoding trusts nothing: the header length, the header and document sizes and de
 the dtypes, the offsets (which must tile the data exactly, so nothing is allocated
 beyond what the file holds) and the mapping between the document and the tensors are
 checked before any tensor is built. Errors are FormatError with one line of text;
-core/checkpoint.py names the file and validates the decoded state.
+core/io/checkpoint.py names the file and validates the decoded state.
 """
 from __future__ import annotations
 

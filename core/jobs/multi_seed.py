@@ -110,7 +110,7 @@ def missing_line(failures: list, what: str = "seed") -> str:
 def run_compare(cfg: TrainConfig, arms: list, seeds: list[int], out: Path,
                 warmup_steps: int = 0, backend: str = "local", workers: int | None = None,
                 address: str | None = None, hook=None) -> pd.DataFrame:
-    """One arena per seed, run as independent tasks (core/runner.py: serial, a local
+    """One arena per seed, run as independent tasks (core/jobs/backends.py: serial, a local
     process pool, or Ray); per-arm CSVs, pictures and checkpoints; returns the summary
     (wide table; .attrs["failures"] lists the seeds that failed twice)."""
 

@@ -1,5 +1,5 @@
 """A comparison over many seeds, run from a background thread (the Compare page's
-many-seed mode): one task per seed through core/runner.py, results kept in memory
+many-seed mode): one task per seed through core/jobs/backends.py, results kept in memory
 as they arrive so a page can draw them while the others still run.
 
 The job looks like a run to ui/runs.RunRegistry (run_id, status.state / .live,
@@ -91,7 +91,7 @@ class SeedJob:
             return dict(sorted(self.results.items())), list(self.failures)
 
     def finals(self) -> dict[int, dict[str, dict]]:
-        """seed -> arm -> final values, for core/paired.py."""
+        """seed -> arm -> final values, for core/quality/paired.py."""
         return {seed: r.finals for seed, r in self.snapshot()[0].items()}
 
     # -- control ----------------------------------------------------------------------

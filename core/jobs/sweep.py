@@ -1,7 +1,7 @@
 """Sweeps: the arms of one arena over a grid of settings and several seeds.
 
 `python -m core sweep --grid lr=1e-4,3e-4,1e-3 --seeds 5 ...` runs one task per
-(grid point, seed) on a runner backend (core/runner.py) and writes
+(grid point, seed) on a runner backend (core/jobs/backends.py) and writes
 
     sweep.csv            one row per grid point x arm x metric: mean, se, n (across seeds)
     sweep.md             every (grid point, arm), the best first by the ranking metric

@@ -1,7 +1,7 @@
 """reinforce: policy gradient with D as the reward.
 
 G's output is the mean of a Gaussian policy x ~ N(G(z), sigma^2 I). K samples per z
-are scored by a reward (core/rewards.py); the advantage is the reward minus the mean
+are scored by a reward (core/engine/rewards.py); the advantage is the reward minus the mean
 of the other K-1 samples of the same z (leave-one-out), divided by its batch std and
 clipped. The loss is -mean(advantage * log N(x; G(z), sigma^2 I)), the log-density
 averaged over dimensions. With reward log D(x), its expected gradient points the way

@@ -51,7 +51,7 @@ class RlhfOptions(Options):
     kl_weight: float = option(AUTO, "KL weight (beta, -1 = auto)", "Weight of KL(policy || the "
                        f"generator the fine-tune started from), in nats: auto = "
                        f"{auto_text(AUTO_KL)}; 0 = no anchor (over-optimises)",
-                       low=AUTO, high=1e4, auto=AUTO_KL, auto_when=AUTO)
+                       low=0.0, high=1e4, auto=AUTO_KL, auto_when=AUTO)
     score_clip: float = option(3.0, "Score clip", "The reward model's standardised score is "
                                "softly clipped to +-this (c tanh(score / c)): far past it "
                                "there is little to gain (limits reward hacking); 0 = no clip",
@@ -64,7 +64,7 @@ class RlhfOptions(Options):
     realism: float = option(AUTO, "Realism weight (lambda, -1 = auto)", "Reward plus "
                             "lambda x log D(x), D trained on G's mean output: keeps samples "
                             f"where D finds the data (auto = {auto_text(AUTO_REALISM)}; "
-                            "0 = off)", low=AUTO, high=100.0, auto=AUTO_REALISM,
+                            "0 = off)", low=0.0, high=100.0, auto=AUTO_REALISM,
                             auto_when=AUTO)
     estimator: str = option("pathwise", "Estimator", "pathwise: backprop through the "
                             "reward model; reinforce: leave-one-out policy gradient",
