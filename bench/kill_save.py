@@ -30,7 +30,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT)]
 
-from core.io.checkpoint import CheckpointError, load_checkpoint  # noqa: E402
+from core.io.checkpoint import load_checkpoint  # noqa: E402
+from core.io.schema import CheckpointError  # noqa: E402
 
 FINAL = "step_*.safetensors"
 TEMPS = ".step_*.tmp"

@@ -16,11 +16,15 @@ data/ import nothing else of core.
     engine/    metric_info.py (METRICS), rewards.py (REWARDS), rules/ (RULES: bce,
                reinforce, rlhf), config.py (TrainConfig, presets), models.py, step.py,
                samples.py, metric_log.py, run.py, trainer.py, arena.py
-    io/        format.py (safetensors + checksum), checkpoint.py (save, load, validate),
+    io/        format.py (safetensors + checksum), checkpoint.py (save, load),
+               schema.py (validate a loaded checkpoint),
                animate.py (snapshots -> GIF)
     jobs/      arena_task.py (one seed of one config, as bytes), backends.py (serial,
                local pool, Ray), multi_seed.py, sweep.py, seed_job.py (for the UI)
-    cli/       main.py (`python -m core`), checks.py (argument checks), report.py
+    cli/       main.py (`python -m core`: the parser, one-line errors), args.py (what
+               the commands share), train.py, checkpoints.py (sample, eval, extract,
+               animate, info), compare.py (compare, sweep), feedback.py (feedback,
+               reward), checks.py (argument checks), report.py
 
 The life of one training step (Trainer.step -> Run.step -> step.train_step):
     1. BatchStream draws d_steps real batches and their z (one seeded stream per run).

@@ -22,7 +22,6 @@ from helpers import put
 from core.engine.config import OptimConfig, preset
 from core.io.checkpoint import (
     CONVERTED_NOTE,
-    CheckpointError,
     checkpoint_summary,
     load_checkpoint,
     load_with_format,
@@ -30,6 +29,7 @@ from core.io.checkpoint import (
     to_bytes,
     to_pt_bytes,
 )
+from core.io.schema import CheckpointError
 
 NAME = "the uploaded file"     # how load_checkpoint(bytes) names its source
 TINY = dict(g_hidden=[8, 8], d_hidden=[8], batch_size=32, sample_every=2, eval_every=0,

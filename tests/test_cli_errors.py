@@ -15,8 +15,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import core.cli.main as cli_module
-from core.cli.main import UsageError, main
+import core.cli.checkpoints as checkpoints_cli
+from core.cli.checks import UsageError
+from core.cli.main import main
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -91,7 +92,7 @@ def test_sample_and_extract_out_a_directory_or_under_a_file(command, tmp_path, c
 def test_an_os_error_while_writing_names_the_path(monkeypatch, capsys):
     def fails(args):
         raise PermissionError(13, "Permission denied", "/somewhere/run/metrics.csv")
-    monkeypatch.setattr(cli_module, "cmd_info", fails)
+    monkeypatch.setattr(checkpoints_cli, "cmd_info", fails)
     rc, _, err = run_cli(capsys, "info", "x.pt")
     assert_one_error(rc, err, "/somewhere/run/metrics.csv", "Permission denied")
 
@@ -304,7 +305,7 @@ def test_debug_re_raises(tmp_path, capsys):
 def test_an_internal_error_is_one_line_and_exit_1(monkeypatch, capsys):
     def buggy(args):
         raise ZeroDivisionError("division by zero\nsecond line")
-    monkeypatch.setattr(cli_module, "cmd_info", buggy)
+    monkeypatch.setattr(checkpoints_cli, "cmd_info", buggy)
     rc, _, err = run_cli(capsys, "info", "x.pt")
     line = assert_one_error(rc, err, code=1)
     assert line == ("error: internal error: ZeroDivisionError: division by zero second line "
@@ -316,7 +317,7 @@ def test_an_internal_error_is_one_line_and_exit_1(monkeypatch, capsys):
 def test_keyboard_interrupt_anywhere_exits_130(monkeypatch, capsys):
     def interrupted(args):
         raise KeyboardInterrupt
-    monkeypatch.setattr(cli_module, "cmd_info", interrupted)
+    monkeypatch.setattr(checkpoints_cli, "cmd_info", interrupted)
     rc, _, err = run_cli(capsys, "info", "x.pt")
     assert rc == 130 and "Traceback" not in err
     assert err.strip() == "interrupted"

@@ -16,7 +16,6 @@ from core.engine.metric_log import MetricLog, decimate
 from core.engine.samples import Snapshot, SnapshotStore
 from core.engine.trainer import Trainer
 from core.io.checkpoint import (
-    CheckpointError,
     _plain,
     load_checkpoint,
     load_with_format,
@@ -24,6 +23,7 @@ from core.io.checkpoint import (
     to_bytes,
     to_pt_bytes,
 )
+from core.io.schema import CheckpointError
 
 BAD_FIELDS = [
     ("data", "cifar", "data = 'cifar' is not one of"),

@@ -150,7 +150,8 @@ def test_same_seed_gives_identical_metrics(rule, tmp_path):
 
 @pytest.mark.parametrize("rule", list(RULES))
 def test_save_load_continue_equals_uninterrupted(rule, tmp_path):
-    from core.io.checkpoint import config_of, load_checkpoint
+    from core.io.checkpoint import load_checkpoint
+    from core.io.schema import config_of
 
     cfg = TrainConfig(data="ring8", seed=3, sample_every=5)
     cfg = cfg.replace(rule=rule, **{"reinforce.cosine_every": 4},

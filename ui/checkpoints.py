@@ -23,14 +23,13 @@ from core.engine.trainer import Trainer, new_run_id
 from core.io.checkpoint import (
     CHECKPOINT_SUFFIXES,
     SUFFIX,
-    CheckpointError,
     checkpoint_summary,
-    config_of,
     load_with_format,
     old_format_note,
     to_bytes,
 )
 from core.io.format import looks_like_pickle, read_meta
+from core.io.schema import CheckpointError, config_of
 from ui import charts, runs, widgets
 from ui.text import code, plain
 

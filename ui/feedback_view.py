@@ -216,7 +216,7 @@ def fine_tune(source: Source, model_path: Path) -> None:
     reward) and rlhf (these preferences), then open it on the Compare page."""
     from core.engine.arena import Arena
     from core.engine.trainer import new_run_id
-    from core.io.checkpoint import config_of
+    from core.io.schema import config_of
 
     state = source.state()
     cfg = config_of(state)

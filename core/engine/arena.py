@@ -25,7 +25,7 @@ from core.data.datasets import load_dataset
 from core.engine.config import TrainConfig
 from core.engine.run import BatchStream, Run
 from core.engine.trainer import RunControls, Status, new_run_id, resolve_device
-from core.io.checkpoint import config_of
+from core.io.schema import config_of
 
 HASH_LEN = 10
 WARMUP_NAME = "bce warm-up"

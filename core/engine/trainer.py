@@ -25,14 +25,8 @@ from core.data.datasets import load_dataset
 from core.engine.config import ConfigError, TrainConfig
 from core.engine.rules import RULES
 from core.engine.run import RESEEDED, BatchStream, Run
-from core.io.checkpoint import (
-    MAX_NOTE_NAME,
-    MAX_NOTE_TEXT,
-    SUFFIX,
-    config_of,
-    remove_stale_temp,
-    save_checkpoint,
-)
+from core.io.checkpoint import SUFFIX, remove_stale_temp, save_checkpoint
+from core.io.schema import MAX_NOTE_NAME, MAX_NOTE_TEXT, config_of
 
 STATES = ("idle", "running", "paused", "stopped", "finished", "diverged", "failed")
 LIVE_STATES = ("running", "paused", "diverged")

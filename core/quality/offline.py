@@ -5,7 +5,7 @@ from torch import nn
 
 from core.data.datasets import DataSet, load_dataset
 from core.engine.models import build_models
-from core.io.checkpoint import CheckpointError, config_of
+from core.io.schema import CheckpointError, config_of
 from core.quality.evaluate import EVAL_SAMPLES, evaluator_for
 
 

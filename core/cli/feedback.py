@@ -1,0 +1,102 @@
+"""`python -m core feedback simulate` (an oracle judges a generator's samples into the
+preference store) and `reward train` (a reward model fitted on that store)."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from core.cli.args import _Parser, load_checkpoint
+from core.cli.checks import UsageError, as_float, as_int, as_seed, check_out_file
+from core.data.datasets import DATASETS
+
+
+def cmd_feedback_simulate(args: argparse.Namespace) -> int:
+    from core.feedback.loop import simulate
+    from core.feedback.oracles import make_oracle
+    from core.feedback.preferences import PreferenceStore, default_path
+    from core.quality.offline import generator_from_state
+
+    if not 1 <= args.pairs <= 100_000:
+        raise UsageError(f"--pairs {args.pairs}: use between 1 and 100000")
+    if not 0 <= args.noise <= 100:
+        raise UsageError(f"--noise {args.noise}: use 0 (always the better sample) to 100")
+    state = load_checkpoint(args.source)
+    if state.get("kind") == "arena":
+        raise UsageError(f"{args.source} is an arena checkpoint; extract an arm first")
+    G, data = generator_from_state(state, ema=args.ema)
+    oracle = make_oracle(args.oracle, data)
+    store = PreferenceStore(args.db or default_path())
+    try:
+        n = simulate(store, G, data, oracle, n=args.pairs, noise=args.noise, seed=args.seed,
+                     step=int(state["step"]), k=args.best_of)
+        print(f"stored {n} judgements by oracle:{args.oracle} of {data.name} samples in "
+              f"{store.path} ({store.count()} in all)")
+    finally:
+        store.close()
+    return 0
+
+
+def cmd_reward_train(args: argparse.Namespace) -> int:
+    from core.data.datasets import load_by_name
+    from core.feedback.loop import train_from_store
+    from core.feedback.preferences import PreferenceStore, default_path
+
+    out = check_out_file("--out", args.out)
+    db = Path(args.db or default_path())
+    if not db.exists():   # opening would create an empty database only to refuse it
+        raise UsageError(f"{db}: no preference database there yet: judge on the Feedback "
+                         "page or run python -m core feedback simulate")
+    store = PreferenceStore(db)
+    try:
+        names = sorted({j.data for j in store.judgements(judge=args.judge)})
+        if args.data is None and len(names) != 1:
+            raise UsageError(f"{store.path} holds judgements of {', '.join(names) or 'nothing'}"
+                             "; choose one with --data" if names else
+                             f"{store.path} holds no judgements yet: judge on the Feedback "
+                             "page or run python -m core feedback simulate")
+        data = load_by_name(args.data or names[0])
+        model = train_from_store(store, data, judge=args.judge, features=args.features,
+                                 seed=args.seed)
+    finally:
+        store.close()
+    path = model.save(out)
+    m = model.metrics
+    print(f"wrote {path}: {m['pairs']} pairs ({m['held_out_pairs']} held out), features "
+          f"{m['features']}, held-out accuracy {m['held_out_acc']:.3f}, "
+          f"held-out BT loss {m['held_out_loss']:.3f}")
+    return 0
+
+
+def add_feedback(sub: argparse._SubParsersAction) -> None:
+    """Register `feedback` and its subcommands."""
+    feedback = sub.add_parser("feedback", help="preference judgements (see the Feedback page)")
+    fsub = feedback.add_subparsers(dest="feedback_command", required=True, parser_class=_Parser)
+    sim = fsub.add_parser("simulate", help="let a synthetic oracle judge a generator's samples")
+    sim.add_argument("--from", dest="source", required=True, help="a run checkpoint")
+    sim.add_argument("--oracle", required=True,
+                     help="thick, centred, digit:K (images); upper, angle:DEG (2-D)")
+    sim.add_argument("--pairs", type=as_int, default=400, help="comparisons to judge (400)")
+    sim.add_argument("--noise", type=as_float, default=0.0,
+                     help="Bradley-Terry temperature in units of the oracle's spread on real "
+                          "data: 0 = always the better sample")
+    sim.add_argument("--best-of", type=as_int, choices=[2, 4], default=2,
+                     help="2: pairs; 4: pick the best of 4 (3 pairs per judgement)")
+    sim.add_argument("--db", help="preference database (default checkpoints/preferences.sqlite)")
+    sim.add_argument("--seed", type=as_seed, default=0)
+    sim.add_argument("--ema", action="store_true", help="judge G's EMA weights")
+    sim.set_defaults(func=cmd_feedback_simulate)
+
+
+def add_reward(sub: argparse._SubParsersAction) -> None:
+    """Register `reward` and its subcommands."""
+    reward = sub.add_parser("reward", help="reward models learnt from preferences")
+    rsub = reward.add_subparsers(dest="reward_command", required=True, parser_class=_Parser)
+    rtrain = rsub.add_parser("train", help="fit a Bradley-Terry ensemble on a preference store")
+    rtrain.add_argument("--db", help="preference database (default checkpoints/preferences.sqlite)")
+    rtrain.add_argument("--out", required=True, help="reward model file to write (.pt)")
+    rtrain.add_argument("--data", choices=list(DATASETS), help="data set of the judgements")
+    rtrain.add_argument("--judge", help="only this judge's judgements (e.g. oracle:thick)")
+    rtrain.add_argument("--features", help="frozen features: multi (images, default), "
+                        "classifier, pixels; raw (2-D)")
+    rtrain.add_argument("--seed", type=as_seed, default=0)
+    rtrain.set_defaults(func=cmd_reward_train)
