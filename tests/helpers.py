@@ -52,20 +52,24 @@ def write_image_folder(path: Path, n: int = 6, bad: int = 1) -> Path:
 
 
 def rule_changes(rule: str, data, folder: Path) -> dict:
-    """Config changes a rule needs to run at all: rlhf needs a reward model file, so
-    one is fit (tiny, on random labels) for the data set."""
-    if rule != "rlhf":
-        return {}
+    """Config changes a rule needs to run at all: a rule with a reward_model option
+    (rlhf, latent) needs a file, so one is fit (tiny, on random labels) for the data."""
+    import dataclasses
+
     import torch
 
+    from core.engine.rules import RULES
     from core.feedback.reward_model import train_reward_model
+
+    if "reward_model" not in {f.name for f in dataclasses.fields(RULES[rule].Options)}:
+        return {}
 
     gen = torch.Generator().manual_seed(0)
     idx = torch.randint(len(data.x), (40,), generator=gen)
     p = (torch.rand(20, generator=gen) > 0.5).float()
     model = train_reward_model(data.x[idx[:20]], data.x[idx[20:]], p, data, members=2,
                                features="pixels" if data.is_image else "raw", max_epochs=5)
-    return {"rlhf.reward_model": str(model.save(folder / f"rm-{data.name}.pt"))}
+    return {f"{rule}.reward_model": str(model.save(folder / f"rm-{data.name}.pt"))}
 
 
 # The one tiny config the contract tests share: small networks, small batches, no

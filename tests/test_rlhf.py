@@ -1,12 +1,15 @@
 """The rlhf rule: exact KL, the anchor, the reward rising, checkpoints, the CLI."""
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
 from core.cli.main import main
 from core.data.datasets import load_by_name
 from core.engine.config import ConfigError, TrainConfig, preset
+from core.engine.rules.latent import latent_kl, recover_map
 from core.engine.rules.rlhf import exact_kl, sigma_of
 from core.engine.trainer import Trainer
 from core.feedback.oracles import make_oracle
@@ -343,3 +346,64 @@ def test_the_compare_page_draws_one_over_optimisation_line_per_rlhf_arm(ring, mo
         assert names == ["rlhf · reward model score (proxy) ↑", "rlhf · gold oracle score ↑"]
     finally:
         registry().clear()
+
+
+# -- the latent-space rule (core/engine/rules/latent.py) ----------------------------------
+def steer(ring, **options) -> Trainer:
+    return Trainer.from_checkpoint(ring["state"], rule="latent", **{
+        "latent.reward_model": ring["rm"], **{f"latent.{k}": v for k, v in options.items()}})
+
+
+def test_the_latent_kl_is_exact():
+    gen = torch.Generator().manual_seed(0)
+    A, b = torch.eye(3) + 0.3 * torch.randn(3, 3, generator=gen), torch.randn(3, generator=gen)
+    p = torch.distributions.MultivariateNormal(b, scale_tril=torch.linalg.cholesky(A @ A.T))
+    q = torch.distributions.MultivariateNormal(torch.zeros(3), torch.eye(3))
+    assert float(latent_kl(A, b)) == pytest.approx(float(torch.distributions.kl_divergence(p, q)),
+                                                   rel=1e-5)
+    assert float(latent_kl(torch.eye(3), torch.zeros(3))) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_the_latent_rule_moves_only_the_map_and_raises_the_reward(ring):
+    trainer = steer(ring, lr=0.01)
+    before = [p.detach().clone() for p in trainer.nets.G.parameters()]
+    scores = [trainer.step()["rm_score"] for _ in range(150)]
+    after = list(trainer.nets.G.parameters())
+    assert not torch.equal(before[0], after[0])                  # the first layer moved
+    assert all(torch.equal(p, q) for p, q in zip(before[2:], after[2:]))   # the rest is G
+    assert sum(scores[-20:]) / 20 > sum(scores[:3]) / 3 + 0.15, (scores[:5], scores[-5:])
+    # the map written into G is the one a frozen G_ref draws with
+    A, b = recover_map(trainer.nets.G, trainer.run.G_ref)
+    z = torch.randn(8, A.shape[0])
+    with torch.no_grad():
+        assert torch.allclose(trainer.nets.G(z), trainer.run.G_ref(z @ A.T + b), atol=1e-4)
+
+
+def test_a_latent_fine_tune_resumes_with_its_map(ring):
+    trainer = steer(ring, lr=0.01)
+    for _ in range(10):
+        trainer.step()
+    resumed = Trainer.from_checkpoint(load_checkpoint(to_bytes(trainer.state_dict())))
+    assert resumed.cfg.rule == "latent"
+    z = torch.randn(8, resumed.cfg.latent_dim)
+    with torch.no_grad():
+        assert torch.equal(resumed.nets.G(z), trainer.nets.G(z))
+    values = resumed.step()
+    assert values["kl"] > 0 and math.isfinite(values["rm_score"])
+
+
+@pytest.mark.parametrize("bad, message", [
+    ({"theta": torch.zeros(10_000)}, "more than a map of the 2-dimensional latent space"),
+    ({"theta": torch.full((20,), float("nan"))}, "rule_state/theta"),
+    ({"theta": torch.zeros(2, 10)}, "must have 1 dimension"),
+    ({f"k{i}": torch.zeros(1) for i in range(9)}, "at most 8 tensors"),
+])
+def test_a_crafted_rule_state_is_refused_by_name(ring, bad, message):
+    from core.io.schema import CheckpointError
+
+    trainer = steer(ring, lr=0.01)
+    trainer.step()
+    state = trainer.state_dict()
+    assert set(state["rule_state"]) == {"theta", "m", "v", "t"}
+    with pytest.raises(CheckpointError, match=message):
+        load_checkpoint(to_bytes({**state, "rule_state": bad}))

@@ -107,6 +107,7 @@ class Run:
         self.rule_start = 0               # step at which the current rule took over
         self.quality = QualityHook(data)  # q_* metrics every cfg.eval_every steps
         self.fast = True                  # use a rule's fast path where it has one
+        self.rule_state: dict = {}        # the rule's own state (reset when it starts)
         self.best: dict | None = None     # weights at the best score since the rule started
                                           # (dropped when a rule starts or a state loads)
         self._ema_dt = 0.0
@@ -127,7 +128,8 @@ class Run:
         """One iteration on the given batches: G and D update, EMA, log, snapshot.
         The caller holds self.lock."""
         ctx = StepContext(self.cfg, self.nets, self.step_count,
-                          self.step_count - self.rule_start, self.noise_gen, ref=self.G_ref)
+                          self.step_count - self.rule_start, self.noise_gen, ref=self.G_ref,
+                          state=self.rule_state)
         start = time.perf_counter()
         values = train_step(self.nets, batches, ctx, fast=self.fast)
         if self.cfg.g_ema:
@@ -158,6 +160,7 @@ class Run:
                 self.cfg = self.cfg.replace(rule=rule)
                 self.rule_start = self.step_count
                 self.G_ref = self._frozen_copy()
+                self.rule_state = {}
                 self.best = None
 
     # -- the best point of a fine-tune ---------------------------------------------------
@@ -220,6 +223,7 @@ class Run:
                 "snapshots": self.snapshots.state(),
                 **({"generator_ref": _cpu(self.G_ref.state_dict())} if self.uses_reference
                    else {}),
+                **({"rule_state": _cpu(self.rule_state)} if self.rule_state else {}),
             }
 
     def load(self, state: dict) -> None:
@@ -239,6 +243,8 @@ class Run:
             self.G_ref.load_state_dict(state["generator_ref"] if same_rule and
                                        "generator_ref" in state else state["generator"])
             self.best = None
+            self.rule_state = {k: v.clone() for k, v in state.get("rule_state", {}).items()
+                               } if same_rule else {}
             self.log = MetricLog.from_state(state["metrics"])
             self.snapshots = SnapshotStore.from_state(state.get("snapshots", []),
                                                       self.cfg.max_snapshots)

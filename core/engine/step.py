@@ -41,6 +41,7 @@ class StepContext:
     noise: torch.Generator       # policy noise only (the arena shares data and z streams)
     ref: Any = None              # G frozen when the rule started (KL-anchored rules)
     z: Any = None                # the z of the batch G is updated on
+    state: dict = field(default_factory=dict)   # the rule's own state in this run
     _logits: tuple = field(default=(None, None), repr=False)
     options: Any = field(init=False, repr=False)   # this rule's options, looked up once
 
@@ -137,11 +138,12 @@ def train_step(nets: Nets, batches: list[tuple], ctx: StepContext,
     """
     cfg = ctx.cfg
     rule = RULES[cfg.rule]
-    fast = uses_fast_path(cfg.rule, fast)
+    own = rule.own_update is not None
+    fast = not own and uses_fast_path(cfg.rule, fast)
     update_d = rule.trains_d(ctx.options)
     for i, (real, z) in enumerate(batches):
         ctx.z = z
-        if not fast and i == len(batches) - 1:
+        if not (fast or own) and i == len(batches) - 1:
             with torch.enable_grad():
                 mu_graph = nets.G(z)      # the autograd forward the G loss needs
             mu, g_acts = mu_graph.detach(), None
@@ -150,6 +152,12 @@ def train_step(nets: Nets, batches: list[tuple], ctx: StepContext,
         sample, extra = rule.emit(mu, ctx)
         d_out = discriminator_step(nets, real, mu if cfg.d_sees == "mean" else sample,
                                    update_d)
+    if own:
+        with torch.enable_grad():
+            g_out = rule.own_update(mu, extra, ctx)
+        check_outputs(cfg.rule, fast, g_out)
+        found = {**d_out, "g_skipped": torch.zeros(()), **g_out}
+        return _floats(found, nets.g_flat.device)
     if fast:
         g_out = rule.fast_grad(mu, g_acts, extra, ctx)
     else:
@@ -159,8 +167,11 @@ def train_step(nets: Nets, batches: list[tuple], ctx: StepContext,
     check_outputs(cfg.rule, fast, g_out)
     g_norm = clip_(nets.g_flat.grad, cfg.grad_clip)
     g_out = {**g_out, "g_grad_norm": g_norm, "g_skipped": guarded_step(nets.g_opt, g_norm)}
-    found = {**d_out, **g_out}
-    device = nets.g_flat.device
+    return _floats({**d_out, **g_out}, nets.g_flat.device)
+
+
+def _floats(found: dict, device) -> dict[str, float]:
+    """Metric tensors as floats, read back in one transfer."""
     values = torch.stack([torch.as_tensor(v).float().reshape(()).to(device)
                           for v in found.values()]).tolist()
     return dict(zip(found, values))

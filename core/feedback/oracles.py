@@ -22,6 +22,7 @@ from core.base.registry import Registry
 from core.base.validate import ConfigError
 from core.data.datasets import DataSet
 from core.quality.classifier import classify, load_or_train_classifier, one_thread
+from core.quality.judges import JUDGES, get_judge
 
 ORACLES = Registry("oracle")
 ORACLE_SEED, ORACLE_SPLIT = 1, 1       # the digit oracle's classifier (not the judge's)
@@ -92,14 +93,31 @@ def angle_near(theta_deg: float):
     return utility
 
 
-def digit(k: int):
+def digit(param: str):
+    """log P(class k) of a classifier: the oracle's own CNN ("7"), one judge of
+    core/quality/judges.py ("7@robust") or the judges' median ("7@panel"), so the
+    simulated person need not be the reward model's twin."""
+    k_text, _, judge = param.partition("@")
+    k = int(k_text)
+    panel = ("panel", *JUDGES)
+    if judge and judge not in panel:
+        raise ConfigError(f"oracle digit:{param}: {judge!r} is not a judge; use one of: "
+                          f"{', '.join(panel)}")
+
     def build(data: DataSet):
-        clf = load_or_train_classifier(data, seed=ORACLE_SEED, split_seed=ORACLE_SPLIT)
-        if not 0 <= k < clf.model.fc2.out_features:
-            raise ConfigError(f"oracle digit:{k}: {data.name} has classes 0 to "
-                              f"{clf.model.fc2.out_features - 1}")
+        if judge:
+            names = list(JUDGES) if judge == "panel" else [judge]
+            judges = [get_judge(name, data) for name in names]
+            classes = int(data.labels.max()) + 1
+        else:
+            clf = load_or_train_classifier(data, seed=ORACLE_SEED, split_seed=ORACLE_SPLIT)
+            classes = clf.model.fc2.out_features
+        if not 0 <= k < classes:
+            raise ConfigError(f"oracle digit:{k}: {data.name} has classes 0 to {classes - 1}")
 
         def utility(x: torch.Tensor, data: DataSet) -> torch.Tensor:
+            if judge:
+                return torch.stack([j.log_probs(x)[:, k] for j in judges]).median(0).values
             with one_thread():
                 probs, _ = classify(clf.model, x)
             return torch.log(probs[:, k].float() + 1e-6)
@@ -111,9 +129,11 @@ ORACLES.register("thick", lambda param: thickness, kinds=("image",),
                  label="prefer thicker strokes", help="more ink (mean pixel brightness)")
 ORACLES.register("centred", lambda param: centred, kinds=("image",),
                  label="prefer centred", help="ink's centre of mass near the image centre")
-ORACLES.register("digit", lambda param: digit(int(param)), kinds=("image",), needs_param=True,
+ORACLES.register("digit", digit, kinds=("image",), needs_param=True,
                  builds=True, label="prefer digit k",
-                 help="log-probability of class k from an independently trained classifier")
+                 help="log-probability of class k from an independently trained classifier; "
+                      "digit:k@judge asks a judge of another kind (robust, knn, hog) and "
+                      "digit:k@panel the judges' median")
 ORACLES.register("upper", lambda param: upper, kinds=("2d",), label="prefer the upper half",
                  help="a smooth step at y = 0: tanh(y / 0.2)")
 ORACLES.register("angle", lambda param: angle_near(float(param)), kinds=("2d",),
@@ -135,6 +155,8 @@ def make_oracle(spec: str, data: DataSet) -> Oracle:
         raise ConfigError(f"oracle {kind!r} needs a parameter, e.g. {kind}:7")
     try:
         made = entry.value(param)
+    except ConfigError:
+        raise
     except ValueError:
         raise ConfigError(f"oracle {spec!r}: {param!r} is not a finite number") from None
     fn = made(data) if entry.extra.get("builds") else made

@@ -29,10 +29,13 @@ from core.base.files import write_atomic
 from core.base.validate import ConfigError
 from core.data.datasets import DataSet, load_by_name
 from core.quality.classifier import load_or_train_classifier
+from core.quality.judges import get_judge
 
 SCHEMA_VERSION = 1
-FEATURES = {"image": ("multi", "classifier+pixels", "classifier", "pixels"), "2d": ("raw",)}
-HIDDEN = {"multi": (), "classifier+pixels": (), "classifier": (64,), "pixels": (64,), "raw": (64, 64)}
+FEATURES = {"image": ("multi", "robust", "classifier+pixels", "classifier", "pixels"),
+            "2d": ("raw",)}
+HIDDEN = {"multi": (), "robust": (), "classifier+pixels": (), "classifier": (64,),
+          "pixels": (64,), "raw": (64, 64)}
 
 
 class RewardModelError(ValueError):
@@ -49,6 +52,15 @@ def feature_fn(kind: str, data):
         model = load_or_train_classifier(data).model
         model.requires_grad_(False)
         return model.features
+    if kind == "robust":
+        # the adversarially trained judge: perceptually aligned gradients, so raising
+        # the reward draws the preferred thing instead of a stroke that fools a CNN
+        model = get_judge("robust", data).model
+
+        def robust(x):
+            feats = model.features(x.float())
+            return torch.cat([feats, F.log_softmax(model.fc2(feats), 1)], 1)
+        return robust
     if kind == "classifier+pixels":
         clf = feature_fn("classifier", data)
         return lambda x: torch.cat([clf(x), x.float()], 1)
@@ -64,7 +76,8 @@ def feature_fn(kind: str, data):
             return torch.cat([feats, F.log_softmax(model.fc2(feats), 1), c1.mean((2, 3)),
                               c2.mean((2, 3)), img.mean((1, 2, 3)).unsqueeze(1)], 1)
         return multi
-    raise ConfigError(f"features {kind!r} is not one of: classifier, pixels, raw")
+    raise ConfigError(f"features {kind!r} is not one of: "
+                      f"{', '.join(k for kinds in FEATURES.values() for k in kinds)}")
 
 
 def _head(n_in: int, hidden: tuple, gen: torch.Generator) -> nn.Sequential:

@@ -12,6 +12,7 @@ Layout (the same nested dict in both formats):
     config (TrainConfig.to_dict()), run_id, step, rule, rule_start (optional),
     notes (optional: {"name": display name, "text": the user's note}, both text),
     generator, generator_ema and generator_ref (optional; the rlhf rule's KL anchor),
+    rule_state (optional; a rule's own vectors: the latent rule's map and its Adam),
     discriminator, g_optimizer, d_optimizer
     (state dicts), rng {data, noise} (generator states), fixed_z,
     metrics {columns, events}, snapshots,

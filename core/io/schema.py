@@ -183,12 +183,34 @@ def _validate_run(state, name: str) -> TrainConfig:
                      _n_params(g_sizes))
     _check_optimizer(name, "d_optimizer", state["d_optimizer"], "discriminator",
                      _n_params(d_sizes))
+    if "rule_state" in state:
+        _check_rule_state(name, state["rule_state"], cfg.latent_dim)
     _check_rng(name, state["rng"])
     _check_fixed_z(name, state["fixed_z"], cfg.latent_dim)
     _check_metrics(name, state["metrics"], step)
     if "snapshots" in state:
         _check_snapshots(name, state["snapshots"], step, dim, is_image)
     return cfg
+
+
+MAX_RULE_STATE = 8   # tensors a rule keeps of its own (the latent rule: its map and Adam)
+
+
+def _check_rule_state(name: str, items, latent_dim: int) -> None:
+    """A rule's own state: a few named, finite float32 vectors no longer than a map of
+    the latent space (latent_dim^2 + latent_dim)."""
+    if not isinstance(items, dict) or len(items) > MAX_RULE_STATE:
+        _fail(name, f"rule_state is {_describe(items)}, not a dict of at most "
+                    f"{MAX_RULE_STATE} tensors")
+    for key, t in items.items():
+        _check_text(name, "rule_state key", key, MAX_NAME)
+        field = f"rule_state/{_clip(key)}"
+        _check_tensor(name, field, t, (torch.float32,), ndim=1)
+        if t.numel() > latent_dim * (latent_dim + 1):
+            _fail(name, f"{field} has {t.numel():,} values, more than a map of the "
+                        f"{latent_dim}-dimensional latent space")
+        _check_layout(name, field, t)
+        _check_finite(name, field, t)
 
 
 def _config(name: str, state: dict) -> TrainConfig:

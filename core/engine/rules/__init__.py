@@ -8,6 +8,7 @@ from __future__ import annotations
 from core.base.registry import Registry
 from core.engine.rules.base import check_rule
 from core.engine.rules.bce import BceRule
+from core.engine.rules.latent import LatentRule
 from core.engine.rules.reinforce import ReinforceRule
 from core.engine.rules.rlhf import RlhfRule
 
@@ -20,3 +21,7 @@ RULES.register("reinforce", ReinforceRule(), label="reinforce",
 RULES.register("rlhf", RlhfRule(), label="rlhf (preferences)",
                help="Fine-tune on a preference reward model with a KL anchor to the "
                     "generator the fine-tune started from")
+RULES.register("latent", LatentRule(), label="latent (steer z)",
+               help="Steer a frozen generator with preferences: learn an affine map of its "
+                    "noise, z -> A z + b, with an exact KL to the prior; outputs stay on "
+                    "G's own manifold")

@@ -26,6 +26,10 @@ REQUIRED_METRICS = ("g_loss", "reward_mean")
 class Rule:
     Options: type = Options
     fast_grad = None          # optional: fast_grad(mu, g_acts, extra, ctx) -> metrics
+    # optional: own_update(mu, extra, ctx) -> metrics, for a rule that changes G itself
+    # (the latent policy writes its map into G's first layer); the engine then neither
+    # takes G's gradient nor steps G's optimiser. ctx.state keeps what it learns.
+    own_update = None
     uses_reference = False    # keeps G as it was when the rule started (run.G_ref)
     cli_flags: dict = {}      # extra `python -m core train` flags: {"--flag": (option, help)}
 

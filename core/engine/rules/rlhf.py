@@ -183,12 +183,16 @@ class RlhfRule(Rule):
         opts = run.cfg.options()
         mu = G(z)
         kl = exact_kl(mu, run.G_ref(z), sigma_of(opts, run.cfg.is_2d)).mean()
+        return self._proxy_and_gold(run, mu, float(kl), at_start=G is run.G_ref)
+
+    def _proxy_and_gold(self, run, mu: torch.Tensor, kl: float, at_start: bool) -> dict:
+        opts = run.cfg.options()
         out = {"q_rm": float(cached_reward_model(opts.reward_model).score(mu).mean()),
-               "q_sqrt_kl": float(kl.sqrt())}
+               "q_sqrt_kl": kl ** 0.5}
         if opts.gold_oracle:
             oracle = _oracle(opts.gold_oracle, run.data)
             out["q_gold"] = float(oracle.utility(mu).mean()) / oracle.scale
-            run.keep_if_best(out["q_gold"], at_start=G is run.G_ref)
+            run.keep_if_best(out["q_gold"], at_start=at_start)
         return out
 
 
