@@ -69,6 +69,15 @@ def test_resume_refuses_a_different_data_set_or_seed(tmp_path, capsys):
     assert "--data 'grid25' (the checkpoint has 'ring8')" in err and "--seed 3" in err
 
 
+def test_resume_refuses_a_budget_the_checkpoint_already_reached(tmp_path, capsys):
+    out = tmp_path / "b2"
+    cli(capsys, "train", "--data", "ring8", "--steps", "8", "--out", str(out))
+    _, err = cli(capsys, "train", "--steps", "5", "--resume", str(out / "step_8.safetensors"),
+                 "--rule", "reinforce", "--out", str(out), code=2)
+    assert "already at step 8: use --steps 13 to train 5 more steps" in err
+    assert not (out / "step_9.safetensors").exists()
+
+
 def test_rule_options_and_shared_settings_from_flags(tmp_path, capsys):
     out = tmp_path / "c"
     cli(capsys, "train", "--data", "ring8", "--rule", "reinforce", "--steps", "6",

@@ -99,6 +99,9 @@ def test_simulate_store_train_and_fine_tune_on_the_preference_reward(tmp_path, c
     rm = tmp_path / "rm.pt"
     assert main(["reward", "train", "--db", str(db), "--out", str(rm)]) == 0
     assert "held-out accuracy" in capsys.readouterr().out
+    mtime = rm.stat().st_mtime_ns   # a model a run may be using is never replaced
+    assert main(["reward", "train", "--db", str(db), "--out", str(rm)]) == 2
+    assert "already exists" in capsys.readouterr().err and rm.stat().st_mtime_ns == mtime
     out = tmp_path / "ft"
     assert main(["train", "--resume", str(ckpt), "--rule", "reinforce", "--steps", "40",
                  "--set", "reinforce.reward=preference", "--set",
@@ -199,12 +202,15 @@ def test_feedback_to_reward_model_to_fine_tune_comparison(feedback_env):
         time.sleep(0.1)
     assert job.state == "done", job.message
     at.run()
-    assert "Saved" in at.success[0].value
+    # 40 pairs: saved, with a warning instead of a green success
+    assert "Saved" in at.warning[0].value and "too few pairs; judge about 60 more" in \
+        at.warning[0].value and not at.success
     at.button(key="fb_finetune").click().run()
     (arena,) = arenas().runs()
     try:
         assert list(arena.arms) == ["bce", "reinforce", "rlhf"] and arena.fork_step == 20
-        assert arena.arms["rlhf"].cfg.rlhf.reward_model.endswith("ring8.pt")
+        # a new file per data set and time: no save replaces a model a run uses
+        assert Path(arena.arms["rlhf"].cfg.rlhf.reward_model).name.startswith("ring8-")
     finally:
         arenas().clear()
         jobs().clear()
@@ -221,3 +227,21 @@ def test_blind_win_rate_is_a_half_against_itself_and_high_for_a_better_generator
     with torch.no_grad():
         shifted.layers[-1].bias[1] += 3.0    # every sample moved up
     assert blind_win_rate(shifted, G, oracle, n=500) > 0.95
+
+
+def test_a_reward_model_no_better_than_chance_is_a_warning_with_judge_more():
+    from core.feedback.reward_model import train_reward_model, verdict
+
+    data = load_by_name("ring8")
+    gen = torch.Generator().manual_seed(0)
+    idx = torch.randint(len(data.x), (600,), generator=gen)
+    coin = (torch.rand(300, generator=gen) > 0.5).float()      # labels that mean nothing
+    model = train_reward_model(data.x[idx[:300]], data.x[idx[300:]], coin, data)
+    lo, hi = model.metrics["held_out_acc_ci"]
+    assert lo < 0.5 < hi and 0.3 < model.metrics["held_out_acc"] < 0.7
+    good, text = verdict(model.metrics)
+    assert not good and "not clearly better than chance; judge about 150 more" in text
+    upper = make_oracle("upper", data)
+    a, b = data.x[idx[:300]], data.x[idx[300:]]
+    good, text = verdict(train_reward_model(a, b, upper.prob_left(a, b, 0.0), data).metrics)
+    assert good and "95% interval" in text

@@ -24,7 +24,7 @@ from torch import nn
 from core.data.datasets import DataSet
 from core.feedback import loop as feedback
 from core.feedback.preferences import PreferenceStore, PreferenceStoreError, default_path
-from core.feedback.reward_model import RewardModel
+from core.feedback.reward_model import RewardModel, new_file, verdict
 from core.quality.offline import generator_from_state
 from ui import checkpoints as ck
 from ui import compare_view, runs
@@ -236,7 +236,7 @@ class RewardJob:
 
     def __init__(self, db: PreferenceStore, data: DataSet, judge: str | None, out: Path):
         self.history: list[dict] = []
-        self.state, self.message, self.model = "running", "", None
+        self.state, self.message, self.model, self.good = "running", "", None, False
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, args=(db, data, judge, out),
                                         daemon=True, name="reward-model")
@@ -247,12 +247,10 @@ class RewardJob:
             torch.set_num_threads(1)
             self.model = feedback.train_from_store(db, data, judge, progress=self.history.append,
                                                    should_stop=self._stop.is_set)
-            self.model.save(out)
-            m = self.model.metrics
+            self.model.save(new_file(out))
+            self.good, summary = verdict(self.model.metrics)
             self.state = "done"
-            self.message = (f"Saved {out}: {m['pairs']} pairs, held-out accuracy "
-                            f"{m['held_out_acc']:.3f} (BT loss {m['held_out_loss']:.3f}). Use "
-                            f"it as reward 'preference' with reward_model = {out}.")
+            self.message = f"Saved {out}: {summary}."
         except Exception as exc:   # shown on the page; the store is untouched
             self.state, self.message = "failed", f"{type(exc).__name__}: {exc}"
 

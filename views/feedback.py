@@ -3,7 +3,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from core.feedback.reward_model import RewardModelError, cached_reward_model
+from core.feedback.reward_model import RewardModelError, cached_reward_model, default_file
 from ui import blind_test as bt
 from ui import feedback_view as fv
 from ui import run_view
@@ -76,8 +76,10 @@ st.caption(f"{plain(current['data'].name)} samples from {plain(current['label'])
 
 st.subheader("Reward model")
 job = fv.jobs().get(db_path)
-out = st.text_input("Save as", value=str(fv.default_path().parent / "reward_models" /
-                                        f"{current['data'].name}.pt"), key="fb_out")
+out = st.text_input("Save as", value=str(default_file(fv.default_path().parent /
+                                                    "reward_models", current["data"].name)),
+                    key="fb_out", help="A new file: a model a run may be using is never "
+                                       "replaced")
 row = st.container(horizontal=True, key="fb_model_row")   # wraps; columns cut the labels
 if row.button("Train reward model", key="fb_train", disabled=job is not None and
              job.state == "running", type="primary"):
@@ -104,8 +106,10 @@ if job is not None:
             st.plotly_chart(fv.history_figure(job.history), key="fb_history")
         if job.state == "running":
             st.caption(f"training: {len(job.history)} epochs so far")
-        elif job.state == "done":
+        elif job.state == "done" and job.good:
             st.success(plain(job.message), icon=":material/check:")
+        elif job.state == "done":
+            st.warning(plain(job.message), icon=":material/warning:")
         else:
             st.error(plain(job.message), icon=":material/error:")
     progress()

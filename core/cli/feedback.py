@@ -3,6 +3,7 @@ preference store) and `reward train` (a reward model fitted on that store)."""
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from core.cli.args import _Parser, load_checkpoint
@@ -40,8 +41,13 @@ def cmd_reward_train(args: argparse.Namespace) -> int:
     from core.data.datasets import load_by_name
     from core.feedback.loop import train_from_store
     from core.feedback.preferences import PreferenceStore, default_path
+    from core.feedback.reward_model import RewardModelError, new_file, verdict
 
     out = check_out_file("--out", args.out)
+    try:
+        new_file(out)
+    except RewardModelError as exc:
+        raise UsageError(str(exc)) from None
     db = Path(args.db or default_path())
     if not db.exists():   # opening would create an empty database only to refuse it
         raise UsageError(f"{db}: no preference database there yet: judge on the Feedback "
@@ -60,10 +66,9 @@ def cmd_reward_train(args: argparse.Namespace) -> int:
     finally:
         store.close()
     path = model.save(out)
-    m = model.metrics
-    print(f"wrote {path}: {m['pairs']} pairs ({m['held_out_pairs']} held out), features "
-          f"{m['features']}, held-out accuracy {m['held_out_acc']:.3f}, "
-          f"held-out BT loss {m['held_out_loss']:.3f}")
+    good, summary = verdict(model.metrics)
+    print(f"wrote {path}: features {model.metrics['features']}, {summary}",
+          file=sys.stdout if good else sys.stderr)
     return 0
 
 
@@ -93,10 +98,12 @@ def add_reward(sub: argparse._SubParsersAction) -> None:
     rsub = reward.add_subparsers(dest="reward_command", required=True, parser_class=_Parser)
     rtrain = rsub.add_parser("train", help="fit a Bradley-Terry ensemble on a preference store")
     rtrain.add_argument("--db", help="preference database (default checkpoints/preferences.sqlite)")
-    rtrain.add_argument("--out", required=True, help="reward model file to write (.pt)")
+    rtrain.add_argument("--out", required=True, help="reward model file to write (.pt); "
+                        "never an existing file (a run may be using it)")
     rtrain.add_argument("--data", choices=list(DATASETS), help="data set of the judgements")
     rtrain.add_argument("--judge", help="only this judge's judgements (e.g. oracle:thick)")
     rtrain.add_argument("--features", help="frozen features: multi (images, default), "
+                        "robust (the adversarially trained judge's), classifier+pixels, "
                         "classifier, pixels; raw (2-D)")
     rtrain.add_argument("--seed", type=as_seed, default=0)
     rtrain.set_defaults(func=cmd_reward_train)

@@ -123,6 +123,11 @@ def _trainer_from_checkpoint(path: str, args, out: Path):
     state = load_checkpoint(path)
     if state.get("kind") == "arena":
         raise UsageError(f"{path} is an arena checkpoint; extract an arm first")
+    at = int(state["step"])
+    if changes["steps"] <= at:   # --steps is the total: 2000 from step 3000 trains nothing
+        raise UsageError(f"--steps is the run's total budget and {path} is already at step "
+                         f"{at:,}: use --steps {at + changes['steps']} to train "
+                         f"{changes['steps']:,} more steps")
     saved = config_of(state)
     fixed = [f"--{k.replace('_', '-')} {changes[k]!r} (the checkpoint has "
              f"{getattr(saved, k)!r})" for k in FIXED_ON_RESUME

@@ -18,6 +18,7 @@ import functools
 import io
 import math
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -97,6 +98,15 @@ def _head(n_in: int, hidden: tuple, gen: torch.Generator) -> nn.Sequential:
 def bt_loss(r_a: torch.Tensor, r_b: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
     """Bradley-Terry loss with soft labels p = P(a preferred over b)."""
     return F.binary_cross_entropy_with_logits(r_a - r_b, p)
+
+
+def wilson_interval(share: float, n: int, z: float = 1.96) -> list[float]:
+    """95% Wilson score interval of a share measured on n trials ([nan, nan] for none)."""
+    if n <= 0 or math.isnan(share):
+        return [math.nan, math.nan]
+    centre = (share + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(share * (1 - share) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return [centre - half, centre + half]
 
 
 def agreement(diff: torch.Tensor, p: torch.Tensor) -> float:
@@ -227,6 +237,37 @@ def cached_reward_model(path: str) -> RewardModel:
         raise RewardModelError(f"reward model {path!r}: no such file") from None
 
 
+MIN_PAIRS = 100   # fewer judgements than this rarely make a reward model worth steering by
+
+
+def default_file(folder: str | Path, data: str) -> Path:
+    """A new file name per data set and time, so no save replaces a model a run uses."""
+    return Path(folder) / f"{data}-{time.strftime('%Y%m%d-%H%M%S')}.pt"
+
+
+def new_file(path: str | Path) -> Path:
+    """`path`, refused when a file is already there: a fine-tune reads its reward model
+    while it runs, so replacing one would change the reward under a running run."""
+    path = Path(path)
+    if path.exists():
+        raise RewardModelError(f"{path} already exists and a run may be using it; save the "
+                               "new reward model under another name")
+    return path
+
+
+def verdict(metrics: dict) -> tuple[bool, str]:
+    """(good enough to steer by, a one-line summary with the held-out interval)."""
+    acc, n = metrics["held_out_acc"], metrics["pairs"]
+    lo, hi = metrics.get("held_out_acc_ci", [math.nan, math.nan])
+    text = (f"held-out accuracy {acc:.3f} (95% interval {lo:.2f}-{hi:.2f}) on "
+            f"{metrics['held_out_pairs']} of {n} pairs it never trained on")
+    if n < MIN_PAIRS or not lo > 0.5:
+        more = max(MIN_PAIRS - n, n // 2, 50)
+        why = "too few pairs" if n < MIN_PAIRS else "not clearly better than chance"
+        return False, f"{text}: {why}; judge about {more} more pairs before steering by it"
+    return True, text
+
+
 # -- training --------------------------------------------------------------------------
 def train_reward_model(a: torch.Tensor, b: torch.Tensor, p: torch.Tensor, data: DataSet, *,
                        features: str | None = None, members: int = 3, seed: int = 0,
@@ -260,7 +301,13 @@ def train_reward_model(a: torch.Tensor, b: torch.Tensor, p: torch.Tensor, data: 
     p = p.float()
     heads, history, per_member = nn.ModuleList(), [], []
     for m in range(members):
-        boot = train[torch.randint(len(train), (len(train),), generator=gen)]
+        # each member stops early on the pairs its bootstrap left out, so the held-out
+        # pairs stay unseen and the accuracy reported on them is not optimistic
+        drawn = torch.randint(len(train), (len(train),), generator=gen)
+        boot = train[drawn]
+        out_of_bag = torch.ones(len(train), dtype=torch.bool)
+        out_of_bag[drawn] = False
+        stop = train[out_of_bag] if out_of_bag.sum() >= 2 else test
         head = _head(fa.shape[1], HIDDEN[features], gen)
         opt = torch.optim.Adam(head.parameters(), lr=lr, weight_decay=weight_decay)
         best, best_state, waited = float("inf"), copy.deepcopy(head.state_dict()), 0
@@ -270,10 +317,10 @@ def train_reward_model(a: torch.Tensor, b: torch.Tensor, p: torch.Tensor, data: 
             loss.backward()
             opt.step()
             with torch.no_grad():
-                d_test = head(fa[test]).squeeze(1) - head(fb[test]).squeeze(1)
-                test_loss = float(F.binary_cross_entropy_with_logits(d_test, p[test]))
+                d_stop = head(fa[stop]).squeeze(1) - head(fb[stop]).squeeze(1)
+                test_loss = float(F.binary_cross_entropy_with_logits(d_stop, p[stop]))
             row = {"member": m, "epoch": epoch, "train_loss": float(loss.detach()),
-                   "held_out_loss": test_loss, "held_out_acc": agreement(d_test, p[test])}
+                   "held_out_loss": test_loss, "held_out_acc": agreement(d_stop, p[stop])}
             history.append(row)
             if progress:
                 progress(row)
@@ -292,8 +339,10 @@ def train_reward_model(a: torch.Tensor, b: torch.Tensor, p: torch.Tensor, data: 
         scores = model.head_scores(torch.cat([fa, fb])).mean(0)
         model.score_mean, model.score_std = float(scores.mean()), float(scores.std()) or 1.0
         ens = (model.head_scores(fa[test]) - model.head_scores(fb[test])).mean(0)
+    acc = agreement(ens, p[test])
     model.metrics = {"pairs": n, "held_out_pairs": int(n_test), "features": features,
                      "held_out_loss": float(F.binary_cross_entropy_with_logits(ens, p[test])),
-                     "held_out_acc": agreement(ens, p[test]),
+                     "held_out_acc": acc,
+                     "held_out_acc_ci": wilson_interval(acc, int((p[test] != 0.5).sum())),
                      "member_held_out_loss": per_member}
     return model
