@@ -177,16 +177,18 @@ def test_a_schema_1_database_opens_keeps_its_rows_and_gains_blind_tests(tmp_path
     schema_1_file(path)
     with PreferenceStore(path) as s:
         (j,) = s.judgements()
-        assert (j.judge, j.choice, j.step) == ("person", "left", 3)
+        assert (j.judge, j.choice, j.step, j.round) == ("person", "left", 3, 0)
         assert s.blind_judgements() == []
         s.add_blind(blind())
         s.add(Judgement(samples=np.zeros((2, 2), np.float32), z=np.zeros((2, 4), np.float32),
-                        choice="tie", judge="person", generator="g1", step=4, data="ring8"))
+                        choice="tie", judge="person", generator="g1", step=4, data="ring8",
+                        round=2))
     conn = sqlite3.connect(path)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == 3
     conn.close()
-    with PreferenceStore(path) as s:   # and opens again as a schema-2 file
+    with PreferenceStore(path) as s:   # and opens again as a schema-3 file
         assert s.count() == 2 and len(s.blind_judgements()) == 1
+        assert [j.round for j in s.judgements()] == [0, 2]
 
 
 def test_a_schema_2_file_without_its_blind_table_is_damaged(tmp_path):

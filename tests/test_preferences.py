@@ -20,6 +20,7 @@ from core.feedback.preferences import (
     CHOICES,
     Judgement,
     PreferenceStore,
+    SCHEMA_VERSION,
     PreferenceStoreError,
     default_path,
 )
@@ -234,9 +235,9 @@ def test_newer_schema_untouched(tmp_path):
     with PreferenceStore(path) as s:
         s.add(image_judgement())
     conn = sqlite3.connect(path)
-    conn.execute("PRAGMA user_version=3")
+    conn.execute(f"PRAGMA user_version={SCHEMA_VERSION + 1}")
     conn.close()
-    refuses_untouched(path, "newer .*schema 3")
+    refuses_untouched(path, f"newer .*schema {SCHEMA_VERSION + 1}")
 
 
 def test_unusable_paths(tmp_path):

@@ -18,8 +18,10 @@ Schema 2 adds
                 new_generator, new_step, new_side, choice, reward_model, model_choice,
                 samples, samples_dtype, samples_shape)
 a person's blind test of a fine-tuned generator against its base, kept apart from
-judgements so it never becomes reward-model training data. A schema-1 file is upgraded
-in place (one transaction) the first time it is opened for writing.
+judgements so it never becomes reward-model training data. Schema 3 adds
+    judgements.round (0 for everything judged before a fine-tune; round r judges the
+    samples of the generator fine-tuned r times, so the reward model sees its exploits)
+An older file is upgraded in place (one transaction) the first time it is opened.
 Arrays are stored little-endian; shapes as JSON lists.
 """
 from __future__ import annotations
@@ -42,7 +44,7 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 APPLICATION_ID = 0x474C5046          # "GLPF": GAN Lab PreFerences
 CHOICES = ("left", "right", "tie", "skip")
 BEST_CHOICES = tuple(f"best:{i}" for i in range(4)) + ("skip",)
@@ -51,11 +53,12 @@ PAIR_P = {"left": 1.0, "right": 0.0, "tie": 0.5}
 _MAGIC = b"SQLite format 3\x00"
 _TABLE = "judgements"
 _BLIND = "blind_tests"
-_TABLES = {1: [_TABLE], 2: sorted([_TABLE, _BLIND])}   # what each schema version holds
+_TABLES = {1: [_TABLE], 2: sorted([_TABLE, _BLIND]), 3: sorted([_TABLE, _BLIND])}
 _DTYPES = {"uint8": np.dtype("<u1"), "float32": np.dtype("<f4")}
-_META = ("id", "time", "judge", "generator", "step", "data", "choice", "k")
+_META = ("id", "time", "judge", "generator", "step", "data", "choice", "k", "round")
 _BLOBS = ("samples", "samples_dtype", "samples_shape", "z", "z_dtype", "z_shape")
 _COLUMNS = _META + _BLOBS
+_ADDED_IN = {"round": 3}   # columns a file of an older schema lacks until its upgrade
 _CREATE = f"""CREATE TABLE {_TABLE} (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     time REAL NOT NULL,
@@ -70,7 +73,8 @@ _CREATE = f"""CREATE TABLE {_TABLE} (
     samples_shape TEXT NOT NULL,
     z BLOB NOT NULL,
     z_dtype TEXT NOT NULL,
-    z_shape TEXT NOT NULL)"""
+    z_shape TEXT NOT NULL,
+    round INTEGER NOT NULL DEFAULT 0)"""
 _BLIND_META = ("id", "time", "judge", "data", "base", "base_generator", "base_step", "new",
                "new_generator", "new_step", "new_side", "choice", "reward_model",
                "model_choice")
@@ -98,7 +102,7 @@ _INSERT_BLIND = (f"INSERT INTO {_BLIND} ({', '.join(_BLIND_COLUMNS[1:])}) "
 _INSERT = (f"INSERT INTO {_TABLE} ({', '.join(_COLUMNS[1:])}) "
            f"VALUES ({', '.join('?' * (len(_COLUMNS) - 1))})")
 _CSV_HEADER = ("id", "time", "judge", "data", "generator", "step", "choice", "k",
-               "sample_shape", "latent_dim")
+               "sample_shape", "latent_dim", "round")
 
 
 class PreferenceStoreError(ValueError):
@@ -127,6 +131,7 @@ class Judgement:
     data: str             # data set name
     time: float = 0.0     # unix time; 0 -> set by add()
     id: int | None = None # row id once stored
+    round: int = 0        # feedback round (0: before any fine-tune on this feedback)
 
     def pairs(self) -> list[tuple[int, int, float]]:
         """(i, j, p): p = probability that sample i beats sample j (Bradley-Terry targets)."""
@@ -196,6 +201,9 @@ def validate(j: Judgement) -> None:
         _check_text(field, getattr(j, field))
     _check_step(j.step)
     _check_time(j.time)
+    if isinstance(j.round, bool) or not isinstance(j.round, numbers.Integral) or \
+            not 0 <= j.round <= 1000:
+        raise _invalid("round", f"must be an integer from 0 to 1000, got {j.round!r}")
 
 
 def validate_blind(j: BlindJudgement) -> None:
@@ -302,14 +310,14 @@ def _parse_shape(text) -> tuple[int, ...] | None:
 
 def _to_row(j: Judgement) -> tuple:
     return (float(j.time), j.judge, j.generator, int(j.step), j.data, j.choice,
-            int(j.samples.shape[0]), *_encode(j.samples), *_encode(j.z))
+            int(j.samples.shape[0]), int(j.round), *_encode(j.samples), *_encode(j.z))
 
 
 def _from_row(row) -> Judgement:
-    id_, t, judge, generator, step, data, choice, k, s, sd, ss, z, zd, zs = row
+    id_, t, judge, generator, step, data, choice, k, round_, s, sd, ss, z, zd, zs = row
     return Judgement(samples=_decode(s, sd, ss, id_, "samples"), z=_decode(z, zd, zs, id_, "z"),
                      choice=choice, judge=judge, generator=generator, step=int(step),
-                     data=data, time=float(t), id=int(id_))
+                     data=data, time=float(t), id=int(id_), round=int(round_))
 
 
 def _stamped(j: Judgement) -> Judgement:
@@ -520,7 +528,8 @@ def _check_schema(conn: sqlite3.Connection, path: Path, close: bool = False) -> 
         raise PreferenceStoreError(_foreign_message(path, tables, version))
     if version > SCHEMA_VERSION:
         raise PreferenceStoreError(_newer_message(path, version))
-    if (tables != _TABLES.get(version) or not set(_COLUMNS) <= columns
+    needed = {c for c in _COLUMNS if _ADDED_IN.get(c, 0) <= version}
+    if (tables != _TABLES.get(version) or not needed <= columns
             or (_BLIND in tables and not set(_BLIND_COLUMNS) <= blind)):
         raise PreferenceStoreError(f"{path} is a damaged GAN RL Lab preference database (schema {version}, "
                                    f"tables {', '.join(tables) or 'none'}); restore a backup or choose another file")
@@ -528,13 +537,18 @@ def _check_schema(conn: sqlite3.Connection, path: Path, close: bool = False) -> 
 
 
 def _upgrade(conn: sqlite3.Connection, path: Path) -> None:
-    """Schema 1 -> 2: add the blind_tests table. One transaction, re-checked inside it,
-    so two processes opening the same old file upgrade it once."""
+    """Schema 1 -> 2: add the blind_tests table; 2 -> 3: add judgements.round. One
+    transaction, re-checked inside it, so two processes opening one old file upgrade it
+    once."""
     try:
         conn.execute("BEGIN IMMEDIATE")
         try:
-            if conn.execute("PRAGMA user_version").fetchone()[0] == 1:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version == 1:
                 conn.execute(_CREATE_BLIND)
+            if version < 3:
+                conn.execute(f"ALTER TABLE {_TABLE} ADD COLUMN round INTEGER NOT NULL DEFAULT 0")
+            if version < SCHEMA_VERSION:
                 conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
             conn.execute("COMMIT")
         except BaseException:
@@ -710,10 +724,11 @@ class PreferenceStore:
 
 
 def _csv_row(r) -> list:
-    id_, t, judge, generator, step, data, choice, k, s_shape, z_shape = r
+    id_, t, judge, generator, step, data, choice, k, round_, s_shape, z_shape = r
     sample_shape = "x".join(str(n) for n in (_parse_shape(s_shape) or ())[1:])
     latent = (_parse_shape(z_shape) or (0, ""))[-1]
-    return [id_, _iso(t), _cell(judge), _cell(data), _cell(generator), step, choice, k, sample_shape, latent]
+    return [id_, _iso(t), _cell(judge), _cell(data), _cell(generator), step, choice, k, sample_shape,
+            latent, round_]
 
 
 def _iso(t: float) -> str:
