@@ -245,3 +245,36 @@ def test_a_reward_model_no_better_than_chance_is_a_warning_with_judge_more():
     a, b = data.x[idx[:300]], data.x[idx[300:]]
     good, text = verdict(train_reward_model(a, b, upper.prob_left(a, b, 0.0), data).metrics)
     assert good and "95% interval" in text
+
+
+def test_feedback_rounds_judge_the_fine_tuned_samples_and_keep_each_round(tmp_path, capsys):
+    """rlhf-rounds on ring8 with the latent rule: every round's pairs are stored with
+    their round (later rounds also against the base), each round's reward model is a new
+    file fit on every round so far, and the fine-tune goes on where it stopped."""
+    trainer = Trainer(TrainConfig(data="ring8", latent_dim=2, batch_size=64, eval_every=0))
+    for _ in range(30):
+        trainer.step()
+    ckpt = trainer.save_checkpoint(tmp_path / "g.safetensors")
+    out = tmp_path / "rounds"
+    assert main(["rlhf-rounds", "--from", str(ckpt), "--oracle", "upper", "--rounds", "3",
+                 "--pairs-per-round", "40", "--steps-per-round", "15", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert printed.count("pairs judged, reward model") == 3
+    store = PreferenceStore(out / "preferences.sqlite")
+    rows = store.judgements()
+    store.close()
+    assert [sum(j.round == r for j in rows) for r in range(3)] == [40, 40, 40]
+    base = rows[0].generator
+    assert all(j.generator == base for j in rows if j.round == 0)
+    later = [j.generator for j in rows if j.round == 2]
+    assert sum("/" in g for g in later) == 20 and all(g.endswith("/" + base) for g in later
+                                                       if "/" in g)
+    assert sorted(p.name for p in out.glob("rm-round*.pt")) == [f"rm-round{r}.pt" for r in range(3)]
+    final = load_checkpoint(out / "round2.safetensors")
+    assert final["step"] == 30 + 3 * 15 and final["rule"] == "latent"
+    assert final["config"]["latent"]["reward_model"].endswith("rm-round2.pt")
+    # the fine-tune went on: its map is one map trained for 45 steps, not restarted
+    assert float(final["rule_state"]["t"][0]) == 45
+    assert main(["rlhf-rounds", "--from", str(ckpt), "--oracle", "upper", "--rounds", "1",
+                 "--pairs-per-round", "40", "--steps-per-round", "5", "--out", str(out)]) == 2
+    assert "already exists" in capsys.readouterr().err

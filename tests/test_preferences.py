@@ -18,9 +18,9 @@ import pytest
 
 from core.feedback.preferences import (
     CHOICES,
+    SCHEMA_VERSION,
     Judgement,
     PreferenceStore,
-    SCHEMA_VERSION,
     PreferenceStoreError,
     default_path,
 )

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from core.cli.args import _Parser, load_checkpoint
-from core.cli.checks import UsageError, as_float, as_int, as_seed, check_out_file
+from core.cli.checks import UsageError, as_float, as_int, as_seed, check_out_dir, check_out_file
 from core.data.datasets import DATASETS
 
 
@@ -70,6 +70,63 @@ def cmd_reward_train(args: argparse.Namespace) -> int:
     print(f"wrote {path}: features {model.metrics['features']}, {summary}",
           file=sys.stdout if good else sys.stderr)
     return 0
+
+
+ROUND_RULES = ("latent", "rlhf")   # the rules that fine-tune on a reward model
+
+
+def cmd_rlhf_rounds(args: argparse.Namespace) -> int:
+    from core.engine.trainer import Trainer
+    from core.feedback.oracles import make_oracle
+    from core.feedback.preferences import PreferenceStore
+    from core.feedback.rounds import run_rounds
+    from core.io.checkpoint import config_of
+
+    for flag, value, low, high in (("--rounds", args.rounds, 1, 100),
+                                   ("--pairs-per-round", args.pairs_per_round, 10, 100_000),
+                                   ("--steps-per-round", args.steps_per_round, 1, 10**7)):
+        if not low <= value <= high:
+            raise UsageError(f"{flag} {value}: use between {low} and {high}")
+    out = check_out_dir("--out", args.out)
+    state = load_checkpoint(args.source)
+    if state.get("kind") == "arena":
+        raise UsageError(f"{args.source} is an arena checkpoint; extract an arm first")
+    data_name = config_of(state).data
+    store = PreferenceStore(args.db or out / "preferences.sqlite")
+    try:
+        # the rule starts after round 0's judgements, once it has a reward model
+        trainer = Trainer.from_checkpoint(state, run_dir=out)
+        oracle = make_oracle(args.oracle, trainer.data)
+        results = run_rounds(trainer, args.rule, store, oracle, rounds=args.rounds,
+                             pairs_per_round=args.pairs_per_round,
+                             steps_per_round=args.steps_per_round, out=out, noise=args.noise,
+                             features=args.features, seed=args.seed,
+                             log=lambda msg: print(msg, flush=True))
+    finally:
+        store.close()
+    print(f"{data_name}: {len(results)} rounds, last checkpoint "
+          f"{out / f'round{len(results) - 1}.safetensors'}")
+    return 0
+
+
+def add_rounds(sub: argparse._SubParsersAction) -> None:
+    """Register `rlhf-rounds`."""
+    rounds = sub.add_parser("rlhf-rounds", help="judge, fit a reward model, fine-tune, and "
+                            "judge the fine-tuned samples again, for several rounds")
+    rounds.add_argument("--from", dest="source", required=True, help="a run checkpoint")
+    rounds.add_argument("--oracle", required=True, help="who judges: e.g. digit:7@panel, thick")
+    rounds.add_argument("--rule", choices=ROUND_RULES, default="latent",
+                        help="latent: steer G's noise (G frozen); rlhf: fine-tune G's pixels")
+    rounds.add_argument("--rounds", type=as_int, default=3)
+    rounds.add_argument("--pairs-per-round", type=as_int, default=150)
+    rounds.add_argument("--steps-per-round", type=as_int, default=1000)
+    rounds.add_argument("--noise", type=as_float, default=0.0,
+                        help="the oracle's Bradley-Terry temperature (0 = exact)")
+    rounds.add_argument("--features", help="reward-model features (default: the data's first)")
+    rounds.add_argument("--db", help="preference database (default OUT/preferences.sqlite)")
+    rounds.add_argument("--seed", type=as_seed, default=0)
+    rounds.add_argument("--out", required=True, help="folder for reward models and checkpoints")
+    rounds.set_defaults(func=cmd_rlhf_rounds)
 
 
 def add_feedback(sub: argparse._SubParsersAction) -> None:

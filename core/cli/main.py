@@ -43,6 +43,7 @@ def make_parser() -> argparse.ArgumentParser:
     checkpoints.add_extract(sub)
     feedback.add_feedback(sub)
     feedback.add_reward(sub)
+    feedback.add_rounds(sub)
     checkpoints.add_animate(sub)
     checkpoints.add_info(sub)
     return parser

@@ -151,13 +151,14 @@ class Run:
             self.snapshots.add(snap)
         return snap
 
-    def set_rule(self, rule: str) -> None:
-        """Switch the generator update rule; its schedules start now; marks the log."""
+    def set_rule(self, rule: str, **changes) -> None:
+        """Switch the generator update rule (with `changes` to the config, such as the
+        options it cannot start without); its schedules start now; marks the log."""
         RULES.entry(rule)   # a clear error for an unknown name
         with self.lock:
             if rule != self.cfg.rule:
-                self.log.add_event(self.step_count, f"rule: {self.cfg.rule} -> {rule}")
-                self.cfg = self.cfg.replace(rule=rule)
+                old, self.cfg = self.cfg.rule, self.cfg.replace(rule=rule, **changes)
+                self.log.add_event(self.step_count, f"rule: {old} -> {rule}")
                 self.rule_start = self.step_count
                 self.G_ref = self._frozen_copy()
                 self.rule_state = {}

@@ -320,9 +320,15 @@ class Trainer(RunControls):
     def take_snapshot(self):
         return self.run.take_snapshot(self.stream.fixed_z)
 
-    def set_rule(self, rule: str) -> None:
+    def set_rule(self, rule: str, **changes) -> None:
         """Switch the generator update rule on a live run; leaves a marker in the log."""
-        self.run.set_rule(rule)
+        self.run.set_rule(rule, **changes)
+
+    def reconfigure(self, **changes) -> None:
+        """Change settings of the run as it goes (validated like any config): a new
+        reward model between feedback rounds."""
+        with self.lock:
+            self.run.cfg = self.cfg.replace(**changes)
 
     def extend(self, steps: int) -> None:
         """A budget `steps` past the current step, for Continue after a stop or the end

@@ -66,10 +66,10 @@ def draw(G: nn.Module, k: int, gen: torch.Generator, model: RewardModel | None =
 
 
 def judgement(samples: torch.Tensor, z: torch.Tensor, choice: str, judge: str,
-              data: DataSet, generator: str, step: int) -> Judgement:
+              data: DataSet, generator: str, step: int, round_: int = 0) -> Judgement:
     return Judgement(samples=to_display(samples, data), z=z.float().cpu().numpy(),
                      choice=choice, judge=judge, generator=generator, step=int(step),
-                     data=data.name)
+                     data=data.name, round=round_)
 
 
 @torch.no_grad()
