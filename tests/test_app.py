@@ -441,7 +441,7 @@ def test_arena_checkpoint_resumes_the_chosen_arm(app_env):
     arm = at.selectbox(key="file_arm")
     assert arm.options == ["bce (rule bce)", "reinforce (rule reinforce)"]
     arm.set_value("reinforce").run()
-    assert at.selectbox(key="file_rule").options == ["bce", "rlhf"]   # fine-tune: the others
+    assert at.selectbox(key="file_rule").options == ["bce", "rlhf", "latent"]   # the others
     at.button(key="file_resume").click().run()
     assert not at.exception and not at.error, [e.value for e in at.error]
     (trainer,) = registry().runs()

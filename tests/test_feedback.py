@@ -208,7 +208,10 @@ def test_feedback_to_reward_model_to_fine_tune_comparison(feedback_env):
     at.button(key="fb_finetune").click().run()
     (arena,) = arenas().runs()
     try:
-        assert list(arena.arms) == ["bce", "reinforce", "rlhf"] and arena.fork_step == 20
+        assert list(arena.arms) == ["bce", "reinforce", "rlhf", "latent"]
+        assert arena.fork_step == 20
+        assert arena.arms["latent"].cfg.latent.reward_model == \
+            arena.arms["rlhf"].cfg.rlhf.reward_model
         # a new file per data set and time: no save replaces a model a run uses
         assert Path(arena.arms["rlhf"].cfg.rlhf.reward_model).name.startswith("ring8-")
     finally:

@@ -88,3 +88,18 @@ def test_oracles_can_ask_a_judge_of_another_kind(spec, digits):
 def test_an_unknown_judge_is_named_with_the_choices(digits):
     with pytest.raises(ConfigError, match="'cnnn' is not a judge; use one of: panel, cnn"):
         make_oracle("digit:7@cnnn", digits)
+
+
+def test_a_rising_proxy_with_falling_judges_realism_or_diversity_is_a_warning():
+    from core.quality.steering import steering_warning
+
+    first = {"q_rm": 0.1, "q_judge_knn": 10.0, "q_fd": 40.0, "q_classes": 10.0, "q_sqrt_kl": 0}
+    hacked = {"q_rm": 2.0, "q_judge_knn": 9.0, "q_fd": 90.0, "q_classes": 6.0, "q_sqrt_kl": 3}
+    said = steering_warning(first, hacked)
+    assert said and "classifier FD 40 -> 90" in said and "classes covered 10 -> 6" in said
+    assert "knn" not in said   # 10% -> 9%: within the noise of a percent scale
+    steered = {"q_rm": 2.0, "q_judge_knn": 60.0, "q_fd": 42.0, "q_classes": 10.0}
+    assert steering_warning(first, steered) is None
+    assert steering_warning(first, {**hacked, "q_rm": 0.15}) is None   # no rise, no warning
+    assert "5 nearest real images: target class (%) 10 -> 4" in steering_warning(
+        first, {**steered, "q_judge_knn": 4.0})

@@ -15,6 +15,7 @@ import plotly.graph_objects as go
 
 import core.engine.rules  # noqa: F401  (rules register their own metrics on import)
 from core.engine.metric_info import METRICS
+from core.quality.judges import JUDGES, judge_metric
 
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b",
            "#e377c2", "#17becf", "#7f7f7f", "#bcbd22")
@@ -145,6 +146,7 @@ def overoptimisation_figure(arms: dict[str, dict]) -> go.Figure:
 # d_fake is a per-step metric, read at the evaluation steps.
 DIVERSITY = {"toy": ("q_modes", "q_reverse_kl"), "image": ("q_classes", "q_class_kl")}
 REALISM = {"toy": ("q_high_quality", "d_fake"), "image": ("q_fd", "d_fake")}
+JUDGED = {"toy": (), "image": tuple(judge_metric(name) for name in JUDGES)}
 OVEROPT_SIDE_HEIGHT = 190   # per row of panels
 
 
@@ -162,7 +164,8 @@ def overopt_side_figure(table: dict[int, dict[str, float]], kind: str,
     from plotly.subplots import make_subplots
 
     rows = [(s, r) for s, r in table.items() if "q_sqrt_kl" in r]
-    panels = [(group, m) for group, names in (("Diversity", DIVERSITY[kind]),
+    panels = [(group, m) for group, names in (("Judges", JUDGED[kind]),
+                                             ("Diversity", DIVERSITY[kind]),
                                              ("Realism", REALISM[kind]))
               for m in names if any(m in r for _, r in rows)]
     if not panels:
@@ -174,7 +177,7 @@ def overopt_side_figure(table: dict[int, dict[str, float]], kind: str,
     peak_kl = table.get(peak, {}).get("q_sqrt_kl") if peak is not None else None
     for i, (group, name) in enumerate(panels):
         at = {"row": i // 2 + 1, "col": i % 2 + 1}
-        color = PALETTE[2] if group == "Diversity" else PALETTE[4]
+        color = {"Judges": PALETTE[0], "Diversity": PALETTE[2]}.get(group, PALETTE[4])
         for line, dash in [(name, "solid")] + [(f, "dot") for f in floors_of(name)]:
             points = [(r["q_sqrt_kl"], r[line], s) for s, r in rows if line in r]
             if not points:

@@ -19,7 +19,7 @@ from core.engine.metric_info import METRICS, has_panel
 from core.engine.rules import RULES
 from core.engine.trainer import new_run_id
 from core.jobs.multi_seed import DEFAULT_IMAGE_WARMUP
-from ui import charts, live_chart, run_view, runs, widgets
+from ui import charts, finetune_view, live_chart, run_view, runs, widgets
 from ui.run_view import flash_error
 from ui.text import code, plain
 
@@ -389,6 +389,8 @@ def live_view(arena: Arena) -> None:
                          height=35 * (len(table) + 1) + 3,   # every row, no scrolling
                          column_config={"metric": st.column_config.TextColumn(width=130)})
             samples(arena)
+        finetune_view.warnings(arena)
+        finetune_view.base_vs_tuned(arena)
 
     run_view.live_fragment(arena, body)
     downloads(arena)

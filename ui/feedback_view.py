@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 import io
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Callable
 
@@ -22,6 +22,7 @@ from PIL import Image
 from torch import nn
 
 from core.data.datasets import DataSet
+from core.engine.rules import RULES
 from core.feedback import loop as feedback
 from core.feedback.preferences import PreferenceStore, PreferenceStoreError, default_path
 from core.feedback.reward_model import RewardModel, new_file, verdict
@@ -201,7 +202,7 @@ def buttons(db: PreferenceStore, current: dict, judge: str) -> None:
 
 
 # -- fine-tuning on the preferences ----------------------------------------------------------
-FINE_TUNE_ARMS = ("bce", "reinforce", "rlhf")
+FINE_TUNE_ARMS = ("bce", "reinforce", "rlhf", "latent")
 # (2-D data, images): what bench/rlhf.py's rlhf arm needed to reach its targets (ring8
 # moves whole modes around the ring, slowly; digits change class within 2,000 steps)
 FINE_TUNE_STEPS = (10_000, 2_000)
@@ -213,7 +214,8 @@ def fine_tune_steps(is_image: bool) -> int:
 
 def fine_tune(source: Source, model_path: Path) -> None:
     """Start a comparison from the judged generator: bce continued, reinforce (D as the
-    reward) and rlhf (these preferences), then open it on the Compare page."""
+    reward), rlhf (G fine-tuned on these preferences) and latent (G frozen, its noise
+    steered by them), then open it on the Compare page."""
     from core.engine.arena import Arena
     from core.engine.trainer import new_run_id
     from core.io.schema import config_of
@@ -221,8 +223,10 @@ def fine_tune(source: Source, model_path: Path) -> None:
     state = source.state()
     cfg = config_of(state)
     cfg = cfg.fresh_options(*FINE_TUNE_ARMS)
+    # every arm that fine-tunes on a reward model (rlhf, latent) gets these preferences
     cfg = cfg.replace(steps=fine_tune_steps(not cfg.is_2d),
-                      **{"rlhf.reward_model": str(model_path)})
+                      **{f"{arm}.reward_model": str(model_path) for arm in FINE_TUNE_ARMS
+                         if "reward_model" in {f.name for f in fields(RULES[arm].Options)}})
     arena = Arena(cfg, list(FINE_TUNE_ARMS), init_state=state,
                   run_id=new_run_id(f"arena-rlhf-{cfg.data}"))
     compare_view.registry().start(arena)

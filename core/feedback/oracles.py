@@ -141,6 +141,13 @@ ORACLES.register("angle", lambda param: angle_near(float(param)), kinds=("2d",),
                  help="cosine of the angle to θ")
 
 
+def target_class(spec: str) -> int | None:
+    """The class a digit oracle prefers ('digit:7@panel' -> 7), else None."""
+    kind, _, param = spec.partition(":")
+    text = param.partition("@")[0]
+    return int(text) if kind == "digit" and text.isdigit() else None
+
+
 def make_oracle(spec: str, data: DataSet) -> Oracle:
     """An oracle from 'kind' or 'kind:param' for a data set (clear errors otherwise)."""
     kind, _, param = spec.partition(":")

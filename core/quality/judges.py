@@ -28,6 +28,7 @@ from torch.nn import functional as F
 
 from core.base.registry import Registry
 from core.data.datasets import DataSet
+from core.engine.metric_info import METRICS
 from core.quality.classifier import (
     CLASSIFIER_DIR,
     SPLIT_SEED,
@@ -298,6 +299,19 @@ JUDGES.register("knn", build_knn, label="5 nearest real images",
 JUDGES.register("hog", build_hog, label="HOG + MLP",
                 help="histograms of oriented gradients (4x4-pixel cells) under an MLP")
 
+
+def judge_metric(name: str) -> str:
+    """The quality metric of judge `name`: the share of samples it calls the target."""
+    return f"q_judge_{name}"
+
+
+for _name in JUDGES:   # logged by fine-tunes with a digit:k gold oracle (rules/rlhf.py)
+    METRICS.register(judge_metric(_name),
+                     label=f"{JUDGES.entry(_name).title}: target class (%)", unit="%",
+                     better="higher", chart="Quality",
+                     help=f"Share of G's samples that the {JUDGES.entry(_name).title} judge "
+                          "calls the gold oracle's digit: a judge of another kind than the "
+                          "reward model's features")
 
 _BUILT: dict = {}
 

@@ -27,8 +27,9 @@ from core.base.validate import ConfigError
 from core.engine.metric_info import METRICS
 from core.engine.rewards import score as reward_score
 from core.engine.rules.base import Rule
-from core.feedback.oracles import make_oracle
+from core.feedback.oracles import make_oracle, target_class
 from core.feedback.reward_model import RewardModelError, cached_reward_model
+from core.quality.judges import JUDGES, get_judge, judge_metric
 
 ESTIMATORS = ("pathwise", "reinforce")
 AUTO = -1.0   # "auto" for the KL and realism weights (0 already means off)
@@ -193,6 +194,12 @@ class RlhfRule(Rule):
             oracle = _oracle(opts.gold_oracle, run.data)
             out["q_gold"] = float(oracle.utility(mu).mean()) / oracle.scale
             run.keep_if_best(out["q_gold"], at_start=at_start)
+            target = target_class(opts.gold_oracle)
+            if target is not None and run.data.is_image and run.data.labels is not None:
+                # judges of other kinds than the reward model: does the class really rise?
+                for name in JUDGES:
+                    calls = get_judge(name, run.data).calls(mu)
+                    out[judge_metric(name)] = 100 * float((calls == target).double().mean())
         return out
 
 

@@ -1,0 +1,88 @@
+"""What a fine-tune did, shown where it lands (the Compare page): the base and the
+fine-tuned generator on the same z, large and side by side, each fine-tuned sample's
+nearest real training image with its distance (a hack detector a person can check), and
+a warning when the reward rises while the judges, realism or diversity fall."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import streamlit as st
+import torch
+
+from core.engine.arena import Arena
+from core.engine.samples import grid_png
+from core.quality.judges import nearest_neighbours
+from core.quality.steering import PROXY, steering_warning
+from ui.text import plain
+
+SHOWN = 32   # fixed-z samples in the side-by-side grids (4 rows of 8)
+
+
+def tuned_arms(arena: Arena) -> dict:
+    """The arms that fine-tune against a start they keep (rlhf, latent)."""
+    return {name: arm for name, arm in arena.arms.items() if arm.uses_reference}
+
+
+def evaluations(arm) -> tuple[dict, dict] | None:
+    """The first and the latest quality evaluation since the arm's rule started."""
+    start = arm.log.row_of_step(arm.rule_start - 1) if arm.rule_start else 0
+    steps, cols = arm.log.rows(arm.log.columns, start, max_rows=10**6)
+    proxy = cols.get(PROXY)
+    if proxy is None:
+        return None
+    done = np.flatnonzero(~np.isnan(proxy))
+    if len(done) < 2:
+        return None
+    first, last = done[0], done[-1]
+    return ({k: float(v[first]) for k, v in cols.items()},
+            {k: float(v[last]) for k, v in cols.items()})
+
+
+def warnings(arena: Arena) -> None:
+    for name, arm in tuned_arms(arena).items():
+        pair = evaluations(arm)
+        said = steering_warning(*pair) if pair else None
+        if said:
+            st.warning(f"**{plain(name)}**: {plain(said)}", icon=":material/warning:")
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def _nearest_png(key: str, samples: np.ndarray, shape: tuple) -> tuple[bytes, float]:
+    """The nearest real training image of each sample, as one grid, and the median
+    distance (pixels in [-1, 1]). `key` names the data set (the cache's part)."""
+    from core.data.datasets import load_by_name
+
+    data = load_by_name(key)
+    dist, idx = nearest_neighbours(data).nearest(torch.from_numpy(samples))
+    real = nearest_neighbours(data).x[idx[:, 0]]
+    return grid_png(real, shape, nrow=8), float(dist.median())
+
+
+def base_vs_tuned(arena: Arena) -> None:
+    arms = tuned_arms(arena)
+    if not arms or not arena.data.is_image:
+        return
+    st.markdown("**Base vs fine-tuned, same z**")
+    name = next(iter(arms)) if len(arms) == 1 else st.segmented_control(
+        "Fine-tuned arm", list(arms), default=next(iter(arms)), key="cmp_ft_arm") or \
+        next(iter(arms))
+    arm = arms[name]
+    z = arena.stream.fixed_z[:SHOWN]
+    with arena.lock, torch.no_grad():
+        base, tuned = arm.G_ref(z).cpu(), arm.shown_G(z).cpu()
+    shape = arena.data.image_shape
+    nearest, tuned_dist = _nearest_png(arena.data.name, tuned.numpy(), shape)
+    _, base_dist = _nearest_png(arena.data.name, base.numpy(), shape)
+    cols = st.columns(3)
+    cols[0].image(grid_png(base, shape, nrow=8), width="stretch",
+                  caption=f"base (step {arm.rule_start:,})")
+    cols[1].image(grid_png(tuned, shape, nrow=8), width="stretch",
+                  caption=f"{name} now (step {arena.step_count:,})")
+    cols[2].image(nearest, width="stretch", caption="the nearest real training image of "
+                  "each fine-tuned sample")
+    trend = "closer to" if tuned_dist < base_dist else "further from"
+    st.caption(f"Median distance to the nearest real image: base {base_dist:.1f}, "
+               f"{plain(name)} {tuned_dist:.1f} ({trend} real digits). Samples far from "
+               "every real image, or whose nearest real image is another digit, are what "
+               "a reward model can be fooled by." if math.isfinite(tuned_dist) else "")
