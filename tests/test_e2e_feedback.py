@@ -3,6 +3,8 @@ keyboard), undo one, reload: the count is 9 and the database holds exactly those
 Fixtures: tests/conftest.py."""
 from __future__ import annotations
 
+import os
+
 import browser as b
 
 from core.engine.config import TrainConfig
@@ -115,3 +117,39 @@ def wait_blind(page, text: str, exact_end: bool = False) -> None:
         "([t, end]) => { const e = document.querySelector(\"[data-testid='stProgress']\");"
         " const s = e ? e.innerText.trim() : ''; return end ? s.endsWith(t) : s.includes(t); }",
         arg=[text, exact_end])
+
+
+def test_a_digit_fine_tune_shows_base_and_arms_on_the_same_z_in_the_browser(server, page):
+    """Judge (an oracle of another kind than the reward model's features stands in for
+    the person) -> Train reward model -> Fine-tune: the Compare page shows the base and a
+    fine-tuned arm on the same z with each sample's nearest real image."""
+    from core.data.datasets import load_by_name
+    from core.feedback.loop import simulate
+    from core.feedback.oracles import make_oracle
+
+    url, root = server
+    trainer = Trainer(TrainConfig(data="mnist5k", batch_size=32, eval_every=0,
+                                  g_hidden=(64,), d_hidden=(64,)))
+    for _ in range(20):
+        trainer.step()
+    trainer.save_checkpoint(root / "checkpoints" / "digits" / "step_20.pt")
+    data = load_by_name("mnist5k")
+    store = PreferenceStore(root / "checkpoints" / "preferences.sqlite")
+    simulate(store, trainer.nets.G, data, make_oracle("digit:7@knn", data), n=60, noise=0.1)
+    store.close()
+    page.goto(f"{url}/feedback")
+    page.locator(".st-key-fb_source input").click()
+    page.get_by_role("option", name="file digits/step_20.pt", exact=True).click()
+    page.get_by_text("Which sample is better?").wait_for()
+    page.locator(".st-key-fb_train button").first.click()
+    page.get_by_text("held-out accuracy").first.wait_for()
+    page.locator(".st-key-fb_finetune button").first.click()
+    page.wait_for_url("**/compare?arena=*")
+    page.get_by_text("Base vs fine-tuned, same z").wait_for()
+    page.get_by_text("the nearest real training image of each fine-tuned sample").wait_for()
+    page.get_by_text("Median distance to the nearest real image: base").wait_for()
+    if os.environ.get("SCREENSHOTS"):   # for a person to look at (not a check)
+        page.get_by_text("Median distance to the nearest real image: base") \
+            .scroll_into_view_if_needed()
+        page.screenshot(path=os.path.join(os.environ["SCREENSHOTS"], "finetune.png"))
+    b.stop(page, "cmp_stop")
