@@ -153,3 +153,10 @@ def test_a_digit_fine_tune_shows_base_and_arms_on_the_same_z_in_the_browser(serv
             .scroll_into_view_if_needed()
         page.screenshot(path=os.path.join(os.environ["SCREENSHOTS"], "finetune.png"))
     b.stop(page, "cmp_stop")
+    # "Blind-test rlhf": the Feedback page's blind test, the arm against its own start
+    page.locator(".st-key-cmp_blind_rlhf button").first.click()
+    page.wait_for_url("**/feedback*")
+    page.get_by_text("Which sample is better?").first.wait_for()
+    page.get_by_text("arm rlhf · its start (step 20) and one of arena", exact=False).wait_for()
+    if os.environ.get("SCREENSHOTS"):
+        page.screenshot(path=os.path.join(os.environ["SCREENSHOTS"], "blind_arm.png"))

@@ -27,11 +27,27 @@ NAMES = ["Left", "Right"]
 def pick_generators(labels: list[str]) -> tuple[str, str]:
     """Sidebar: the base and the fine-tuned generator. Defaults: the oldest and the
     newest source (checkpoints come newest first)."""
-    base = st.selectbox("Base generator", labels, index=len(labels) - 1, key="fb_base",
+    # a choice made elsewhere ("Blind-test this arm" on Compare) is in session state
+    # already; a default index beside it would be a Streamlit warning on the page
+    base = st.selectbox("Base generator", labels, key="fb_base",
+                        **_default("fb_base", labels, len(labels) - 1),
                         help="The generator before fine-tuning, e.g. the pretrained checkpoint")
-    new = st.selectbox("Fine-tuned generator", labels, index=0, key="fb_new",
+    new = st.selectbox("Fine-tuned generator", labels, key="fb_new",
+                       **_default("fb_new", labels, 0),
                        help="The generator to test against the base, e.g. an rlhf arm")
     return base, new
+
+
+def _default(key: str, labels: list[str], index: int) -> dict:
+    chosen = st.session_state.get(key)
+    if chosen is not None and chosen not in labels:   # a generator that is gone
+        del st.session_state[key]
+    return {} if key in st.session_state else {"index": index}
+
+
+def choose(base: str, new: str) -> None:
+    """Preset a blind test of `new` against `base` (labels of feedback_view.sources)."""
+    st.session_state.update(fb_mode="Blind test", fb_base=base, fb_new=new)
 
 
 def new_comparison(sources: dict, base: str, new: str) -> dict:

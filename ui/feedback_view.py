@@ -55,6 +55,24 @@ def _live(label: str, run, state) -> Source:
     return Source(label, G, run.data, step, feedback.generator_fingerprint(G), state)
 
 
+def _start_of(label: str, arena, name: str) -> Source:
+    """Where a fine-tuned arm started (its KL anchor): the base of a blind test."""
+    arm = arena.arms[name]
+    with arm.lock:
+        G = copy.deepcopy(arm.G_ref).cpu().eval()
+        step = arm.rule_start
+    return Source(label, G, arm.data, step, feedback.generator_fingerprint(G),
+                  lambda: arena.arm_state(name))
+
+
+def base_label(arena_id: str, arm: str) -> str:
+    return f"arena {arena_id} · arm {arm} · its start"
+
+
+def arm_label(arena_id: str, arm: str) -> str:
+    return f"arena {arena_id} · arm {arm}"
+
+
 def _file(label: str, path: Path) -> Source:
     state, error = ck.load_file(str(path), path.stat().st_mtime_ns)
     if error:
@@ -73,10 +91,13 @@ def sources() -> dict:
     for t in runs.registry().runs():
         out[f"run {t.run_id}"] = lambda t=t, k=f"run {t.run_id}": _live(k, t.run, t.state_dict)
     for a in compare_view.registry().runs():
-        for name in a.arms:
-            label = f"arena {a.run_id} · arm {name}"
+        for name, arm in a.arms.items():
+            label = arm_label(a.run_id, name)
             out[label] = lambda a=a, n=name, k=label: _live(k, a.arms[n],
                                                             lambda: a.arm_state(n))
+            if arm.uses_reference:   # a fine-tune: its start is a generator to test against
+                label = base_label(a.run_id, name)
+                out[label] = lambda a=a, n=name, k=label: _start_of(k, a, n)
     root = ck.checkpoint_dir()
     for path in ck.checkpoint_files():
         label = f"file {path.relative_to(root)}"

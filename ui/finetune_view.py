@@ -81,6 +81,13 @@ def base_vs_tuned(arena: Arena) -> None:
                   caption=f"{name} now (step {arena.step_count:,})")
     cols[2].image(nearest, width="stretch", caption="the nearest real training image of "
                   "each fine-tuned sample")
+    if st.button(f"Blind-test {name}", key=f"cmp_blind_{name}", help="On the Feedback "
+                 "page: one sample of this arm and one of its start, sides at random"):
+        from ui import blind_test, feedback_view
+
+        blind_test.choose(feedback_view.base_label(arena.run_id, name),
+                          feedback_view.arm_label(arena.run_id, name))
+        st.switch_page("views/feedback.py")
     trend = "closer to" if tuned_dist < base_dist else "further from"
     st.caption(f"Median distance to the nearest real image: base {base_dist:.1f}, "
                f"{plain(name)} {tuned_dist:.1f} ({trend} real digits). Samples far from "
