@@ -84,6 +84,13 @@ def score(G, data, feature_net: str) -> dict[str, float]:
         torch.stack([c == DIGIT for c in calls.values()]).all(0).double().mean())
     dist, _ = nearest_neighbours(data).nearest(x)
     row["NN dist (median)"] = float(dist.median())
+    # variety among the target digits: median pairwise distance of the samples the
+    # independent majority calls the digit, over that of real ones (1 = as varied)
+    votes = torch.stack([c == DIGIT for c in independent.values()]).sum(0)
+    chosen = x[votes * 2 > len(independent)][:300]
+    real = data.x[data.labels == DIGIT][:300]
+    row["7s variety vs real"] = (float(torch.pdist(chosen).median() / torch.pdist(real).median())
+                                 if len(chosen) >= 10 else float("nan"))
     counts = torch.bincount(calls["robust"], minlength=10)
     row["classes"] = float((counts >= 0.02 * len(x)).sum())
     return row

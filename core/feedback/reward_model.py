@@ -69,11 +69,11 @@ def feature_fn(kind: str, data):
         model = load_or_train_classifier(data).model
         model.requires_grad_(False)
 
-        def multi(x):
+        def multi(x):   # one pass through the convolutions (features() would redo them)
             img = x.float().reshape(-1, *model.image_shape)
             c1 = F.relu(model.conv1(img))
             c2 = F.relu(model.conv2(F.max_pool2d(c1, 2)))
-            feats = model.features(x)
+            feats = F.relu(model.fc1(F.max_pool2d(c2, 2).flatten(1)))
             return torch.cat([feats, F.log_softmax(model.fc2(feats), 1), c1.mean((2, 3)),
                               c2.mean((2, 3)), img.mean((1, 2, 3)).unsqueeze(1)], 1)
         return multi
@@ -150,6 +150,13 @@ class RewardModel:
     def uncertainty(self, x: torch.Tensor) -> torch.Tensor:
         """Std of the members' scores, in the same standardised units."""
         return self.members(x).std(0) / self.score_std
+
+    def score_and_spread(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """score(x) and uncertainty(x) from one pass through the features (a fine-tune
+        needs both every step, and the features are most of the cost)."""
+        members = self.members(x)
+        return ((members.mean(0) - self.score_mean) / self.score_std,
+                members.std(0) / self.score_std)
 
     def disagreement(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         """How much the members disagree about which of a pair is better (for active

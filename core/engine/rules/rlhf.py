@@ -136,11 +136,11 @@ class RlhfRule(Rule):
     def _reward(self, x: torch.Tensor, ctx) -> tuple[torch.Tensor, torch.Tensor]:
         """(total reward, the reward model's score) per row of x."""
         opts, model = ctx.options, self._model(ctx)
-        score = reward_score("preference", x, ctx, opts)
+        score, spread = model.score_and_spread(x)   # the "preference" reward, and its spread
         c = opts.score_clip   # a soft clip: bounded, yet never a flat zero gradient
         reward = c * torch.tanh(score / c) if c else score
         if opts.uncertainty:
-            reward = reward - opts.uncertainty * model.uncertainty(x)
+            reward = reward - opts.uncertainty * spread
         realism = resolved(opts, "realism", ctx.cfg.is_2d)
         if realism:
             reward = reward + realism * reward_score("log_d", x, ctx).squeeze(-1)
