@@ -407,3 +407,10 @@ def test_a_crafted_rule_state_is_refused_by_name(ring, bad, message):
     assert set(state["rule_state"]) == {"theta", "m", "v", "t"}
     with pytest.raises(CheckpointError, match=message):
         load_checkpoint(to_bytes({**state, "rule_state": bad}))
+
+
+@pytest.mark.parametrize("rule", ["rlhf", "latent"])
+def test_a_reward_model_of_another_data_set_is_refused(ring, rule):
+    with pytest.raises(ConfigError, match=f"{rule}.reward_model '.*rm.pt' was trained on "
+                                          "ring8 samples, but this run is on mnist5k"):
+        TrainConfig(data="mnist5k").replace(rule=rule, **{f"{rule}.reward_model": ring["rm"]})

@@ -244,6 +244,23 @@ def cached_reward_model(path: str) -> RewardModel:
         raise RewardModelError(f"reward model {path!r}: no such file") from None
 
 
+def check_file_for(prefix: str, path: str, data: str, rule: str) -> None:
+    """A rule's reward_model option: an existing reward model of this run's data set
+    (a model of other data scores samples it has never seen)."""
+    if not Path(path).is_file():
+        raise ConfigError(f"{prefix}reward_model = {path!r} is not a file: the {rule} rule "
+                          "needs a reward model (train one on the Feedback page or with "
+                          "python -m core reward train)")
+    try:
+        model = cached_reward_model(path)
+    except RewardModelError as exc:
+        raise ConfigError(f"{prefix}reward_model: {exc}") from None
+    if model.data != data:
+        raise ConfigError(f"{prefix}reward_model {path!r} was trained on {model.data} "
+                          f"samples, but this run is on {data}: train one on {data} "
+                          "judgements")
+
+
 MIN_PAIRS = 100   # fewer judgements than this rarely make a reward model worth steering by
 
 

@@ -16,14 +16,13 @@ state (run.rule_state), saved with the run, so a fine-tune resumes exactly.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 from core.base.options import Options, option
-from core.base.validate import ConfigError
 from core.engine.rules.rlhf import RlhfRule
+from core.feedback.reward_model import check_file_for
 
 
 @dataclass(frozen=True)
@@ -47,10 +46,8 @@ class LatentOptions(Options):
                            "matters only with a realism weight)")
 
     def check(self, prefix: str, cfg) -> None:
-        if cfg.rule == "latent" and not Path(self.reward_model).is_file():
-            raise ConfigError(f"{prefix}reward_model = {self.reward_model!r} is not a file: "
-                              "the latent rule needs a reward model (train one on the "
-                              "Feedback page or with python -m core reward train)")
+        if cfg.rule == "latent":
+            check_file_for(prefix, self.reward_model, cfg.data, "latent")
 
 
 def latent_kl(A: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

@@ -17,7 +17,6 @@ shows each one's part.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -28,7 +27,7 @@ from core.engine.metric_info import METRICS
 from core.engine.rewards import score as reward_score
 from core.engine.rules.base import Rule
 from core.feedback.oracles import make_oracle, target_class
-from core.feedback.reward_model import RewardModelError, cached_reward_model
+from core.feedback.reward_model import RewardModelError, cached_reward_model, check_file_for
 from core.quality.judges import JUDGES, get_judge, judge_metric
 
 ESTIMATORS = ("pathwise", "reinforce")
@@ -85,10 +84,8 @@ class RlhfOptions(Options):
                            "the fine-tune (it matters only with a realism weight)")
 
     def check(self, prefix: str, cfg) -> None:
-        if cfg.rule == "rlhf" and not Path(self.reward_model).is_file():
-            raise ConfigError(f"{prefix}reward_model = {self.reward_model!r} is not a file: "
-                              "the rlhf rule needs a reward model (train one on the Feedback "
-                              "page or with python -m core reward train)")
+        if cfg.rule == "rlhf":
+            check_file_for(prefix, self.reward_model, cfg.data, "rlhf")
         if self.samples_per_z == 1:
             raise ConfigError(f"{prefix}samples_per_z = 1 leaves no leave-one-out baseline; "
                               "use 0 (auto) or an integer in [2, 64]")
