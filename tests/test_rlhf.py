@@ -106,8 +106,9 @@ def test_a_config_saved_with_the_old_name_kl_loads_as_kl_weight(ring):
     assert TrainConfig.from_dict(raw).options().kl_weight == 0.03
 
 def test_rlhf_needs_a_reward_model_and_the_cli_takes_one(ring, capsys):
+    TrainConfig(data="ring8", rule="rlhf")   # a config (or a checkpoint) reads without one
     with pytest.raises(ConfigError, match="rlhf rule needs a reward model"):
-        TrainConfig(data="ring8", rule="rlhf")
+        Trainer(TrainConfig(data="ring8", rule="rlhf"))   # training needs it
     ckpt = ring["root"] / "base.pt"
     ckpt.write_bytes(to_bytes(ring["state"]))
     out = ring["root"] / "cli"
@@ -413,4 +414,22 @@ def test_a_crafted_rule_state_is_refused_by_name(ring, bad, message):
 def test_a_reward_model_of_another_data_set_is_refused(ring, rule):
     with pytest.raises(ConfigError, match=f"{rule}.reward_model '.*rm.pt' was trained on "
                                           "ring8 samples, but this run is on mnist5k"):
-        TrainConfig(data="mnist5k").replace(rule=rule, **{f"{rule}.reward_model": ring["rm"]})
+        Trainer(TrainConfig(data="mnist5k").replace(rule=rule,
+                                                    **{f"{rule}.reward_model": ring["rm"]}))
+
+
+def test_a_fine_tune_checkpoint_stays_readable_after_its_reward_model_moves(ring, tmp_path,
+                                                                          capsys):
+    rm = tmp_path / "rm.pt"
+    rm.write_bytes(open(ring["rm"], "rb").read())
+    trainer = Trainer.from_checkpoint(ring["state"], rule="rlhf",
+                                      **{"rlhf.reward_model": str(rm)})
+    trainer.step()
+    path = trainer.save_checkpoint(tmp_path / "ft.safetensors")
+    rm.rename(tmp_path / "moved.pt")
+    assert load_checkpoint(path)["rule"] == "rlhf"
+    assert main(["info", str(path)]) == 0 and main(["eval", str(path)]) == 0
+    capsys.readouterr()
+    assert main(["train", "--resume", str(path), "--steps", "500", "--out",
+                 str(tmp_path / "go")]) == 2   # training on needs the file: one line
+    assert "rlhf.reward_model" in capsys.readouterr().err

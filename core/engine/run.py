@@ -91,6 +91,7 @@ class BatchStream:
 class Run:
     def __init__(self, cfg: TrainConfig, data: DataSet, device: torch.device, lock,
                  name: str = "") -> None:
+        RULES[cfg.rule].ready(cfg)   # files the rule needs: checked when training starts
         self.cfg = cfg
         self.data = data
         self.device = device
@@ -157,7 +158,9 @@ class Run:
         RULES.entry(rule)   # a clear error for an unknown name
         with self.lock:
             if rule != self.cfg.rule:
-                old, self.cfg = self.cfg.rule, self.cfg.replace(rule=rule, **changes)
+                cfg = self.cfg.replace(rule=rule, **changes)
+                RULES[rule].ready(cfg)
+                old, self.cfg = self.cfg.rule, cfg
                 self.log.add_event(self.step_count, f"rule: {old} -> {rule}")
                 self.rule_start = self.step_count
                 self.G_ref = self._frozen_copy()

@@ -327,8 +327,10 @@ class Trainer(RunControls):
     def reconfigure(self, **changes) -> None:
         """Change settings of the run as it goes (validated like any config): a new
         reward model between feedback rounds."""
+        cfg = self.cfg.replace(**changes)
+        RULES[cfg.rule].ready(cfg)
         with self.lock:
-            self.run.cfg = self.cfg.replace(**changes)
+            self.run.cfg = cfg
 
     def extend(self, steps: int) -> None:
         """A budget `steps` past the current step, for Continue after a stop or the end

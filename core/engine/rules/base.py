@@ -41,6 +41,11 @@ class Rule:
         """(G's loss as a differentiable function of mu = G(z), metrics by name)."""
         raise NotImplementedError
 
+    def ready(self, cfg) -> None:
+        """Raise ConfigError if this rule cannot train under cfg for a reason outside the
+        config (a file it needs): checked when training starts, not when a config or a
+        checkpoint is read, so a saved run stays readable after such a file moves."""
+
     def trains_d(self, options) -> bool:
         """Whether D keeps learning while this rule updates G."""
         return True

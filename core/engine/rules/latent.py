@@ -22,7 +22,6 @@ import torch.nn.functional as F
 
 from core.base.options import Options, option
 from core.engine.rules.rlhf import RlhfRule
-from core.feedback.reward_model import check_file_for
 
 
 @dataclass(frozen=True)
@@ -44,10 +43,6 @@ class LatentOptions(Options):
                               "person (e.g. digit:7@panel): logged with the quality metrics")
     train_d: bool = option(True, "Keep training D", "Whether D goes on learning (it "
                            "matters only with a realism weight)")
-
-    def check(self, prefix: str, cfg) -> None:
-        if cfg.rule == "latent":
-            check_file_for(prefix, self.reward_model, cfg.data, "latent")
 
 
 def latent_kl(A: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

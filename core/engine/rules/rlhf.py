@@ -84,8 +84,6 @@ class RlhfOptions(Options):
                            "the fine-tune (it matters only with a realism weight)")
 
     def check(self, prefix: str, cfg) -> None:
-        if cfg.rule == "rlhf":
-            check_file_for(prefix, self.reward_model, cfg.data, "rlhf")
         if self.samples_per_z == 1:
             raise ConfigError(f"{prefix}samples_per_z = 1 leaves no leave-one-out baseline; "
                               "use 0 (auto) or an integer in [2, 64]")
@@ -108,6 +106,9 @@ class RlhfRule(Rule):
                                     "file"),
                  "--kl": ("kl_weight", f"rlhf rule: weight of the KL to the start (-1 = auto: "
                           f"{auto_text(AUTO_KL)}; 0 = no anchor)")}
+
+    def ready(self, cfg) -> None:
+        check_file_for(f"{cfg.rule}.", cfg.options().reward_model, cfg.data, cfg.rule)
 
     def trains_d(self, options) -> bool:
         return options.train_d
