@@ -146,6 +146,7 @@ def test_a_digit_fine_tune_shows_base_and_arms_on_the_same_z_in_the_browser(serv
     page.locator(".st-key-fb_finetune button").first.click()
     page.wait_for_url("**/compare?arena=*")
     page.get_by_text("Base vs fine-tuned, same z").wait_for()
+    assert page.locator(".st-key-cmp_compared_only input").is_checked()   # the fine-tune
     page.get_by_text("the nearest real training image of each fine-tuned sample").wait_for()
     page.get_by_text("Median distance to the nearest real image: base").wait_for()
     if os.environ.get("SCREENSHOTS"):   # for a person to look at (not a check)

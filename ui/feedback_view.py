@@ -252,6 +252,7 @@ def fine_tune(source: Source, model_path: Path) -> None:
                   run_id=new_run_id(f"arena-rlhf-{cfg.data}"))
     compare_view.registry().start(arena)
     compare_view.attach(arena)
+    st.session_state["cmp_compared_only"] = True   # the fine-tune, not the pretraining
     st.switch_page("views/compare.py", query_params={compare_view.QUERY_KEY: arena.run_id})
 
 
