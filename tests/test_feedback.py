@@ -281,3 +281,20 @@ def test_feedback_rounds_judge_the_fine_tuned_samples_and_keep_each_round(tmp_pa
     assert main(["rlhf-rounds", "--from", str(ckpt), "--oracle", "upper", "--rounds", "1",
                  "--pairs-per-round", "40", "--steps-per-round", "5", "--out", str(out)]) == 2
     assert "already exists" in capsys.readouterr().err
+
+
+def test_a_reward_model_path_that_is_not_a_regular_file_is_one_line_not_a_hang(tmp_path):
+    import os
+
+    from core.feedback.reward_model import RewardModelError, load_reward_model
+
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)   # opening it for reading would wait for a writer forever
+    for path in (fifo, "/dev/zero", tmp_path):
+        with pytest.raises(RewardModelError, match="cannot read it"):
+            load_reward_model(path)
+    big = tmp_path / "big.pt"
+    with open(big, "wb") as fh:
+        fh.truncate(65 * 2**20)   # sparse: no disk, but larger than a reward model can be
+    with pytest.raises(RewardModelError, match="more than a reward model can be"):
+        load_reward_model(big)

@@ -26,13 +26,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from core.base.files import write_atomic
+from core.base.files import read_bounded, write_atomic
 from core.base.validate import ConfigError
 from core.data.datasets import DataSet, load_by_name
 from core.quality.classifier import load_or_train_classifier
 from core.quality.judges import get_judge
 
 SCHEMA_VERSION = 1
+MAX_FILE_BYTES = 64 * 2**20   # a real one is well under a megabyte (small heads, stats)
 FEATURES = {"image": ("multi", "robust", "classifier+pixels", "classifier", "pixels"),
             "2d": ("raw",)}
 HIDDEN = {"multi": (), "robust": (), "classifier+pixels": (), "classifier": (64,),
@@ -217,7 +218,7 @@ def _from_state(state, name: str) -> RewardModel:
 
 def load_reward_model(path: str | Path) -> RewardModel:
     try:
-        raw = Path(path).read_bytes()
+        raw = read_bounded(path, MAX_FILE_BYTES, "reward model")
     except OSError as exc:
         raise RewardModelError(f"{path}: cannot read it ({exc.strerror or exc})") from None
     try:
