@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import io
 import json
+import math
 import pickle
 import random
 import re
@@ -932,3 +933,33 @@ def test_a_run_resumes_bit_for_bit_from_either_format():
         timing = ["steps_per_s"]   # wall time is never identical
         assert t.log.to_frame().drop(columns=timing).equals(
             trainer.log.to_frame().drop(columns=timing))
+
+
+# -- nothing silently wrong: values a file carries must fit together ---------------------
+def test_the_optimisers_settings_are_the_configs_not_the_files(valid):
+    from core.engine.trainer import Trainer
+
+    group = valid["g_optimizer"]["param_groups"][0]
+    crafted = put(valid, ("g_optimizer", "param_groups", 0),
+                  {**group, "fused": False, "eps": 1.0, "weight_decay": 1.0, "foreach": True})
+    trainer = Trainer.from_checkpoint(load_checkpoint(to_bytes(crafted)))
+    used = trainer.nets.g_opt.param_groups[0]
+    assert (used["eps"], used["weight_decay"], used["fused"]) == (1e-8, 0, True)
+    assert math.isfinite(trainer.step()["g_loss"])   # fused: false crashed this step
+
+
+def test_an_all_zero_random_state_is_refused(valid):
+    state = valid["rng"]["data"].clone()
+    state[24:24 + 8 * 624] = 0
+    _refused(to_bytes(put(valid, ("rng", "data"), state)), "all-zero mt19937 state")
+
+
+def test_adam_moments_that_cannot_come_from_any_gradients_are_refused(valid):
+    entry = valid["g_optimizer"]["state"][0]
+    huge = entry["exp_avg"].clone()
+    huge[0] = 1e30
+    zero = entry["exp_avg_sq"].clone()
+    zero[0] = 0
+    crafted = put(put(valid, ("g_optimizer", "state", 0, "exp_avg"), huge),
+                  ("g_optimizer", "state", 0, "exp_avg_sq"), zero)
+    _refused(to_bytes(crafted), "exp_avg is larger than its exp_avg_sq allows")

@@ -97,3 +97,9 @@ def flatten_parameters(module: nn.Module) -> nn.Parameter:
     flat_param = nn.Parameter(flat)
     flat_param.grad = grad
     return flat_param
+
+
+def make_adam(flat: torch.nn.Parameter, opt_cfg) -> torch.optim.Adam:
+    """The one Adam of the lab (fused: one kernel per network), from an OptimConfig."""
+    return torch.optim.Adam([flat], lr=opt_cfg.lr, betas=(opt_cfg.beta1, opt_cfg.beta2),
+                            fused=True)

@@ -14,9 +14,9 @@ import numpy as np
 import torch
 
 from core.data.datasets import DataSet
-from core.engine.config import OptimConfig, TrainConfig
+from core.engine.config import TrainConfig
 from core.engine.metric_log import MetricLog
-from core.engine.models import MLP, build_models, flatten_parameters
+from core.engine.models import MLP, build_models, flatten_parameters, make_adam
 from core.engine.rules import RULES
 from core.engine.samples import Snapshot, SnapshotStore, d_heatmap, grid_png
 from core.engine.step import Nets, StepContext, draw_batch, train_step
@@ -26,11 +26,6 @@ from core.quality.evaluate import QualityHook
 FIXED_IMAGES = 64     # fixed-noise grid: 8 x 8
 FIXED_POINTS = 1000   # fixed-noise scatter for 2-D data
 RESEEDED = "random streams reseeded: the run was saved on another kind of device"
-
-
-def make_adam(flat: torch.nn.Parameter, opt_cfg: OptimConfig) -> torch.optim.Adam:
-    return torch.optim.Adam([flat], lr=opt_cfg.lr, betas=(opt_cfg.beta1, opt_cfg.beta2),
-                            fused=True)
 
 
 def build_nets(cfg: TrainConfig, data: DataSet, device: torch.device) -> Nets:

@@ -44,6 +44,7 @@ import torch
 
 from core.base.files import write_atomic
 from core.engine.config import OptimConfig
+from core.engine.models import make_adam
 from core.io import format as ckpt_format
 from core.io.schema import (
     DAMAGED,
@@ -190,23 +191,26 @@ def _read_all(source) -> bytes:
 
 # -- helpers for loaders and summaries --------------------------------------------------------
 def optimizer_state_for(state_dict: dict, opt_cfg: OptimConfig) -> dict:
-    """A deep copy of a validated Adam state dict with lr and betas taken from opt_cfg.
+    """A copy of a validated Adam state dict whose hyperparameters are all the config's.
 
-    torch's load_state_dict takes every hyperparameter from the saved param_groups, but
-    the config decides the learning rate (a fine-tune may change it), so load this copy:
-    `opt.load_state_dict(optimizer_state_for(state["g_optimizer"], cfg.g_opt))`. The copy
-    also keeps torch from updating the checkpoint dict's moment tensors in place."""
+    torch's load_state_dict takes every hyperparameter from the saved param_groups; here
+    only the moments and the step come from the file. lr and betas are the config's (a
+    fine-tune may change them), and eps, weight_decay, fused, foreach... are what the
+    lab's own Adam uses: a file's `fused: false` crashed the first resumed step, and its
+    eps or weight_decay changed training without a word. Load it as
+    `opt.load_state_dict(optimizer_state_for(state["g_optimizer"], cfg.g_opt))`; the
+    copy also keeps torch from updating the checkpoint dict's moment tensors in place."""
     if not isinstance(state_dict, dict) or not isinstance(state_dict.get("param_groups"), list):
         raise CheckpointError("optimiser state is not an Adam state dict; validate the "
                               "checkpoint (load_checkpoint) first")
-    out = copy.deepcopy(state_dict)
-    for group in out["param_groups"]:
-        if not isinstance(group, dict):
-            raise CheckpointError("optimiser state param_groups holds a non-dict; validate "
-                                  "the checkpoint (load_checkpoint) first")
-        group["lr"] = float(opt_cfg.lr)
-        group["betas"] = (float(opt_cfg.beta1), float(opt_cfg.beta2))
-    return out
+    if not all(isinstance(g, dict) for g in state_dict["param_groups"]):
+        raise CheckpointError("optimiser state param_groups holds a non-dict; validate "
+                              "the checkpoint (load_checkpoint) first")
+    ours = make_adam(torch.nn.Parameter(torch.zeros(1)), opt_cfg).param_groups[0]
+    group = {**{k: v for k, v in ours.items() if k not in ("params", "param_names")},
+             "params": [0]}
+    return {"state": copy.deepcopy(state_dict.get("state", {})),
+            "param_groups": [copy.deepcopy(group) for _ in state_dict["param_groups"]]}
 
 
 def _json_safe(value: Any, depth: int = 0):

@@ -385,6 +385,7 @@ def _check_optimizer(name: str, field: str, opt, which: str, n_params: int) -> N
         _check_finite(name, where, t)
     if bool((entry["exp_avg_sq"] < 0).any()):
         _fail(name, f"{field} exp_avg_sq has negative values (it is a mean of squares)")
+    _check_moments(name, field, entry, groups[0]["betas"])
     step = entry["step"]
     _check_tensor(name, f"{field} step", step, (torch.float32, torch.float64))
     if step.dim() != 0:
@@ -394,6 +395,23 @@ def _check_optimizer(name: str, field: str, opt, which: str, n_params: int) -> N
     if not math.isfinite(value) or not 0 <= value <= MAX_STEP or value != int(value):
         _fail(name, f"{field} step = {value!r} is not a whole number of steps in "
               f"[0, {MAX_STEP:,}]")
+
+
+def _check_moments(name: str, field: str, entry: dict, betas) -> None:
+    """Adam's moments must fit together: m = (1-b1) sum b1^k g_k and v = (1-b2) sum
+    b2^k g_k^2 give |m| <= c sqrt(v) with c = (1-b1) / sqrt((1-b2)(1 - b1^2/b2)) by
+    Cauchy-Schwarz. A crafted m far above it (1e30 with v = 0) steps the weights by
+    lr x m / eps and blows them up without a word; twice c leaves room for betas that
+    changed on a resume."""
+    b1, b2 = float(betas[0]), float(betas[1])
+    if b1 * b1 >= b2:   # the bound does not converge: nothing to check
+        return
+    c = (1 - b1) / math.sqrt((1 - b2) * (1 - b1 * b1 / b2))
+    excess = entry["exp_avg"].abs() - 2 * c * entry["exp_avg_sq"].sqrt()
+    if bool((excess > 1e-6).any()):
+        _fail(name, f"{field} exp_avg is larger than its exp_avg_sq allows (Adam's moments "
+              f"satisfy |exp_avg| <= {c:.3g} sqrt(exp_avg_sq)); the optimiser state was "
+              "crafted or damaged")
 
 
 def _check_param_group(name: str, field: str, group: dict) -> None:
@@ -478,6 +496,11 @@ def _check_rng(name: str, rng) -> None:
                     or left + nxt > MT_STATE_N + 1):
                 _fail(name, f"{field} is not a valid mt19937 state (left={left}, "
                       f"next={nxt}, seeded={seeded})")
+            # the 624 words follow as 8-byte slots; all zero is mt19937's fixed point:
+            # every draw is 0 (every batch sample 0, every z 0) and validation let it by
+            if not any(raw[24:24 + 8 * MT_STATE_N]):
+                _fail(name, f"{field} is an all-zero mt19937 state, which draws only "
+                      "zeros")
 
 
 def _check_fixed_z(name: str, z, latent_dim: int) -> None:
