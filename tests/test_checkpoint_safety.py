@@ -963,3 +963,9 @@ def test_adam_moments_that_cannot_come_from_any_gradients_are_refused(valid):
     crafted = put(put(valid, ("g_optimizer", "state", 0, "exp_avg"), huge),
                   ("g_optimizer", "state", 0, "exp_avg_sq"), zero)
     _refused(to_bytes(crafted), "exp_avg is larger than its exp_avg_sq allows")
+
+
+def test_a_rule_that_is_not_the_configs_is_refused(valid):
+    assert valid["rule"] == valid["config"]["rule"] == "bce"
+    _refused(to_bytes({**valid, "rule": "reinforce"}), "rule 'reinforce' is not its config's "
+                                                       "rule 'bce'")

@@ -163,6 +163,9 @@ def _validate_run(state, name: str) -> TrainConfig:
     if missing:
         raise CheckpointError(f"{name} is missing {', '.join(missing)}")
     cfg = _config(name, state)
+    if state.get("rule") is not None and state["rule"] != cfg.rule:   # info would show it
+        _fail(name, f"its rule {_clip(str(state['rule']), 40)!r} is not its config's rule "
+                    f"{cfg.rule!r}")
     # The data set's shape decides the first / last layer sizes; it comes from the
     # registry, so validating never reads (or creates) the data root a file names.
     shape = sample_shape(cfg.data, cfg.image_size)
