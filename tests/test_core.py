@@ -291,3 +291,16 @@ def test_image_folder_skips_and_names_what_it_cannot_use(tmp_path):
     text = " ".join(data.skipped_names)
     assert "escape.png (a link out of the folder)" in text
     assert "pipe.png (not a regular file)" in text and "broken_0.jpg" in text
+
+
+def test_csv_cells_that_a_spreadsheet_would_run_as_formulas_stay_text():
+    from core.engine.metric_log import MetricLog
+
+    log = MetricLog()
+    log.append(1, {'=HYPERLINK("http://x","y")': -1.5, "d_loss": 0.5})
+    import csv
+    import io
+
+    header, row = list(csv.reader(io.StringIO(log.to_csv().decode())))[:2]
+    formula = header.index("'=HYPERLINK(\"http://x\",\"y\")")   # text, not a formula
+    assert float(row[formula]) == -1.5   # and a negative number stays a number

@@ -12,6 +12,7 @@ import atexit
 import pandas as pd
 import streamlit as st
 
+from core.base.files import csv_bytes
 from core.data.datasets import DATASETS
 from core.engine.arena import Arena, ArmSpec
 from core.engine.config import PRESETS, ConfigError, TrainConfig, preset
@@ -361,7 +362,7 @@ def downloads(arena: Arena) -> None:
 def all_arms_csv(arena: Arena) -> bytes:
     """Every arm's full metric log in one CSV with an `arm` column (built on click)."""
     frames = [a.log.to_frame().assign(arm=n) for n, a in arena.arms.items()]
-    return pd.concat(frames).to_csv(index=False).encode()
+    return csv_bytes(pd.concat(frames))
 
 
 def live_view(arena: Arena) -> None:

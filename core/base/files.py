@@ -44,3 +44,23 @@ def read_bounded(path: str | Path, max_bytes: int, what: str = "file") -> bytes:
     if len(data) > max_bytes:   # grew while being read
         raise OSError(f"{path} is more than {max_bytes:,} bytes")
     return data
+
+
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def plain_cell(text: str) -> str:
+    """Text a spreadsheet shows as text: a leading = + - @ (or tab, CR) would make it a
+    formula (CSV injection), so such a cell gets a leading apostrophe."""
+    return "'" + text if text[:1] in FORMULA_STARTS else text
+
+
+def csv_bytes(frame) -> bytes:
+    """A pandas frame as UTF-8 CSV with every text cell and column name made plain
+    (numbers stay numbers: -1.5 is not a formula)."""
+    frame = frame.rename(columns=lambda c: plain_cell(str(c)))
+    text_cols = [c for c in frame.columns if frame[c].dtype == object]
+    if text_cols:
+        frame = frame.assign(**{c: frame[c].map(lambda v: plain_cell(v) if isinstance(v, str)
+                                                else v) for c in text_cols})
+    return frame.to_csv(index=False).encode()

@@ -7,11 +7,12 @@ later (a quality metric) is back-filled with NaN.
 """
 from __future__ import annotations
 
-import io
 import threading
 
 import numpy as np
 import pandas as pd
+
+from core.base.files import csv_bytes
 
 
 class MetricLog:
@@ -165,9 +166,7 @@ class MetricLog:
         return pd.DataFrame(data)
 
     def to_csv(self) -> bytes:
-        buf = io.StringIO()
-        self.to_frame().to_csv(buf, index=False)
-        return buf.getvalue().encode()
+        return csv_bytes(self.to_frame())   # a column named "=HYPERLINK(...)" stays text
 
     # -- persistence (checkpoints hold plain arrays) -----------------------------------
     def state(self) -> dict:

@@ -44,6 +44,8 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
+from core.base.files import plain_cell
+
 SCHEMA_VERSION = 3
 APPLICATION_ID = 0x474C5046          # "GLPF": GAN Lab PreFerences
 CHOICES = ("left", "right", "tie", "skip")
@@ -735,6 +737,4 @@ def _iso(t: float) -> str:
     return datetime.fromtimestamp(t, tz=timezone.utc).isoformat(timespec="milliseconds")
 
 
-def _cell(text: str) -> str:
-    """Neutralise spreadsheet formulas in user-typed names (CSV injection)."""
-    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+_cell = plain_cell   # user-typed names in the CSV logs

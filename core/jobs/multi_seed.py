@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from core.base.files import write_atomic
+from core.base.files import csv_bytes, write_atomic
 from core.data.datasets import load_dataset
 from core.engine.arena import ArmSpec
 from core.engine.config import TrainConfig
@@ -143,7 +143,7 @@ def run_compare(cfg: TrainConfig, arms: list, seeds: list[int], out: Path,
         for name, values in by_seed.get(seed, {}).items():
             finals.setdefault(name, []).append(values)
     summary = summarize(finals)
-    summary.to_csv(out / "summary.csv", index=False)
+    (out / "summary.csv").write_bytes(csv_bytes(summary))
     wide = wide_table(summary) if len(summary) else pd.DataFrame()
     done = len(seeds) - len(failures)
     title = (f"{cfg.data}: {' vs '.join(finals) or ' vs '.join(labels)}, {done} seed(s)"

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from core.base.files import csv_bytes
 from core.engine.config import TrainConfig
 from core.engine.metric_info import METRICS
 from core.jobs.arena_task import Task
@@ -160,7 +161,7 @@ def run_sweep(cfg: TrainConfig, arms: list, grid: list[tuple[str, list]], seeds:
 
     failures = run_tasks(tasks, collect, backend=backend, workers=workers, address=address)
     table = sweep_table(points, seeds, finals)
-    table.to_csv(out / "sweep.csv", index=False)
+    (out / "sweep.csv").write_bytes(csv_bytes(table))
     metric, better = ranking_metric(table)
     ranking = rank(table, metric, better)
     heatmaps = [heatmap(table, points, name, out / f"heatmap_{name}.png")
