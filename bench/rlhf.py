@@ -7,12 +7,10 @@ reinforce (D as reward), rlhf with its default (pathwise) estimator and rlhf wit
 REINFORCE estimator, on the same reward model. Reported (mean ± s.e. over seeds) on
 2,500 fixed z at a few points of the fine-tune, plus the blind win rate against the
 pretrained generator at the end (the exact oracle judges 1,000 pairs in random order):
-  mnist5k, oracle digit:7: share of samples called 7 by a third classifier (trained
-      with its own seed and split, apart from the oracle's and from the quality
-      classifier whose features the reward model uses), by the quality classifier,
-      and by the majority of the 5 nearest training images in pixel space (a judge
-      that CNN-fooling strokes do not sway), the judge's mean confidence on its 7s,
-      the FD of the 7s to real 7s, and the classes present (>= 2% of samples);
+  mnist5k, oracle digit:7: share of samples called 7 by each judge of
+      core/quality/judges.py (cnn, robust, knn, hog) and by the majority of the judges
+      other than the reward model's feature network (cnn), the FD of the 7s to real 7s,
+      and the classes present (>= 2% of samples, by the robust judge);
   ring8, oracle upper: share of high-quality samples in the upper modes (y > 0),
       % high quality, modes covered.
 Seed 0's fixed-z samples are printed at the end (digits as text art, 2-D as counts
@@ -49,22 +47,15 @@ from core.engine.trainer import Trainer  # noqa: E402
 from core.feedback.loop import blind_win_rate  # noqa: E402
 from core.feedback.oracles import make_oracle  # noqa: E402
 from core.feedback.reward_model import cached_reward_model, train_reward_model  # noqa: E402
-from core.quality.evaluate import (  # noqa: E402
-    EVAL_SAMPLES,
-    classify,
-    evaluator_for,
-    frechet_distance,
-    generate,
-    load_or_train_classifier,
-    nearest_mode,
-)
+from core.quality.classifier import classify  # noqa: E402
+from core.quality.evaluate import EVAL_SAMPLES, evaluator_for, generate  # noqa: E402
+from core.quality.judges import JUDGES, get_judge, majority_share  # noqa: E402
+from core.quality.metrics import frechet_distance, nearest_mode  # noqa: E402
 
 SETUPS = {"mnist5k": {"oracle": "digit:7", "pretrain": 3000, "steps": 2000},
           "ring8": {"oracle": "upper", "pretrain": 5000, "steps": 10000}}
 ARMS = ["bce", "reinforce", "rlhf", "rlhf:estimator=reinforce"]
-JUDGE_SEED = JUDGE_SPLIT = 2     # neither the quality classifier's (0) nor the oracle's (1)
 DIGIT = 7
-NEIGHBOURS = 5                   # the pixel-space judge's k
 SHOWN = 8                        # fixed-z samples printed per generator
 INK = " .:-=+*#%@"
 
@@ -94,17 +85,8 @@ class Scorer:
         self.data = data
         if data.is_image:
             self.quality = evaluator_for(data).prepare().classifier
-            self.judge = load_or_train_classifier(data, seed=JUDGE_SEED, split_seed=JUDGE_SPLIT)
             real = data.x[data.labels == DIGIT][:2000]
             self.real_feats = classify(self.quality.model, real)[1]
-            self.train_x, self.train_y = data.x.float(), data.labels
-
-    def nearest_neighbours(self, x: torch.Tensor, k: int = NEIGHBOURS) -> torch.Tensor:
-        """The majority label of each sample's k nearest training images in pixels: a
-        judge of another kind than the CNNs, which a few added pixels cannot sway."""
-        votes = torch.cat([self.train_y[torch.cdist(chunk, self.train_x).topk(
-            k, largest=False).indices] for chunk in x.float().split(500)])
-        return torch.mode(votes, 1).values
 
     @torch.no_grad()
     def __call__(self, G) -> dict[str, float]:
@@ -117,21 +99,21 @@ class Scorer:
             return {"upper modes (% of HQ)": 100 * float(upper.float().mean()) if high.any()
                     else math.nan,
                     "high quality (%)": q["q_high_quality"], "modes": q["q_modes"]}
-        probs, _ = classify(self.judge.model, x)
-        conf, pred = probs.max(1)
-        sevens = pred == DIGIT
+        # one gold line per judge of core/quality/judges.py (the reward model's features
+        # are the quality classifier's, the `cnn` judge: the others are of other kinds)
+        calls = {name: get_judge(name, self.data).calls(x) for name in JUDGES}
+        row = {f"{DIGIT}s, {name} (%)": 100 * float((c == DIGIT).double().mean())
+               for name, c in calls.items()}
+        independent = {n: c for n, c in calls.items() if n != "cnn"}
+        row[f"{DIGIT}s, majority of others (%)"] = 100 * majority_share(independent, DIGIT)
         q_probs, q_feats = classify(self.quality.model, x)
         q_sevens = q_probs.argmax(1) == DIGIT
-        counts = torch.bincount(pred, minlength=probs.shape[1])
-        knn_sevens = self.nearest_neighbours(x) == DIGIT
-        return {f"{DIGIT}s, judge (%)": 100 * float(sevens.float().mean()),
-                f"{DIGIT}s, quality clf (%)": 100 * float(q_sevens.float().mean()),
-                f"{DIGIT}s, {NEIGHBOURS}-NN pixels (%)": 100 * float(knn_sevens.float().mean()),
-                f"judge conf. of {DIGIT}s": float(conf[sevens].mean()) if sevens.any()
-                else math.nan,
-                f"FD {DIGIT}s to real {DIGIT}s": frechet_distance(q_feats[q_sevens], self.real_feats)
-                if q_sevens.sum() > 20 else math.nan,
-                "classes": float((counts >= 0.02 * len(x)).sum())}
+        counts = torch.bincount(calls["robust"], minlength=q_probs.shape[1])
+        row[f"FD {DIGIT}s to real {DIGIT}s"] = (frechet_distance(q_feats[q_sevens],
+                                                                  self.real_feats)
+                                                 if q_sevens.sum() > 20 else math.nan)
+        row["classes"] = float((counts >= 0.02 * len(x)).sum())
+        return row
 
 
 def text_art(G, data) -> str:
@@ -193,7 +175,7 @@ def compare(data: str, seeds: int, steps: int, folder: Path) -> None:
     metrics = list(table[("pretrained", 0)])
     print(f"\n{data}, oracle {setup['oracle']}, {setup['pretrain']:,} bce steps, then "
           f"{steps:,} steps per arm; {seeds} seeds, mean ± s.e. rlhf defaults here: kl "
-          f"{resolved(opts, 'kl', is_2d)}, sigma {resolved(opts, 'sigma', is_2d)}, uncertainty "
+          f"{resolved(opts, 'kl_weight', is_2d)}, sigma {resolved(opts, 'sigma', is_2d)}, uncertainty "
           f"{opts.uncertainty}, realism {resolved(opts, 'realism', is_2d)}, score clip "
           f"{opts.score_clip}")
     print(f"{'arm':<26}{'step':>6}  " + "".join(f"{m:<25}" for m in metrics))
@@ -224,8 +206,8 @@ def overopt(steps: int, folder: Path) -> None:
                                              "rlhf.gold_oracle": "digit:7", **changes})
         opts = trainer.cfg.options()
         evaluator_for(trainer.data).prepare()
-        print(f"\nrlhf, {label} (kl {resolved(opts, 'kl', False)}, uncertainty {opts.uncertainty}):\n"
-              f"  {'step':>6} {'sqrt KL':>8} {'proxy':>8} {'gold':>8} {'7s judge %':>11} "
+        print(f"\nrlhf, {label} (kl {resolved(opts, 'kl_weight', False)}, uncertainty {opts.uncertainty}):\n"
+              f"  {'step':>6} {'sqrt KL':>8} {'proxy':>8} {'gold':>8} {'7s robust %':>12} "
               f"{'7s 5-NN %':>10} {'FD 7s':>7} {'classes':>8}")
         golds = {}
         for step in range(1, steps + 1):
@@ -238,7 +220,7 @@ def overopt(steps: int, folder: Path) -> None:
             s = scorer(trainer.nets.G)
             golds[step] = row["q_gold"]
             print(f"  {step:>6} {row['q_sqrt_kl']:8.2f} {proxy:8.2f} {row['q_gold']:8.3f} "
-                  f"{s['7s, judge (%)']:11.1f} {s[f'7s, {NEIGHBOURS}-NN pixels (%)']:10.1f} "
+                  f"{s['7s, robust (%)']:12.1f} {s['7s, knn (%)']:10.1f} "
                   f"{s['FD 7s to real 7s']:7.0f} "
                   f"{s['classes']:8.0f}", flush=True)
         peak = max(golds, key=golds.get)

@@ -31,7 +31,7 @@ from core.engine.config import preset  # noqa: E402
 from core.engine.samples import grid_png  # noqa: E402
 from core.engine.trainer import Trainer  # noqa: E402
 from core.feedback.oracles import make_oracle  # noqa: E402
-from core.feedback.reward_model import train_reward_model  # noqa: E402
+from core.feedback.reward_model import agreement, train_reward_model  # noqa: E402
 from core.io.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
 from core.quality.evaluate import EVAL_SAMPLES, generate  # noqa: E402
 from core.quality.judges import JUDGES, get_judge, majority_share, nearest_neighbours  # noqa: E402
@@ -65,10 +65,15 @@ def reward_models(trainer: Trainer, oracle_spec: str, features: list[str], seed:
     a, b = pairs(G, PAIRS, gen)
     p = labels(oracle, a, b, noise, gen)
     out = {}
+    fresh_a, fresh_b = pairs(G, 1000, torch.Generator().manual_seed(1000 + seed))
+    exact = oracle.prob_left(fresh_a, fresh_b, 0.0)
     for kind in features:
         model = train_reward_model(a, b, p, data, features=kind, seed=seed)
-        print(f"  reward model {kind}: held-out accuracy {model.metrics.get('held_out_acc'):.3f}",
-              file=sys.stderr)
+        with torch.no_grad():
+            diff = model.score(fresh_a) - model.score(fresh_b)
+        print(f"  reward model {kind}: held-out accuracy {model.metrics['held_out_acc']:.3f} "
+              f"(noisy labels), {agreement(diff, exact):.3f} on 1,000 fresh pairs (exact "
+              "oracle)", file=sys.stderr)
         out[kind] = str(model.save(folder / f"rm-{kind}-{seed}.pt"))
     return out
 
