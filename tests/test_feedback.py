@@ -110,7 +110,18 @@ def test_simulate_store_train_and_fine_tune_on_the_preference_reward(tmp_path, c
     assert state["config"]["reinforce"]["reward"] == "preference"
     assert main(["train", "--data", "ring8", "--steps", "5", "--rule", "reinforce", "--set",
                  "reinforce.reward=preference", "--out", str(tmp_path / "x")]) == 2
-    assert "needs reinforce.reward_model" in capsys.readouterr().err
+    assert "reinforce.reward_model = '' is not a file" in capsys.readouterr().err
+    # a reward model of other data: one line at the start, not an internal error
+    digits_rm = tmp_path / "digits.pt"
+    data = load_by_name("mnist5k")
+    x = data.x[:40]
+    train_reward_model(x[:20], x[20:], torch.ones(20), data, features="pixels",
+                       max_epochs=3).save(digits_rm)
+    assert main(["train", "--data", "ring8", "--steps", "5", "--rule", "reinforce", "--set",
+                 "reinforce.reward=preference", "--set", f"reinforce.reward_model={digits_rm}",
+                 "--out", str(tmp_path / "y")]) == 2
+    assert "was trained on mnist5k samples, but this run is on ring8" in \
+        capsys.readouterr().err
 
 
 def test_an_oracle_simulation_of_digit_images_stores_uint8_pixels(tmp_path):

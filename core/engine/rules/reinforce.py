@@ -11,7 +11,6 @@ grad_cosine metric measures by how much), and the estimate is far noisier.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -22,6 +21,7 @@ from core.engine.metric_info import METRICS
 from core.engine.rewards import REWARDS, score
 from core.engine.rules.base import Rule
 from core.engine.rules.bce import bce_loss, bce_manual_grad
+from core.feedback.reward_model import check_file_for
 
 # "0 = auto" values as (2-D data, images); the form shows what 0 resolves to.
 AUTO_K = (4, 8)
@@ -60,11 +60,6 @@ class ReinforceOptions(Options):
                                "and the bce gradient on the same batch", low=0, high=10**9)
 
     def check(self, prefix: str, cfg) -> None:
-        if self.reward == "preference" and not Path(self.reward_model).is_file():
-            raise ConfigError(f"{prefix}reward = 'preference' needs {prefix}reward_model: the "
-                              f"path of a reward model file ({self.reward_model!r} is not a "
-                              "file); train one on the Feedback page or with python -m core "
-                              "reward train")
         if self.samples_per_z == 1:
             raise ConfigError(f"{prefix}samples_per_z = 1 leaves no leave-one-out baseline; "
                               "use 0 (auto) or an integer in [2, 64]")
@@ -113,6 +108,11 @@ def _advantages(x: torch.Tensor, ctx) -> tuple[torch.Tensor, dict]:
 
 class ReinforceRule(Rule):
     Options = ReinforceOptions
+
+    def ready(self, cfg) -> None:
+        opts = cfg.options()
+        if opts.reward == "preference":   # a file of this data set, checked at the start
+            check_file_for(f"{cfg.rule}.", opts.reward_model, cfg.data, "reinforce")
 
     def emit(self, mu, ctx):
         k = samples_per_z(ctx.options, ctx.cfg.is_2d)
