@@ -304,3 +304,13 @@ def test_csv_cells_that_a_spreadsheet_would_run_as_formulas_stay_text():
     header, row = list(csv.reader(io.StringIO(log.to_csv().decode())))[:2]
     formula = header.index("'=HYPERLINK(\"http://x\",\"y\")")   # text, not a formula
     assert float(row[formula]) == -1.5   # and a negative number stays a number
+
+
+def test_names_made_from_values_stay_inside_their_folder_and_apart():
+    from core.base.files import folder_name
+
+    assert folder_name("bce") == "bce" and folder_name("lr=0.001,seed=2") == "lr=0.001,seed=2"
+    evil = folder_name("rlhf:reward_model=../../X.pt")
+    assert "/" not in evil and not evil.startswith(".") and evil != folder_name("rlhf:x")
+    long_a, long_b = "k=" + "a" * 200 + "1", "k=" + "a" * 200 + "2"
+    assert len(folder_name(long_a)) <= 120 and folder_name(long_a) != folder_name(long_b)

@@ -1,7 +1,9 @@
 """Files written whole or not at all, and untrusted files read with a bound."""
 from __future__ import annotations
 
+import hashlib
 import os
+import re
 import stat
 import tempfile
 from pathlib import Path
@@ -64,3 +66,15 @@ def csv_bytes(frame) -> bytes:
         frame = frame.assign(**{c: frame[c].map(lambda v: plain_cell(v) if isinstance(v, str)
                                                 else v) for c in text_cols})
     return frame.to_csv(index=False).encode()
+
+
+def folder_name(text: str, limit: int = 120) -> str:
+    """A file or folder name made from a value (an arm's options, a grid point): only
+    letters, digits and . _ = , + - (no separators, so `../../x` stays inside), no
+    leading dot, at most `limit` characters; when anything had to change, a short hash
+    of the whole text keeps two different values from sharing one folder."""
+    safe = re.sub(r"[^A-Za-z0-9._=,+-]", "_", text).lstrip(".") or "_"
+    if safe == text and len(text) <= limit:
+        return text
+    digest = hashlib.sha256(text.encode()).hexdigest()[:8]
+    return f"{safe[:limit - 9]}-{digest}"

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from core.base.files import csv_bytes, write_atomic
+from core.base.files import csv_bytes, folder_name, write_atomic
 from core.data.datasets import load_dataset
 from core.engine.arena import ArmSpec
 from core.engine.config import TrainConfig
@@ -88,13 +88,13 @@ def write_result(folder: Path, result) -> None:
     """A task's run folder: <arm>/metrics.csv, samples.png, hashes.json, arena.safetensors."""
 
     folder = Path(folder)
-    for name, csv in result.logs.items():
-        (folder / name).mkdir(parents=True, exist_ok=True)
-        (folder / name / "metrics.csv").write_bytes(csv)
+    for name, csv in result.logs.items():   # arm names hold option values: made safe
+        (folder / folder_name(name)).mkdir(parents=True, exist_ok=True)
+        (folder / folder_name(name) / "metrics.csv").write_bytes(csv)
     (folder / "samples.png").write_bytes(result.png)
     (folder / "hashes.json").write_text(json.dumps(result.hashes, indent=2))
     for name, data in result.checkpoints.items():
-        write_atomic(data, folder / name)
+        write_atomic(data, folder / folder_name(name))
     write_atomic(result.checkpoint, folder / "arena.safetensors")
 
 

@@ -16,14 +16,13 @@ from __future__ import annotations
 import itertools
 import json
 import math
-import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
-from core.base.files import csv_bytes
+from core.base.files import csv_bytes, folder_name
 from core.engine.config import TrainConfig
 from core.engine.metric_info import METRICS
 from core.jobs.arena_task import Task
@@ -119,8 +118,8 @@ def label(point: dict) -> str:
     return ",".join(f"{k}={_fmt(v)}" for k, v in point.items())
 
 
-def folder_name(point: dict) -> str:
-    return re.sub(r"[^A-Za-z0-9._=,+-]", "_", label(point))[:120]
+def point_folder(point: dict) -> str:
+    return folder_name(label(point))
 
 
 def _fmt(value) -> str:
@@ -146,7 +145,7 @@ def run_sweep(cfg: TrainConfig, arms: list, grid: list[tuple[str, list]], seeds:
         indent=2))
     check_and_prepare([c.replace(seed=s) for c in cfgs.values() for s in seeds[:1]], arms,
                       warmup_steps, backend, address)
-    tasks = [Task(key=f"{folder_name(p)}/seed_{seed}", seed=seed,
+    tasks = [Task(key=f"{point_folder(p)}/seed_{seed}", seed=seed,
                   config=cfgs[i].replace(seed=seed).to_dict(), arms=tuple(arms),
                   warmup_steps=warmup_steps, run_id=f"{out.name}-p{i}-seed{seed}",
                   point={"index": i, **p}, hook=hook)
