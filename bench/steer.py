@@ -24,6 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
 import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
 from ema import mean_se  # noqa: E402  (bench/ema.py)
 from feedback import labels, noise_for, pairs  # noqa: E402  (bench/feedback.py)
 
@@ -96,6 +97,7 @@ def score(G, data, feature_net: str) -> dict[str, float]:
     real = data.x[data.labels == DIGIT][:300]
     row["7s variety vs real"] = (float(torch.pdist(chosen).median() / torch.pdist(real).median())
                                  if len(chosen) >= 10 else float("nan"))
+    row.update(stroke(x, data.image_shape))
     counts = torch.bincount(calls["robust"], minlength=10)
     row["classes"] = float((counts >= 0.02 * len(x)).sum())
     return row
@@ -104,6 +106,21 @@ def score(G, data, feature_net: str) -> dict[str, float]:
 def feature_kind(arm: str) -> str:
     """'latent/robust:realism=0.3' -> 'robust' (the reward model's features)."""
     return arm.partition(":")[0].partition("/")[2] or "multi"
+
+
+def stroke(x: torch.Tensor, shape: tuple) -> dict[str, float]:
+    """Ink measures for the 'thick' preference: isolated ink pixels per image (speckle;
+    no ink among their 8 neighbours), and the stroke width of the denoised image (those
+    removed) as 2 x area / perimeter, in pixels."""
+    ink = (x.reshape(-1, 1, *shape[1:]) > 0).float()
+    neighbours = F.conv2d(F.pad(ink, (1, 1, 1, 1)), torch.ones(1, 1, 3, 3)) - ink
+    isolated = ink * (neighbours == 0)
+    clean = ink - isolated
+    edges = ((clean[..., 1:, :] != clean[..., :-1, :]).sum((1, 2, 3))
+             + (clean[..., :, 1:] != clean[..., :, :-1]).sum((1, 2, 3))).float()
+    width = 2 * clean.sum((1, 2, 3)) / edges.clamp_min(1)
+    return {"isolated px": float(isolated.sum((1, 2, 3)).mean()),
+            "stroke width": float(width.mean())}
 
 
 def arm_spec(arm: str, paths: dict[str, str]) -> tuple[str, dict]:
