@@ -103,3 +103,14 @@ def test_a_rising_proxy_with_falling_judges_realism_or_diversity_is_a_warning():
     assert steering_warning(first, {**hacked, "q_rm": 0.15}) is None   # no rise, no warning
     assert "5 nearest real images: target class (%) 10 -> 4" in steering_warning(
         first, {**steered, "q_judge_knn": 4.0})
+
+
+def test_the_cli_lists_each_judge_with_its_held_out_accuracy(digits, capsys):
+    from core.cli.main import main
+
+    assert main(["judges"]) == 0
+    out = capsys.readouterr().out
+    for name in JUDGES:
+        line = next(ln for ln in out.splitlines() if ln.startswith(name))
+        assert f"{get_judge(name, digits).accuracy:.1f}%" in line
+    assert main(["judges", "--data", "ring8"]) == 2

@@ -72,6 +72,30 @@ def cmd_reward_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_judges(args: argparse.Namespace) -> int:
+    from core.data.datasets import load_by_name
+    from core.quality.judges import JUDGES, get_judge
+
+    data = load_by_name(args.data)
+    if not data.is_image or data.labels is None:
+        raise UsageError(f"{args.data}: judges classify labelled images; use mnist5k or "
+                         "another labelled image set")
+    log = lambda msg: print(msg, file=sys.stderr, flush=True)   # noqa: E731
+    print(f"{'judge':<8} {'held-out accuracy':>18}  kind")
+    for name in JUDGES:
+        judge = get_judge(name, data, log=log)
+        print(f"{name:<8} {judge.accuracy:>17.1f}%  {JUDGES.entry(name).help}")
+    return 0
+
+
+def add_judges(sub: argparse._SubParsersAction) -> None:
+    """Register `judges`."""
+    judges = sub.add_parser("judges", help="the judges of other kinds and their accuracy on "
+                            "held-out real images (trained once and cached)")
+    judges.add_argument("--data", default="mnist5k", choices=list(DATASETS))
+    judges.set_defaults(func=cmd_judges)
+
+
 ROUND_RULES = ("latent", "rlhf")   # the rules that fine-tune on a reward model
 
 

@@ -44,6 +44,7 @@ def make_parser() -> argparse.ArgumentParser:
     feedback.add_feedback(sub)
     feedback.add_reward(sub)
     feedback.add_rounds(sub)
+    feedback.add_judges(sub)
     checkpoints.add_animate(sub)
     checkpoints.add_info(sub)
     return parser
