@@ -22,6 +22,32 @@ def wait_count(page, n: int) -> None:
         " return e && e.innerText.includes('person: ' + n + ' judgements'); }", arg=n)
 
 
+def judge_and_fine_tune(page, url, root, cfg, folder: str, oracle: str, pairs: int) -> None:
+    """A briefly trained generator saved in `folder`, an oracle's judgements of its
+    samples in the database, then on the Feedback page: Train reward model, Fine-tune
+    with these preferences, and the Compare page opens."""
+    from core.data.datasets import load_by_name
+    from core.feedback.loop import simulate
+    from core.feedback.oracles import make_oracle
+
+    trainer = Trainer(cfg)
+    for _ in range(20):
+        trainer.step()
+    trainer.save_checkpoint(root / "checkpoints" / folder / "step_20.pt")
+    data = load_by_name(cfg.data)
+    store = PreferenceStore(root / "checkpoints" / "preferences.sqlite")
+    simulate(store, trainer.nets.G, data, make_oracle(oracle, data), n=pairs, noise=0.1)
+    store.close()
+    page.goto(f"{url}/feedback")
+    page.locator(".st-key-fb_source input").click()
+    page.get_by_role("option", name=f"file {folder}/step_20.pt", exact=True).click()
+    page.get_by_text("Which sample is better?").wait_for()
+    page.locator(".st-key-fb_train button").first.click()
+    page.get_by_text("held-out accuracy").first.wait_for()
+    page.locator(".st-key-fb_finetune button").first.click()
+    page.wait_for_url("**/compare?arena=*")
+
+
 def test_judge_ten_undo_one_reload_shows_nine(server, page):
     url, root = server
     trainer = Trainer(TrainConfig(g_hidden=(32,), d_hidden=(32,), batch_size=8,
@@ -49,27 +75,9 @@ def test_preferences_to_fine_tune_comparison_in_the_browser(server, page):
     """The flow with an oracle standing in for the person: its judgements are in the
     database; Train reward model, then Fine-tune with these preferences opens the
     Compare page with bce, reinforce and rlhf training from the judged generator."""
-    from core.data.datasets import load_by_name
-    from core.feedback.loop import simulate
-    from core.feedback.oracles import make_oracle
-
     url, root = server
-    trainer = Trainer(TrainConfig(data="ring8", latent_dim=2, batch_size=64, eval_every=0))
-    for _ in range(20):
-        trainer.step()
-    trainer.save_checkpoint(root / "checkpoints" / "ring" / "step_20.pt")
-    data = load_by_name("ring8")
-    store = PreferenceStore(root / "checkpoints" / "preferences.sqlite")
-    simulate(store, trainer.nets.G, data, make_oracle("upper", data), n=40, noise=0.1)
-    store.close()
-    page.goto(f"{url}/feedback")
-    page.locator(".st-key-fb_source input").click()
-    page.get_by_role("option", name="file ring/step_20.pt", exact=True).click()
-    page.get_by_text("Which sample is better?").wait_for()
-    page.locator(".st-key-fb_train button").first.click()
-    page.get_by_text("held-out accuracy").first.wait_for()
-    page.locator(".st-key-fb_finetune button").first.click()
-    page.wait_for_url("**/compare?arena=*")
+    cfg = TrainConfig(data="ring8", latent_dim=2, batch_size=64, eval_every=0)
+    judge_and_fine_tune(page, url, root, cfg, "ring", "upper", pairs=40)
     page.get_by_text("bce vs reinforce vs rlhf", exact=False).first.wait_for()
     b.stop(page, "cmp_stop")
 
@@ -123,28 +131,10 @@ def test_a_digit_fine_tune_shows_base_and_arms_on_the_same_z_in_the_browser(serv
     """Judge (an oracle of another kind than the reward model's features stands in for
     the person) -> Train reward model -> Fine-tune: the Compare page shows the base and a
     fine-tuned arm on the same z with each sample's nearest real image."""
-    from core.data.datasets import load_by_name
-    from core.feedback.loop import simulate
-    from core.feedback.oracles import make_oracle
-
     url, root = server
-    trainer = Trainer(TrainConfig(data="mnist5k", batch_size=32, eval_every=0,
-                                  g_hidden=(64,), d_hidden=(64,)))
-    for _ in range(20):
-        trainer.step()
-    trainer.save_checkpoint(root / "checkpoints" / "digits" / "step_20.pt")
-    data = load_by_name("mnist5k")
-    store = PreferenceStore(root / "checkpoints" / "preferences.sqlite")
-    simulate(store, trainer.nets.G, data, make_oracle("digit:7@knn", data), n=60, noise=0.1)
-    store.close()
-    page.goto(f"{url}/feedback")
-    page.locator(".st-key-fb_source input").click()
-    page.get_by_role("option", name="file digits/step_20.pt", exact=True).click()
-    page.get_by_text("Which sample is better?").wait_for()
-    page.locator(".st-key-fb_train button").first.click()
-    page.get_by_text("held-out accuracy").first.wait_for()
-    page.locator(".st-key-fb_finetune button").first.click()
-    page.wait_for_url("**/compare?arena=*")
+    cfg = TrainConfig(data="mnist5k", batch_size=32, eval_every=0, g_hidden=(64,),
+                      d_hidden=(64,))
+    judge_and_fine_tune(page, url, root, cfg, "digits", "digit:7@knn", pairs=60)
     page.get_by_text("Base vs fine-tuned, same z").wait_for()
     assert page.locator(".st-key-cmp_compared_only input").is_checked()   # the fine-tune
     page.get_by_text("the nearest real training image of each fine-tuned sample").wait_for()
