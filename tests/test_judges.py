@@ -114,3 +114,32 @@ def test_the_cli_lists_each_judge_with_its_held_out_accuracy(digits, capsys):
         line = next(ln for ln in out.splitlines() if ln.startswith(name))
         assert f"{get_judge(name, digits).accuracy:.1f}%" in line
     assert main(["judges", "--data", "ring8"]) == 2
+
+
+def test_strokes_crafted_against_a_reward_model_do_not_fool_the_robust_judge(digits,
+                                                                              held_out):
+    """The exploit in miniature: a reward model for 'a 7' on the small CNN's features,
+    then L2 gradient steps on real non-7s raising its score. The reward model rates the
+    edits like real 7s; the robust judge still reads the original digit."""
+    from core.feedback.reward_model import train_reward_model
+
+    oracle = make_oracle("digit:7", digits)
+    gen = torch.Generator().manual_seed(0)
+    idx = torch.randint(len(digits.x), (800,), generator=gen)
+    a, b = digits.x[idx[:400]], digits.x[idx[400:]]
+    model = train_reward_model(a, b, oracle.prob_left(a, b, 0.0), digits, features="multi")
+    robust = get_judge("robust", digits)
+    vx, vy = held_out
+    x = vx[(vy != 7) & (robust.calls(vx) == vy)][:200]
+    delta = torch.zeros_like(x, requires_grad=True)
+    for _ in range(20):
+        (grad,) = torch.autograd.grad(model.score((x + delta).clamp(-1, 1)).sum(), delta)
+        with torch.no_grad():
+            delta += 0.5 * grad / grad.norm(dim=1, keepdim=True).clamp_min(1e-12)
+            delta *= (6.0 / delta.norm(dim=1, keepdim=True).clamp_min(1e-12)).clamp(max=1)
+    crafted = (x + delta).clamp(-1, 1).detach()
+    with torch.no_grad():
+        real_sevens = model.score(vx[vy == 7]).median()
+        fooled_model = float((model.score(crafted) > real_sevens).double().mean())
+    fooled_robust = float((robust.calls(crafted) == 7).double().mean())
+    assert fooled_model >= 0.3 and fooled_robust <= 0.10, (fooled_model, fooled_robust)
