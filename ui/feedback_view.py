@@ -227,6 +227,7 @@ FINE_TUNE_ARMS = ("bce", "reinforce", "rlhf", "latent")
 # (2-D data, images): what bench/rlhf.py's rlhf arm needed to reach its targets (ring8
 # moves whole modes around the ring, slowly; digits change class within 2,000 steps)
 FINE_TUNE_STEPS = (10_000, 2_000)
+FINE_TUNE_EVALS = 10   # quality evaluations per fine-tune when the run had none
 
 
 def fine_tune_steps(is_image: bool) -> int:
@@ -244,8 +245,11 @@ def fine_tune(source: Source, model_path: Path) -> None:
     state = source.state()
     cfg = config_of(state)
     cfg = cfg.fresh_options(*FINE_TUNE_ARMS)
-    # every arm that fine-tunes on a reward model (rlhf, latent) gets these preferences
-    cfg = cfg.replace(steps=fine_tune_steps(not cfg.is_2d),
+    steps = fine_tune_steps(not cfg.is_2d)
+    # quality evaluations through the fine-tune (the proxy, realism, diversity and the
+    # warning need them), also when the judged run was trained without them; every arm
+    # that fine-tunes on a reward model (rlhf, latent) gets these preferences
+    cfg = cfg.replace(steps=steps, eval_every=cfg.eval_every or max(1, steps // FINE_TUNE_EVALS),
                       **{f"{arm}.reward_model": str(model_path) for arm in FINE_TUNE_ARMS
                          if "reward_model" in {f.name for f in fields(RULES[arm].Options)}})
     arena = Arena(cfg, list(FINE_TUNE_ARMS), init_state=state,
