@@ -11,6 +11,7 @@ training image, and the classes present (a diversity check). Seed 0's 8x8 fixed-
 are written to --grids (look at them).
 
     python bench/steer.py [--seeds 3] [--steps 1500] [--arms latent,rlhf] [--grids docs/steer]
+    python bench/steer.py --speed    # ms per step: bce, rlhf, latent on one generator
 """
 from __future__ import annotations
 
@@ -134,6 +135,27 @@ def arm_spec(arm: str, paths: dict[str, str]) -> tuple[str, dict]:
     return rule, opts
 
 
+def speed(base: Trainer, reward_model: str, steps: int = 60, repeats: int = 2) -> None:
+    """ms per training step of bce and of each fine-tune rule on the same generator,
+    alternating, one thread: the fine-tune's cost against a plain GAN step."""
+    state = base.state_dict()
+    rules = {"bce": {}, **{r: {f"{r}.reward_model": reward_model} for r in ("rlhf", "latent")}}
+    best: dict[str, float] = {}
+    for _ in range(repeats):
+        for rule, opts in rules.items():
+            trainer = Trainer.from_checkpoint(state, rule=rule, eval_every=0,
+                                              sample_every=10**9, **opts)
+            for _ in range(5):
+                trainer.step()
+            start = time.perf_counter()
+            for _ in range(steps):
+                trainer.step()
+            ms = 1000 * (time.perf_counter() - start) / steps
+            best[rule] = min(best.get(rule, ms), ms)
+    print("ms per step (best of %d): " % repeats + ", ".join(
+        f"{r} {ms:.1f} ({ms / best['bce']:.1f}x bce)" for r, ms in best.items()))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seeds", type=int, default=3)
@@ -145,12 +167,18 @@ def main() -> None:
     parser.add_argument("--grids", default="", help="folder for seed 0's 8x8 PNG grids")
     parser.add_argument("--keep", default="", help="folder to keep (and reuse) the "
                         "pretrained generators in")
+    parser.add_argument("--speed", action="store_true", help="only time a step of bce, "
+                        "rlhf and latent on seed 0's generator")
     args = parser.parse_args()
     torch.set_num_threads(1)
     arms = args.arms.split(",")
     features = sorted({feature_kind(a) for a in arms})
     table: dict = {}
     with tempfile.TemporaryDirectory() as tmp:
+        if args.speed:
+            base = pretrain(args.pretrain, 0, args.keep)
+            speed(base, reward_models(base, args.oracle, ["multi"], 0, Path(tmp))["multi"])
+            return
         for seed in range(args.seeds):
             start = time.perf_counter()
             base = pretrain(args.pretrain, seed, args.keep)

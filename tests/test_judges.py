@@ -90,15 +90,19 @@ def test_an_unknown_judge_is_named_with_the_choices(digits):
         make_oracle("digit:7@cnnn", digits)
 
 
-def test_a_rising_proxy_with_falling_judges_realism_or_diversity_is_a_warning():
+def test_a_rising_proxy_with_falling_judges_or_realism_is_a_warning():
     from core.quality.steering import steering_warning
 
-    first = {"q_rm": 0.1, "q_judge_knn": 10.0, "q_fd": 40.0, "q_classes": 10.0, "q_sqrt_kl": 0}
-    hacked = {"q_rm": 2.0, "q_judge_knn": 9.0, "q_fd": 90.0, "q_classes": 6.0, "q_sqrt_kl": 3}
+    first = {"q_rm": 0.1, "q_judge_knn": 10.0, "q_nn_dist": 13.0, "q_classes": 10.0,
+             "q_fd": 40.0, "steps_per_s": 300.0}
+    hacked = {"q_rm": 2.0, "q_judge_knn": 9.0, "q_nn_dist": 16.0, "q_classes": 2.0,
+              "q_fd": 300.0, "steps_per_s": 40.0}
     said = steering_warning(first, hacked)
-    assert said and "classifier FD 40 -> 90" in said and "classes covered 10 -> 6" in said
+    assert said and "distance to the nearest real image 13 -> 16" in said
     assert "knn" not in said   # 10% -> 9%: within the noise of a percent scale
-    steered = {"q_rm": 2.0, "q_judge_knn": 60.0, "q_fd": 42.0, "q_classes": 10.0}
+    # a steer toward one class narrows the classes and moves the FD: not a warning sign
+    assert "classes" not in said and "FD" not in said and "steps" not in said
+    steered = {**hacked, "q_judge_knn": 60.0, "q_nn_dist": 12.5}
     assert steering_warning(first, steered) is None
     assert steering_warning(first, {**hacked, "q_rm": 0.15}) is None   # no rise, no warning
     assert "5 nearest real images: target class (%) 10 -> 4" in steering_warning(

@@ -145,7 +145,7 @@ def overoptimisation_figure(arms: dict[str, dict]) -> go.Figure:
 # to diversity and to realism, per kind of data (metric names; labels from the registry).
 # d_fake is a per-step metric, read at the evaluation steps.
 DIVERSITY = {"toy": ("q_modes", "q_reverse_kl"), "image": ("q_classes", "q_class_kl")}
-REALISM = {"toy": ("q_high_quality", "d_fake"), "image": ("q_fd", "d_fake")}
+REALISM = {"toy": ("q_high_quality", "d_fake"), "image": ("q_nn_dist", "q_fd", "d_fake")}
 JUDGED = {"toy": (), "image": tuple(judge_metric(name) for name in JUDGES)}
 OVEROPT_SIDE_HEIGHT = 190   # per row of panels
 

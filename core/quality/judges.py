@@ -300,9 +300,18 @@ JUDGES.register("hog", build_hog, label="HOG + MLP",
                 help="histograms of oriented gradients (4x4-pixel cells) under an MLP")
 
 
+JUDGE_PREFIX = "q_judge_"
+
+
 def judge_metric(name: str) -> str:
     """The quality metric of judge `name`: the share of samples it calls the target."""
-    return f"q_judge_{name}"
+    return JUDGE_PREFIX + name
+
+
+METRICS.register("q_nn_dist", label="distance to the nearest real image", better="lower",
+                 chart="Quality",
+                 help="Median pixel distance of G's samples to their nearest training image "
+                      "(images, during a fine-tune): rises when samples leave anything real")
 
 
 for _name in JUDGES:   # logged by fine-tunes with a digit:k gold oracle (rules/rlhf.py)

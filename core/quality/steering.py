@@ -2,20 +2,22 @@
 
 A rising proxy (the reward model's score) says nothing by itself: the lab's own history
 is a fine-tune whose proxy rose while judges of other kinds saw no new 7s and the
-samples lost their realism and their variety. Between the first and the latest quality
-evaluation of a fine-tune, every quality metric with a direction (the independent
-judges, realism, diversity) is compared; those that got worse while the proxy rose are
-named.
+samples drifted away from anything real. Between the first and the latest quality
+evaluation of a fine-tune, the metrics that a real steer should not make worse are
+compared: realism per sample (the distance to the nearest real image; on 2-D data the
+share of high-quality samples) and the independent judges' share of the target. Class
+coverage and the FD to the whole data set are not checked: steering toward a class is
+meant to narrow them.
 """
 from __future__ import annotations
 
 import math
 
 from core.engine.metric_info import METRICS
-from core.quality import judges  # noqa: F401  (registers the judges' metrics)
+from core.quality.judges import JUDGE_PREFIX  # (importing registers the judges' metrics)
 
 PROXY = "q_rm"
-NOT_CHECKED = {PROXY, "q_gold", "q_sqrt_kl", "q_fd_floor"}   # the proxy, gold, x axis, floor
+REALISM = ("q_nn_dist", "q_high_quality")
 RISE = 0.1            # the proxy must gain this much (standardised units) to count
 WORSE_RELATIVE = 0.1  # a metric 10% worse than at the start
 WORSE_ABSOLUTE = 2.0  # ... and by at least this much on a percent scale (judges' shares)
@@ -26,7 +28,8 @@ def worsened(first: dict[str, float], last: dict[str, float]) -> list[str]:
     out = []
     for name, before in first.items():
         entry, after = METRICS.get(name), last.get(name, math.nan)
-        if (name in NOT_CHECKED or entry is None or entry.better is None
+        checked = name in REALISM or name.startswith(JUDGE_PREFIX)
+        if (not checked or entry is None or entry.better is None
                 or not (math.isfinite(before) and math.isfinite(after))):
             continue
         change = (after - before) if entry.better == "higher" else (before - after)
@@ -37,7 +40,7 @@ def worsened(first: dict[str, float], last: dict[str, float]) -> list[str]:
 
 
 def steering_warning(first: dict[str, float], last: dict[str, float]) -> str | None:
-    """A one-line warning when the proxy rose while judges, realism or diversity fell."""
+    """A one-line warning when the proxy rose while realism or the judges fell."""
     if not last.get(PROXY, math.nan) > first.get(PROXY, math.nan) + RISE:
         return None
     names = worsened(first, last)

@@ -28,7 +28,7 @@ from core.engine.rewards import score as reward_score
 from core.engine.rules.base import Rule
 from core.feedback.oracles import make_oracle, target_class
 from core.feedback.reward_model import RewardModelError, cached_reward_model, check_file_for
-from core.quality.judges import JUDGES, get_judge, judge_metric
+from core.quality.judges import JUDGES, get_judge, judge_metric, nearest_neighbours
 
 ESTIMATORS = ("pathwise", "reinforce")
 AUTO = -1.0   # "auto" for the KL and realism weights (0 already means off)
@@ -188,6 +188,8 @@ class RlhfRule(Rule):
         opts = run.cfg.options()
         out = {"q_rm": float(cached_reward_model(opts.reward_model).score(mu).mean()),
                "q_sqrt_kl": kl ** 0.5}
+        if run.data.is_image and run.data.labels is not None:   # realism per sample
+            out["q_nn_dist"] = float(nearest_neighbours(run.data).nearest(mu)[0].median())
         if opts.gold_oracle:
             oracle = _oracle(opts.gold_oracle, run.data)
             out["q_gold"] = float(oracle.utility(mu).mean()) / oracle.scale
