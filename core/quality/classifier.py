@@ -31,15 +31,17 @@ CLASSIFIER_DIR = Path("checkpoints") / "classifiers"
 
 
 class SmallCNN(nn.Module):
-    """conv16 - pool - conv32 - pool - fc128 (the features) - fc K."""
+    """conv - pool - conv - pool - fc (the features) - fc K. The defaults are the quality
+    classifier's (3x3 convs of 16 and 32, fc 128); the robust judge is a wider one."""
 
-    def __init__(self, image_shape: tuple, classes: int, width: int = 128) -> None:
+    def __init__(self, image_shape: tuple, classes: int, width: int = 128,
+                 channels: tuple = (16, 32), kernel: int = 3) -> None:
         super().__init__()
         c, h, w = image_shape
         self.image_shape = tuple(image_shape)
-        self.conv1 = nn.Conv2d(c, 16, 3, padding=1)
-        self.conv2 = nn.Conv2d(16, 32, 3, padding=1)
-        self.fc1 = nn.Linear(32 * (h // 4) * (w // 4), width)
+        self.conv1 = nn.Conv2d(c, channels[0], kernel, padding=kernel // 2)
+        self.conv2 = nn.Conv2d(channels[0], channels[1], kernel, padding=kernel // 2)
+        self.fc1 = nn.Linear(channels[1] * (h // 4) * (w // 4), width)
         self.fc2 = nn.Linear(width, classes)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:

@@ -32,6 +32,7 @@ from core.engine.metric_info import METRICS
 from core.quality.classifier import (
     CLASSIFIER_DIR,
     SPLIT_SEED,
+    SmallCNN,
     _init_,
     _save_atomic,
     _shift,
@@ -67,26 +68,9 @@ JUDGES = Registry("judge", required={"label": str, "help": str}, check=_check_ju
 
 
 # -- the models ----------------------------------------------------------------------
-class WideCNN(nn.Module):
-    """conv5x5 32 - pool - conv5x5 64 - pool - fc256 (the features) - fc K."""
-
-    def __init__(self, image_shape: tuple, classes: int) -> None:
-        super().__init__()
-        c, h, w = image_shape
-        self.image_shape = tuple(image_shape)
-        self.conv1 = nn.Conv2d(c, 32, 5, padding=2)
-        self.conv2 = nn.Conv2d(32, 64, 5, padding=2)
-        self.fc1 = nn.Linear(64 * (h // 4) * (w // 4), 256)
-        self.fc2 = nn.Linear(256, classes)
-
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.reshape(-1, *self.image_shape)
-        x = F.max_pool2d(F.relu(self.conv1(x)), 2)
-        x = F.max_pool2d(F.relu(self.conv2(x)), 2)
-        return F.relu(self.fc1(x.flatten(1)))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(self.features(x))
+def wide_cnn(image_shape: tuple, classes: int) -> SmallCNN:
+    """The robust judge's network: 5x5 convs of 32 and 64, fc 256."""
+    return SmallCNN(image_shape, classes, width=256, channels=(32, 64), kernel=5)
 
 
 def pgd_l2(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, steps: int,
@@ -110,10 +94,10 @@ def pgd_l2(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, steps
 
 def train_robust(x: torch.Tensor, y: torch.Tensor, image_shape: tuple, classes: int,
                  seed: int, steps: int = 600, batch: int = 64, eps: float = 3.0,
-                 pgd_steps: int = 2) -> WideCNN:
+                 pgd_steps: int = 2) -> SmallCNN:
     """Adversarial training (every batch replaced by its L2-PGD attack), +-2 px shifts."""
     gen = torch.Generator().manual_seed(seed)
-    model = WideCNN(image_shape, classes)
+    model = wide_cnn(image_shape, classes)
     _init_(model, gen)
     opt = torch.optim.Adam(model.parameters(), lr=2e-3)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=2e-3, total_steps=steps)
@@ -229,7 +213,7 @@ def build_cnn(data: DataSet, cache_dir=None, log=None) -> Judge:
 def build_robust(data: DataSet, cache_dir=None, log=None) -> Judge:
     tx, ty, vx, vy, classes = _split(data)
     model, acc, secs = _cached_model(
-        data, "robust", lambda: WideCNN(data.image_shape, classes),
+        data, "robust", lambda: wide_cnn(data.image_shape, classes),
         lambda: train_robust(tx, ty, data.image_shape, classes, JUDGE_SEED),
         lambda m: _accuracy(_batched(m), vx, vy), cache_dir, log)
     return Judge("robust", _batched(lambda x: F.log_softmax(model(x), 1)), acc, secs,
