@@ -174,6 +174,16 @@ def test_feedback_page_judge_ten_undo_one_reload_shows_nine(feedback_env):
     store.close()
 
 
+def test_feedback_page_stores_the_round_a_person_judges_in(feedback_env):
+    at = feedback_page()
+    at.button(key="fb_left").click().run()
+    at.number_input(key="fb_round").set_value(2).run()
+    at.button(key="fb_right").click().run()
+    store = PreferenceStore(feedback_env / "preferences.sqlite")
+    assert [(j.choice, j.round) for j in store.judgements()] == [("left", 0), ("right", 2)]
+    store.close()
+
+
 def test_feedback_page_best_of_four_gives_three_pairs(feedback_env):
     at = feedback_page()
     at.radio(key="fb_mode").set_value("Best of 4").run()

@@ -177,10 +177,11 @@ def messages() -> None:
             (st.error if key == "fb_error" else st.toast)(plain(message))
 
 
-def record(db: PreferenceStore, current: dict, choice: str, judge: str) -> None:
+def record(db: PreferenceStore, current: dict, choice: str, judge: str,
+           round_: int = 0) -> None:
     """on_click of a choice button: commit it, then draw the next comparison."""
     j = feedback.judgement(current["x"], current["z"], choice, judge, current["data"],
-                           current["fingerprint"], current["step"])
+                           current["fingerprint"], current["step"], round_=round_)
     save_click(db.add, j, CURRENT)
 
 
@@ -204,21 +205,22 @@ def undo(db: PreferenceStore, judge: str) -> None:
     report_undo(db.undo_last(judge))
 
 
-def buttons(db: PreferenceStore, current: dict, judge: str) -> None:
+def buttons(db: PreferenceStore, current: dict, judge: str, round_: int = 0) -> None:
     # one wrapping row of content-width buttons: at 800 px fixed columns cut "Left ..."
     row = st.container(horizontal=True, key="fb_buttons")
     if current["k"] == 2:
         for choice, label, key in PAIR_BUTTONS:
             row.button(label, key=f"fb_{choice}", on_click=record,
-                       args=(db, current, choice, judge), shortcut=key,
+                       args=(db, current, choice, judge, round_), shortcut=key,
                        type="primary" if choice in ("left", "right") else "secondary")
     else:
         for i, name in enumerate(NAMES[4]):
             row.button(f"{name} is best", key=f"fb_best{i}", on_click=record,
-                       args=(db, current, f"best:{i}", judge), shortcut=str(i + 1),
+                       args=(db, current, f"best:{i}", judge, round_),
+                       shortcut=str(i + 1),
                        type="primary")
-        row.button("Skip", key="fb_skip", on_click=record, args=(db, current, "skip", judge),
-                   shortcut="S")
+        row.button("Skip", key="fb_skip", on_click=record,
+                   args=(db, current, "skip", judge, round_), shortcut="S")
     st.button("Undo last", key="fb_undo", on_click=undo, args=(db, judge), shortcut="U")
 
 

@@ -26,6 +26,12 @@ with st.sidebar:
         base, new = bt.pick_generators(list(sources))
     else:
         label = st.selectbox("Generator", list(sources), key="fb_source")
+        round_ = st.number_input(
+            "Feedback round", min_value=0, max_value=1000, value=0, step=1, key="fb_round",
+            help="0 before any fine-tune. After one, judge the fine-tuned arm's samples as "
+                 "round 1, 2, ...: the next reward model learns from every round, so it "
+                 "sees what the fine-tune exploited (python -m core rlhf-rounds does this "
+                 "with an oracle)")
     judge = st.text_input("Your name", value="person", key="fb_judge",
                           help="Stored with each judgement, so several people can judge")
     db_path = fv.db_path_input()
@@ -68,7 +74,7 @@ st.progress(min(1.0, mine / fv.TARGET),
 fv.messages()
 st.markdown("**Which sample is better?**" if k == 2 else "**Which sample is the best?**")
 fv.show(current)
-fv.buttons(db, current, judge)
+fv.buttons(db, current, judge, int(round_))
 st.caption(f"{plain(current['data'].name)} samples from {plain(current['label'])} at step "
            f"{current['step']:,} (generator {code(current['fingerprint'])}). Keys: "
            + ("Left / Right arrows, Down = equal, S = skip" if k == 2 else "1-4, S = skip")
