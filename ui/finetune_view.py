@@ -27,7 +27,8 @@ def tuned_arms(arena: Arena) -> dict:
 def evaluations(arm) -> tuple[dict, dict] | None:
     """The first and the latest quality evaluation since the arm's rule started."""
     start = arm.log.row_of_step(arm.rule_start - 1) if arm.rule_start else 0
-    steps, cols = arm.log.rows(arm.log.columns, start, max_rows=10**6)
+    quality = [c for c in arm.log.columns if c.startswith("q_")]   # all the warning reads
+    steps, cols = arm.log.rows(quality, start, max_rows=10**6)
     proxy = cols.get(PROXY)
     if proxy is None:
         return None
@@ -47,16 +48,12 @@ def warnings(arena: Arena) -> None:
             st.warning(f"**{plain(name)}**: {plain(said)}", icon=":material/warning:")
 
 
-@st.cache_data(max_entries=64, show_spinner=False)
-def _nearest_png(key: str, samples: np.ndarray, shape: tuple) -> tuple[bytes, float]:
+def _nearest_png(data, samples: torch.Tensor) -> tuple[bytes, float]:
     """The nearest real training image of each sample, as one grid, and the median
-    distance (pixels in [-1, 1]). `key` names the data set (the cache's part)."""
-    from core.data.datasets import load_by_name
-
-    data = load_by_name(key)
-    dist, idx = nearest_neighbours(data).nearest(torch.from_numpy(samples))
-    real = nearest_neighbours(data).x[idx[:, 0]]
-    return grid_png(real, shape, nrow=8), float(dist.median())
+    distance (pixels in [-1, 1])."""
+    index = nearest_neighbours(data)   # built once per data set
+    dist, idx = index.nearest(samples)
+    return grid_png(index.x[idx[:, 0]], data.image_shape, nrow=8), float(dist.median())
 
 
 def base_vs_tuned(arena: Arena) -> None:
@@ -72,8 +69,8 @@ def base_vs_tuned(arena: Arena) -> None:
     with arena.lock, torch.no_grad():
         base, tuned = arm.G_ref(z).cpu(), arm.shown_G(z).cpu()
     shape = arena.data.image_shape
-    nearest, tuned_dist = _nearest_png(arena.data.name, tuned.numpy(), shape)
-    _, base_dist = _nearest_png(arena.data.name, base.numpy(), shape)
+    nearest, tuned_dist = _nearest_png(arena.data, tuned)
+    _, base_dist = _nearest_png(arena.data, base)
     cols = st.columns(3)
     cols[0].image(grid_png(base, shape, nrow=8), width="stretch",
                   caption=f"base (step {arm.rule_start:,})")

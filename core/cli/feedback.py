@@ -104,7 +104,6 @@ def cmd_rlhf_rounds(args: argparse.Namespace) -> int:
     from core.feedback.oracles import make_oracle
     from core.feedback.preferences import PreferenceStore
     from core.feedback.rounds import run_rounds
-    from core.io.checkpoint import config_of
 
     for flag, value, low, high in (("--rounds", args.rounds, 1, 100),
                                    ("--pairs-per-round", args.pairs_per_round, 10, 100_000),
@@ -115,7 +114,6 @@ def cmd_rlhf_rounds(args: argparse.Namespace) -> int:
     state = load_checkpoint(args.source)
     if state.get("kind") == "arena":
         raise UsageError(f"{args.source} is an arena checkpoint; extract an arm first")
-    data_name = config_of(state).data
     store = PreferenceStore(args.db or out / "preferences.sqlite")
     try:
         # the rule starts after round 0's judgements, once it has a reward model
@@ -128,7 +126,7 @@ def cmd_rlhf_rounds(args: argparse.Namespace) -> int:
                              log=lambda msg: print(msg, flush=True))
     finally:
         store.close()
-    print(f"{data_name}: {len(results)} rounds, last checkpoint "
+    print(f"{trainer.data.name}: {len(results)} rounds, last checkpoint "
           f"{out / f'round{len(results) - 1}.safetensors'}")
     return 0
 

@@ -144,20 +144,20 @@ class RewardModel:
         """(members, n) raw scores of each head."""
         return self.head_scores(self._feats(x))
 
-    def score(self, x: torch.Tensor) -> torch.Tensor:
-        """The ensemble's mean score, standardised (differentiable in x)."""
-        return (self.members(x).mean(0) - self.score_mean) / self.score_std
-
-    def uncertainty(self, x: torch.Tensor) -> torch.Tensor:
-        """Std of the members' scores, in the same standardised units."""
-        return self.members(x).std(0) / self.score_std
-
     def score_and_spread(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """score(x) and uncertainty(x) from one pass through the features (a fine-tune
-        needs both every step, and the features are most of the cost)."""
+        """The ensemble's mean score, standardised (differentiable in x), and the std of
+        its members' scores in the same units, from one pass through the features (a
+        fine-tune needs both every step, and the features are most of the cost)."""
         members = self.members(x)
         return ((members.mean(0) - self.score_mean) / self.score_std,
                 members.std(0) / self.score_std)
+
+    def score(self, x: torch.Tensor) -> torch.Tensor:
+        """The standardised mean score alone (a one-member model has no spread)."""
+        return (self.members(x).mean(0) - self.score_mean) / self.score_std
+
+    def uncertainty(self, x: torch.Tensor) -> torch.Tensor:
+        return self.score_and_spread(x)[1]
 
     def disagreement(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         """How much the members disagree about which of a pair is better (for active

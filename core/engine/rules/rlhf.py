@@ -27,7 +27,7 @@ from core.engine.metric_info import METRICS
 from core.engine.rewards import score as reward_score
 from core.engine.rules.base import Rule
 from core.feedback.oracles import make_oracle, target_class
-from core.feedback.reward_model import RewardModelError, cached_reward_model, check_file_for
+from core.feedback.reward_model import cached_reward_model, check_file_for
 from core.quality.judges import JUDGES, get_judge, judge_metric, nearest_neighbours
 
 ESTIMATORS = ("pathwise", "reinforce")
@@ -113,13 +113,6 @@ class RlhfRule(Rule):
     def trains_d(self, options) -> bool:
         return options.train_d
 
-    def _model(self, ctx):
-        model = cached_reward_model(ctx.options.reward_model)
-        if model.data != ctx.cfg.data:
-            raise RewardModelError(f"reward model {ctx.options.reward_model!r} was trained on "
-                                   f"{model.data} samples, but this run is on {ctx.cfg.data}")
-        return model
-
     def emit(self, mu, ctx):
         opts, is_2d = ctx.options, ctx.cfg.is_2d
         k = 1 if opts.estimator == "pathwise" else resolved(opts, "samples_per_z", is_2d)
@@ -133,7 +126,8 @@ class RlhfRule(Rule):
 
     def _reward(self, x: torch.Tensor, ctx) -> tuple[torch.Tensor, torch.Tensor]:
         """(total reward, the reward model's score) per row of x."""
-        opts, model = ctx.options, self._model(ctx)
+        # its data set was checked when the rule started (ready)
+        opts, model = ctx.options, cached_reward_model(ctx.options.reward_model)
         score, spread = model.score_and_spread(x)   # the "preference" reward, and its spread
         c = opts.score_clip   # a soft clip: bounded, yet never a flat zero gradient
         reward = c * torch.tanh(score / c) if c else score
