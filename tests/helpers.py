@@ -54,14 +54,12 @@ def write_image_folder(path: Path, n: int = 6, bad: int = 1) -> Path:
 def rule_changes(rule: str, data, folder: Path) -> dict:
     """Config changes a rule needs to run at all: a rule with a reward_model option
     (rlhf, latent) needs a file, so one is fit (tiny, on random labels) for the data."""
-    import dataclasses
-
     import torch
 
-    from core.engine.rules import RULES
+    from core.engine.rules import takes_reward_model
     from core.feedback.reward_model import train_reward_model
 
-    if "reward_model" not in {f.name for f in dataclasses.fields(RULES[rule].Options)}:
+    if not takes_reward_model(rule):
         return {}
 
     gen = torch.Generator().manual_seed(0)

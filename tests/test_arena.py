@@ -237,3 +237,29 @@ def test_summary_mean_and_standard_error():
     row = s[(s.arm == "bce") & (s.metric == "d_loss")].iloc[0]
     assert row["mean"] == 2.0 and row["se"] == pytest.approx(1 / np.sqrt(3)) and row["n"] == 3
     assert "±" in wide_table(s).loc["bce", "d_loss"]
+
+
+def test_a_new_reward_model_goes_to_every_preference_arm_or_to_none(tmp_path):
+    """The next feedback round: rlhf and latent take the new model and go on from where
+    they are; a model of another data set is refused and changes no arm."""
+    from helpers import rule_changes
+
+    from core.data.datasets import load_by_name
+
+    ring = load_by_name("ring8")
+    first = rule_changes("rlhf", ring, tmp_path / "a")["rlhf.reward_model"]
+    second = rule_changes("rlhf", ring, tmp_path / "b")["rlhf.reward_model"]
+    other = rule_changes("rlhf", load_by_name("grid25"), tmp_path)["rlhf.reward_model"]
+    config = TrainConfig(data="ring8", latent_dim=2, batch_size=8, eval_every=0, steps=3
+                         ).replace(**{"rlhf.reward_model": first, "latent.reward_model": first})
+    arena = Arena(config, ["bce", "rlhf", "latent"])
+    for _ in range(3):
+        arena.step()
+    with pytest.raises(Exception, match="grid25"):
+        arena.use_reward_model(other)
+    assert {a.cfg.options().reward_model for a in list(arena.arms.values())[1:]} == {first}
+    assert arena.use_reward_model(second) == ["rlhf", "latent"]
+    assert arena.arms["latent"].cfg.latent.reward_model == second
+    assert arena.arms["rlhf"].log.events[-1] == (3, "reward model: rm-ring8.pt")
+    arena.extend(5)
+    assert arena.end_step == 8

@@ -144,6 +144,14 @@ def test_a_digit_fine_tune_shows_base_and_arms_on_the_same_z_in_the_browser(serv
             .scroll_into_view_if_needed()
         page.screenshot(path=os.path.join(os.environ["SCREENSHOTS"], "finetune.png"))
     b.stop(page, "cmp_stop")
+    # the next feedback round: the Feedback page opens on the arm, as round 1
+    page.locator(".st-key-cmp_round_rlhf button").first.click()
+    page.wait_for_url("**/feedback*")
+    page.get_by_text("Which sample is better?").first.wait_for()
+    page.get_by_text("· arm rlhf at step", exact=False).wait_for()   # the caption
+    assert page.locator(".st-key-fb_round input").input_value() == "1"
+    page.go_back()
+    page.get_by_text("Base vs fine-tuned, same z").wait_for()
     # "Blind-test rlhf": the Feedback page's blind test, the arm against its own start
     page.locator(".st-key-cmp_blind_rlhf button").first.click()
     page.wait_for_url("**/feedback*")

@@ -195,14 +195,27 @@ def test_feedback_page_best_of_four_gives_three_pairs(feedback_env):
     store.close()
 
 
+def train_on_page(at, jobs) -> None:
+    """Click Train reward model and wait for the background job."""
+    import time
+
+    at.button(key="fb_train").click().run()
+    job = jobs()[at.text_input(key="fb_db").value]
+    end = time.monotonic() + 60
+    while job.state == "running" and time.monotonic() < end:
+        time.sleep(0.1)
+    assert job.state == "done", job.message
+    at.run()
+
+
 def test_feedback_to_reward_model_to_fine_tune_comparison(feedback_env):
     """The whole flow, an oracle standing in for the person: judgements -> Train reward
     model (background) -> Fine-tune with these preferences -> an arena of bce,
-    reinforce and rlhf from the judged generator."""
-    import time
-
+    reinforce, rlhf and latent from the judged generator; then a second round: judge the
+    rlhf arm (some pairs set against its start), train on both rounds, Continue this
+    fine-tune: the arena goes on with the new reward model."""
     from ui.compare_view import registry as arenas
-    from ui.feedback_view import jobs
+    from ui.feedback_view import arm_label, jobs, new_comparison, sources
 
     trainer = Trainer(TrainConfig(data="ring8", latent_dim=2, batch_size=64, eval_every=0))
     for _ in range(20):
@@ -211,18 +224,11 @@ def test_feedback_to_reward_model_to_fine_tune_comparison(feedback_env):
     data = load_by_name("ring8")
     store = PreferenceStore(feedback_env / "preferences.sqlite")
     simulate(store, trainer.nets.G, data, make_oracle("upper", data), n=40, noise=0.1)
-    store.close()
     arenas().clear()
     jobs().clear()
     at = feedback_page()
     at.selectbox(key="fb_source").set_value("file ring/step_20.pt").run()
-    at.button(key="fb_train").click().run()
-    (job,) = jobs().values()
-    end = time.monotonic() + 60
-    while job.state == "running" and time.monotonic() < end:
-        time.sleep(0.1)
-    assert job.state == "done", job.message
-    at.run()
+    train_on_page(at, jobs)
     # 40 pairs: saved, with a warning instead of a green success
     assert "Saved" in at.warning[0].value and "too few pairs; judge about 60 more" in \
         at.warning[0].value and not at.success
@@ -231,11 +237,38 @@ def test_feedback_to_reward_model_to_fine_tune_comparison(feedback_env):
     try:
         assert list(arena.arms) == ["bce", "reinforce", "rlhf", "latent"]
         assert arena.fork_step == 20
-        assert arena.arms["latent"].cfg.latent.reward_model == \
-            arena.arms["rlhf"].cfg.rlhf.reward_model
+        first = arena.arms["rlhf"].cfg.rlhf.reward_model
+        assert arena.arms["latent"].cfg.latent.reward_model == first
         # a new file per data set and time: no save replaces a model a run uses
-        assert Path(arena.arms["rlhf"].cfg.rlhf.reward_model).name.startswith("ring8-")
+        assert Path(first).name.startswith("ring8-")
+
+        arena.stop()
+        label = arm_label(arena.run_id, "rlhf")
+        source = sources()[label]()
+        assert source.arena is arena and source.base is not None
+        kinds = {"/" in new_comparison(source, 2, None, round_=1)["fingerprint"]
+                 for _ in range(40)}
+        assert kinds == {True, False}   # own pairs, and pairs against its start
+        assert all("/" not in new_comparison(source, 2, None)["fingerprint"]
+                   for _ in range(10))   # round 0: its own samples only
+        at.run()   # the arena's arms are generators to judge now
+        at.selectbox(key="fb_source").set_value(label)
+        at.number_input(key="fb_round").set_value(1).run()
+        at.button(key="fb_left").click().run()
+        simulate(store, source.G, data, make_oracle("upper", data), n=30, noise=0.1, seed=1)
+        at.text_input(key="fb_out").set_value(str(feedback_env / "round1.pt"))
+        train_on_page(at, jobs)
+        assert [j.round for j in store.judgements()][40] == 1
+        step, end = arena.step_count, arena.end_step
+        at.button(key="fb_continue").click().run()
+        assert not at.exception, at.exception
+        for arm in ("rlhf", "latent"):
+            assert arena.arms[arm].cfg.options().reward_model == str(feedback_env / "round1.pt")
+            assert "reward model: round1.pt" in arena.arms[arm].log.events[-1][1]
+        assert arena.arms["bce"].cfg.rule == "bce" and arena.end_step == step + 10_000 > end
+        assert arena.status.state == "running"
     finally:
+        store.close()
         arenas().clear()
         jobs().clear()
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 import io
 import threading
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -22,7 +22,7 @@ from PIL import Image
 from torch import nn
 
 from core.data.datasets import DataSet
-from core.engine.rules import RULES
+from core.engine.rules import takes_reward_model
 from core.feedback import loop as feedback
 from core.feedback.preferences import PreferenceStore, PreferenceStoreError, default_path
 from core.feedback.reward_model import RewardModel, new_file, verdict
@@ -46,13 +46,17 @@ class Source:
     step: int
     fingerprint: str
     state: Callable[[], dict]   # the run state a fine-tune starts from
+    base: nn.Module | None = None   # a fine-tuned arm's start (a later round's pairs)
+    arena: object | None = None     # the comparison a fine-tuned arm is in
 
 
-def _live(label: str, run, state) -> Source:
+def _live(label: str, run, state, arena=None) -> Source:
     with run.lock:
         G = copy.deepcopy(run.shown_G).cpu().eval()
         step = run.step_count
-    return Source(label, G, run.data, step, feedback.generator_fingerprint(G), state)
+        base = copy.deepcopy(run.G_ref).cpu().eval() if arena and run.uses_reference else None
+    return Source(label, G, run.data, step, feedback.generator_fingerprint(G), state,
+                  base, arena if base is not None else None)
 
 
 def _start_of(label: str, arena, name: str) -> Source:
@@ -94,7 +98,7 @@ def sources() -> dict:
         for name, arm in a.arms.items():
             label = arm_label(a.run_id, name)
             out[label] = lambda a=a, n=name, k=label: _live(k, a.arms[n],
-                                                            lambda: a.arm_state(n))
+                                                            lambda: a.arm_state(n), a)
             if arm.uses_reference:   # a fine-tune: its start is a generator to test against
                 label = base_label(a.run_id, name)
                 out[label] = lambda a=a, n=name, k=label: _start_of(k, a, n)
@@ -124,11 +128,19 @@ def db_path_input() -> str:
 
 
 # -- the comparison ------------------------------------------------------------------------
-def new_comparison(source: Source, k: int, model: RewardModel | None) -> dict:
+def new_comparison(source: Source, k: int, model: RewardModel | None,
+                   round_: int = 0) -> dict:
+    """k samples to judge. In a later round of a fine-tuned arm, half the pairs set one
+    of its samples against one of its start's (as `python -m core rlhf-rounds` does)."""
     gen = torch.Generator().manual_seed(int(np.random.SeedSequence().entropy % 2**31))
-    x, z = feedback.draw(source.G, k, gen, model)
+    fingerprint = source.fingerprint
+    if source.base is not None and round_ > 0 and k == 2 and torch.rand((), generator=gen) < 0.5:
+        x, z = feedback.draw_against(source.G, source.base, gen)
+        fingerprint += "/" + feedback.generator_fingerprint(source.base)
+    else:
+        x, z = feedback.draw(source.G, k, gen, model)
     return {"x": x, "z": z, "k": k, "label": source.label, "step": source.step,
-            "fingerprint": source.fingerprint, "data": source.data}
+            "fingerprint": fingerprint, "data": source.data, "round": round_}
 
 
 def _png(pixels: np.ndarray) -> bytes:
@@ -253,12 +265,24 @@ def fine_tune(source: Source, model_path: Path) -> None:
     # that fine-tunes on a reward model (rlhf, latent) gets these preferences
     cfg = cfg.replace(steps=steps, eval_every=cfg.eval_every or max(1, steps // FINE_TUNE_EVALS),
                       **{f"{arm}.reward_model": str(model_path) for arm in FINE_TUNE_ARMS
-                         if "reward_model" in {f.name for f in fields(RULES[arm].Options)}})
+                         if takes_reward_model(arm)})
     arena = Arena(cfg, list(FINE_TUNE_ARMS), init_state=state,
                   run_id=new_run_id(f"arena-rlhf-{cfg.data}"))
     compare_view.registry().start(arena)
     compare_view.attach(arena)
     st.session_state["cmp_compared_only"] = True   # the fine-tune, not the pretraining
+    st.switch_page("views/compare.py", query_params={compare_view.QUERY_KEY: arena.run_id})
+
+
+def continue_fine_tune(source: Source, model_path: Path) -> None:
+    """The next round: the comparison the judged arm is in goes on where it stopped,
+    every arm that fine-tunes on preferences now on the newest reward model."""
+    arena = source.arena
+    arena.use_reward_model(model_path)
+    if not arena.thread_alive:
+        arena.extend(fine_tune_steps(source.data.is_image))
+        compare_view.registry().start(arena)
+    st.session_state["cmp_compared_only"] = True
     st.switch_page("views/compare.py", query_params={compare_view.QUERY_KEY: arena.run_id})
 
 
@@ -269,6 +293,7 @@ class RewardJob:
     def __init__(self, db: PreferenceStore, data: DataSet, judge: str | None, out: Path):
         self.history: list[dict] = []
         self.state, self.message, self.model, self.good = "running", "", None, False
+        self.path = out   # where the model is saved (the Save-as box may change since)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, args=(db, data, judge, out),
                                         daemon=True, name="reward-model")

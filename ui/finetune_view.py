@@ -78,8 +78,19 @@ def base_vs_tuned(arena: Arena) -> None:
                   caption=f"{name} now (step {arena.step_count:,})")
     cols[2].image(nearest, width="stretch", caption="the nearest real training image of "
                   "each fine-tuned sample")
-    if st.button(f"Blind-test {name}", key=f"cmp_blind_{name}", help="On the Feedback "
-                 "page: one sample of this arm and one of its start, sides at random"):
+    row = st.container(horizontal=True, key=f"cmp_ft_row_{name}")
+    next_round = int(st.session_state.get("fb_round", 0)) + 1
+    if row.button(f"Judge {name}: feedback round {next_round}", key=f"cmp_round_{name}",
+                  type="primary", help="On the Feedback page: pairs of this arm's samples, "
+                  "and of its samples against its start's, so the next reward model sees "
+                  "what this fine-tune exploited; then train it and continue the fine-tune"):
+        from ui import feedback_view
+
+        st.session_state.update(fb_mode="Pairs", fb_round=next_round,
+                                fb_source=feedback_view.arm_label(arena.run_id, name))
+        st.switch_page("views/feedback.py")
+    if row.button(f"Blind-test {name}", key=f"cmp_blind_{name}", help="On the Feedback "
+                  "page: one sample of this arm and one of its start, sides at random"):
         from ui import blind_test, feedback_view
 
         blind_test.choose(feedback_view.base_label(arena.run_id, name),

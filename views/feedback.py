@@ -59,13 +59,15 @@ if blind:
 
 k = 2 if mode == "Pairs" else 4
 current = st.session_state.get(fv.CURRENT)
-if current is None or current["label"] != label or current["k"] != k:
+round_ = int(round_)
+if (current is None or current["label"] != label or current["k"] != k
+        or current["round"] != round_):
     try:
         source = sources[label]()
     except Exception as exc:
         st.error(f"Cannot sample from {plain(label)}: {plain(exc)}", icon=":material/error:")
         st.stop()
-    current = st.session_state[fv.CURRENT] = fv.new_comparison(source, k, model)
+    current = st.session_state[fv.CURRENT] = fv.new_comparison(source, k, model, round_)
 
 mine = db.count(judge=judge)
 st.progress(min(1.0, mine / fv.TARGET),
@@ -74,7 +76,7 @@ st.progress(min(1.0, mine / fv.TARGET),
 fv.messages()
 st.markdown("**Which sample is better?**" if k == 2 else "**Which sample is the best?**")
 fv.show(current)
-fv.buttons(db, current, judge, int(round_))
+fv.buttons(db, current, judge, round_)
 st.caption(f"{plain(current['data'].name)} samples from {plain(current['label'])} at step "
            f"{current['step']:,} (generator {code(current['fingerprint'])}). Keys: "
            + ("Left / Right arrows, Down = equal, S = skip" if k == 2 else "1-4, S = skip")
@@ -93,14 +95,24 @@ if row.button("Train reward model", key="fb_train", disabled=job is not None and
 row.download_button("Judgements CSV", data=db.to_csv, file_name="preferences.csv",
                    mime="text/csv", key="fb_csv", on_click="ignore")
 if job is not None and job.state == "done":
-    if st.button("Fine-tune with these preferences", key="fb_finetune", type="primary",
-                 help=f"A comparison from this generator: {', '.join(fv.FINE_TUNE_ARMS)}, "
-                      f"{fv.fine_tune_steps(current['data'].is_image):,} steps each, on the "
-                      "Compare page"):
-        try:
-            fv.fine_tune(sources[label](), Path(out))
-        except Exception as exc:   # the slot limit, a stale source: say so, keep the page
-            st.error(f"Could not start the fine-tune: {plain(exc)}", icon=":material/error:")
+    source = sources[label]()
+    steps = fv.fine_tune_steps(current["data"].is_image)
+    row = st.container(horizontal=True, key="fb_next_row")
+    try:
+        if source.arena is not None and row.button(
+                f"Continue this fine-tune (round {round_})", key="fb_continue",
+                type="primary", help=f"{plain(source.arena.run_id)} goes on where it is "
+                f"({steps:,} more steps if it has stopped); its rlhf and latent arms use "
+                "this reward model, trained on every round so far"):
+            fv.continue_fine_tune(source, Path(job.path))
+        if row.button("Fine-tune with these preferences", key="fb_finetune",
+                      type="secondary" if source.arena is not None else "primary",
+                      help=f"A new comparison from this generator: "
+                           f"{', '.join(fv.FINE_TUNE_ARMS)}, {steps:,} steps each, on the "
+                           "Compare page"):
+            fv.fine_tune(source, Path(job.path))
+    except Exception as exc:   # the slot limit, a stale source: say so, keep the page
+        st.error(f"Could not start the fine-tune: {plain(exc)}", icon=":material/error:")
 if job is not None:
     was_running = job.state == "running"
 

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from core.data.datasets import load_dataset
 from core.engine.config import TrainConfig
+from core.engine.rules import RULES, takes_reward_model
 from core.engine.run import BatchStream, Run
 from core.engine.trainer import RunControls, Status, new_run_id, resolve_device
 from core.io.schema import config_of
@@ -193,6 +194,31 @@ class Arena(RunControls):
     def set_rule(self, arm_name: str, rule: str) -> None:
         """Switch one arm's rule mid-run; leaves a marker in that arm's log."""
         self.arms[arm_name].set_rule(rule)
+
+    def use_reward_model(self, path: str | Path) -> list[str]:
+        """The next feedback round: every arm fine-tuning on a reward model takes this one
+        (checked as at a start) and goes on where it is, its KL anchor unchanged. Returns
+        those arms' names; marks their logs."""
+        with self.lock:
+            new = {}
+            for name, arm in self.arms.items():
+                if takes_reward_model(arm.cfg.rule) and arm.cfg.options().reward_model:
+                    new[name] = arm.cfg.replace(**{f"{arm.cfg.rule}.reward_model": str(path)})
+                    RULES[arm.cfg.rule].ready(new[name])   # nothing changes if one fails
+            for name, cfg in new.items():
+                self.arms[name].cfg = cfg
+                self.arms[name].log.add_event(self.step_count, f"reward model: {Path(path).name}")
+        return list(new)
+
+    def extend(self, steps: int) -> None:
+        """`steps` more compared steps past the current one (the caller starts the
+        thread again)."""
+        if self.thread_alive:
+            raise RuntimeError("the comparison is still training; stop or pause it first")
+        if self.warmup is not None:
+            raise RuntimeError("the comparison is still warming up")
+        with self.lock:
+            self.cfg = self.cfg.replace(steps=self.step_count - self.fork_step + int(steps))
 
     @property
     def status(self) -> Status:

@@ -65,6 +65,18 @@ def draw(G: nn.Module, k: int, gen: torch.Generator, model: RewardModel | None =
     return torch.stack([a[i], b[i]]), torch.stack([z[i], z[candidates + i]])
 
 
+def draw_against(G: nn.Module, G_base: nn.Module,
+                 gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """One sample of G and one of G_base (a fine-tune against its start), sides at
+    random, and their z: a later feedback round shows the judge what the fine-tune
+    changed."""
+    z = torch.randn(2, latent_dim(G), generator=gen)
+    x = torch.cat([G(z[:1]), G_base(z[1:])])
+    if bool(torch.rand((), generator=gen) < 0.5):
+        x, z = x.flip(0), z.flip(0)
+    return x, z
+
+
 def judgement(samples: torch.Tensor, z: torch.Tensor, choice: str, judge: str,
               data: DataSet, generator: str, step: int, round_: int = 0) -> Judgement:
     return Judgement(samples=to_display(samples, data), z=z.float().cpu().numpy(),

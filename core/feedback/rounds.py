@@ -20,6 +20,7 @@ from torch import nn
 
 from core.data.datasets import DataSet
 from core.feedback.loop import (
+    draw_against,
     from_display,
     generator_fingerprint,
     judgement,
@@ -50,14 +51,10 @@ def judge_round(store: PreferenceStore, oracle: Oracle, G: nn.Module, G_base: nn
     fp_new, fp_base = generator_fingerprint(G), generator_fingerprint(G_base)
     rows = []
     for i in range(n):
-        mixed = round_ > 0 and i % 2 == 1
-        z = torch.randn(2, latent_dim(G), generator=gen)
-        if mixed:
-            x = torch.cat([G(z[:1]), G_base(z[1:])])
-            if bool(torch.rand((), generator=gen) < 0.5):
-                x, z = x.flip(0), z.flip(0)
-            fingerprint = f"{fp_new}/{fp_base}"
+        if round_ > 0 and i % 2 == 1:
+            (x, z), fingerprint = draw_against(G, G_base, gen), f"{fp_new}/{fp_base}"
         else:
+            z = torch.randn(2, latent_dim(G), generator=gen)
             x, fingerprint = G(z), fp_new
         shown = from_display(to_display(x, data), data)   # judged as a person sees them
         choice = oracle.judge(shown[:1], shown[1:], noise, gen)[0]

@@ -5,6 +5,8 @@ instance with a loss() and an options class whose every field is an option() wit
 bounds; a message names the rule and what it lacks."""
 from __future__ import annotations
 
+from dataclasses import fields
+
 from core.base.registry import Registry
 from core.engine.rules.base import check_rule
 from core.engine.rules.bce import BceRule
@@ -25,3 +27,9 @@ RULES.register("latent", LatentRule(), label="latent (steer z)",
                help="Steer a frozen generator with preferences: learn an affine map of its "
                     "noise, z -> A z + b, with an exact KL to the prior; outputs stay on "
                     "G's own manifold")
+
+
+def takes_reward_model(rule: str) -> bool:
+    """Whether a rule has a reward_model option (a fine-tune sets it, each feedback round
+    replaces it)."""
+    return "reward_model" in {f.name for f in fields(RULES[rule].Options)}
