@@ -10,7 +10,15 @@ from core.base.validate import ConfigError
 from core.data.datasets import load_by_name
 from core.feedback.oracles import make_oracle
 from core.quality.classifier import split_indices
-from core.quality.judges import JUDGES, _split, get_judge, hog, majority_share, nearest_neighbours
+from core.quality.judges import (
+    JUDGES,
+    _split,
+    agreed_share,
+    get_judge,
+    hog,
+    majority_share,
+    nearest_neighbours,
+)
 
 
 @pytest.fixture(scope="module")
@@ -60,6 +68,9 @@ def test_the_panel_majority_and_the_nearest_real_image(digits, held_out):
     calls = {name: get_judge(name, digits).calls(vx) for name in JUDGES}
     sevens = float((vy == 7).double().mean())
     assert majority_share(calls, 7) == pytest.approx(sevens, abs=0.02)
+    assert agreed_share(calls) > 0.95   # real digits: most judges name the same class
+    assert agreed_share({"a": torch.tensor([1, 2]), "b": torch.tensor([1, 3]),
+                         "c": torch.tensor([1, 4])}) == 0.5
     dist, _ = nearest_neighbours(digits).nearest(vx[:50])
     train_dist, _ = nearest_neighbours(digits).nearest(nearest_neighbours(digits).x[:50])
     assert (train_dist < 0.1).all() and (dist > 1).all()   # a training image is its own NN
@@ -107,6 +118,10 @@ def test_a_rising_proxy_with_falling_judges_or_realism_is_a_warning():
     assert steering_warning(first, {**hacked, "q_rm": 0.15}) is None   # no rise, no warning
     assert "5 nearest real images: target class (%) 10 -> 4" in steering_warning(
         first, {**steered, "q_judge_knn": 4.0})
+    # without a target class ('thick', a person's taste): the judges' agreement
+    untargeted = {"q_rm": 0.1, "q_nn_dist": 13.0, "q_judges_agree": 90.0}
+    said = steering_warning(untargeted, {**untargeted, "q_rm": 2.0, "q_judges_agree": 60.0})
+    assert said and "judges agree on a class (%) 90 -> 60" in said
 
 
 def test_the_cli_lists_each_judge_with_its_held_out_accuracy(digits, capsys):

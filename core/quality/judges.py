@@ -328,3 +328,20 @@ def majority_share(calls: dict[str, torch.Tensor], target: int) -> float:
     """Share of samples that more than half of the judges call `target`."""
     votes = torch.stack([(c == target) for c in calls.values()]).sum(0)
     return float((votes * 2 > len(calls)).double().mean())
+
+
+def agreed_share(calls: dict[str, torch.Tensor]) -> float:
+    """Share of samples that more than half of the judges give one and the same class:
+    high on real digits, low on strokes that fool one kind of judge only."""
+    stacked = torch.stack(list(calls.values()))             # (judges, n)
+    classes = int(stacked.max()) + 1
+    votes = F.one_hot(stacked.long(), classes).sum(0)       # (n, classes)
+    return float((votes.max(1).values * 2 > len(calls)).double().mean())
+
+
+AGREED = "q_judges_agree"
+METRICS.register(AGREED, label="judges agree on a class (%)", unit="%", better="higher",
+                 chart="Quality",
+                 help="Share of G's samples that most judges of different kinds call the same "
+                      "class (images, during a fine-tune; no target needed): falls when "
+                      "samples stop looking like any one digit")

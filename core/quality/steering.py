@@ -5,7 +5,9 @@ is a fine-tune whose proxy rose while judges of other kinds saw no new 7s and th
 samples drifted away from anything real. Between the first and the latest quality
 evaluation of a fine-tune, the metrics that a real steer should not make worse are
 compared: realism per sample (the distance to the nearest real image; on 2-D data the
-share of high-quality samples) and the independent judges' share of the target. Class
+share of high-quality samples), the share of samples that judges of different kinds
+agree on (any class: preferences need no target), and with a digit target the
+independent judges' share of it. Class
 coverage and the FD to the whole data set are not checked: steering toward a class is
 meant to narrow them.
 """
@@ -14,10 +16,10 @@ from __future__ import annotations
 import math
 
 from core.engine.metric_info import METRICS
-from core.quality.judges import JUDGE_PREFIX  # (importing registers the judges' metrics)
+from core.quality.judges import AGREED, JUDGE_PREFIX  # (registers the judges' metrics)
 
 PROXY = "q_rm"
-REALISM = ("q_nn_dist", "q_high_quality")
+REALISM = ("q_nn_dist", "q_high_quality", AGREED)
 RISE = 0.1            # the proxy must gain this much (standardised units) to count
 WORSE_RELATIVE = 0.1  # a metric 10% worse than at the start
 WORSE_ABSOLUTE = 2.0  # ... and by at least this much on a percent scale (judges' shares)

@@ -28,7 +28,7 @@ from core.engine.rewards import score as reward_score
 from core.engine.rules.base import Rule
 from core.feedback.oracles import make_oracle, target_class
 from core.feedback.reward_model import cached_reward_model, check_file_for
-from core.quality.judges import JUDGES, get_judge, judge_metric, nearest_neighbours
+from core.quality.judges import AGREED, agreed_share, judge_metric, nearest_neighbours, panel_calls
 
 ESTIMATORS = ("pathwise", "reinforce")
 AUTO = -1.0   # "auto" for the KL and realism weights (0 already means off)
@@ -182,18 +182,19 @@ class RlhfRule(Rule):
         opts = run.cfg.options()
         out = {"q_rm": float(cached_reward_model(opts.reward_model).score(mu).mean()),
                "q_sqrt_kl": kl ** 0.5}
-        if run.data.is_image and run.data.labels is not None:   # realism per sample
+        judged = run.data.is_image and run.data.labels is not None
+        if judged:   # realism per sample, and do judges of other kinds still see digits?
             out["q_nn_dist"] = float(nearest_neighbours(run.data).nearest(mu)[0].median())
+            calls = panel_calls(mu, run.data)
+            out[AGREED] = 100 * agreed_share(calls)
         if opts.gold_oracle:
             oracle = _oracle(opts.gold_oracle, run.data)
             out["q_gold"] = float(oracle.utility(mu).mean()) / oracle.scale
             run.keep_if_best(out["q_gold"], at_start=at_start)
             target = target_class(opts.gold_oracle)
-            if target is not None and run.data.is_image and run.data.labels is not None:
-                # judges of other kinds than the reward model: does the class really rise?
-                for name in JUDGES:
-                    calls = get_judge(name, run.data).calls(mu)
-                    out[judge_metric(name)] = 100 * float((calls == target).double().mean())
+            if target is not None and judged:   # does the class really rise?
+                for name, called in calls.items():
+                    out[judge_metric(name)] = 100 * float((called == target).double().mean())
         return out
 
 
