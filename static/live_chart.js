@@ -138,6 +138,7 @@ class LiveChart {
   constructor(root) {
     this.root = root;
     this.sources = new Map();     // id -> {x, ys, end}
+    this.events = [];             // [step, text] markers, replaced when sent
     this.hidden = new Set();      // series labels the user switched off in the legend
     this.log = false;
     this.zoomed = false;
@@ -173,7 +174,7 @@ class LiveChart {
       return;
     }
     this.smoothing = data.smoothing || 0;
-    this.events = data.events || [];
+    if (data.events) this.events = data.events;   // sent when they change, else kept
     this.titleEl.textContent = this.spec.title;
     this.joinGroup(this.spec.group);
     let gap = false;

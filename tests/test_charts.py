@@ -129,6 +129,25 @@ def test_the_chart_description_is_sent_once_per_element():
     assert data(resync=1, smoothing=0.9)["smoothing"] == 0.9
 
 
+def test_events_are_sent_when_they_change_and_only_the_latest_ones():
+    log, sent = make_log(30), {}
+    events = [(5, "rule: bce -> reinforce")]
+
+    def data(resync=0):
+        return live_chart.chart_data("k", LOSSES, [Source("run", "", log)], sent,
+                                     resync=resync, smoothing=0.0, events=events,
+                                     group="train")
+
+    assert data()["events"] == [[5, "rule: bce -> reinforce"]]
+    assert "events" not in data(), "unchanged: a refresh does not send them again"
+    events.append((9, "continued for 100 steps"))
+    assert len(data()["events"]) == 2
+    assert len(data(resync=1)["events"]) == 2, "a browser that asked for everything"
+    events.extend((i, f"marker {i}") for i in range(10, 100_010))
+    shown = data()["events"]
+    assert len(shown) == live_chart.MAX_EVENTS_SHOWN and shown[-1] == [100_009, "marker 100009"]
+
+
 def test_2d_snapshots_are_sent_as_int16_points_and_uint8_levels():
     import base64
 

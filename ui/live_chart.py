@@ -33,6 +33,7 @@ from ui import charts
 
 MAX_POINTS = 1000     # rows per source on first draw; the browser thins back to this
 DELTA_ROWS = 24       # rows per source per refresh at most (spikes kept, min/max)
+MAX_EVENTS_SHOWN = 500  # markers per chart: the latest (more would be unreadable)
 HEIGHT = 220
 SIGNIFICANT = 4       # digits sent per value: more than a chart or its hover shows
 STATIC = Path(__file__).resolve().parents[1] / "static"
@@ -115,16 +116,19 @@ def chart_data(key: str, spec: charts.ChartSpec, sources: list[Source], sent: di
              "points": points, "height": height, "group": group,
              "sources": [{"id": s.id, "label": s.label,
                           "styles": _styles(s, len(spec.metrics))} for s in sources]}
-    data = {"smoothing": float(smoothing),
-            "events": [[int(step), str(text)] for step, text in events or ()],
-            "resync": resync,
+    data = {"smoothing": float(smoothing), "resync": resync,
             "sources": [source_payload(key, spec, s, sent, resync) for s in sources]}
-    # the chart's description only when it changed (or the browser resynced): it
-    # would be most of a steady-state update
+    # the chart's description and the events only when they changed (or the browser
+    # resynced): a refresh sends the new rows, not the whole history again
     described = (json.dumps(chart, sort_keys=True), resync)
     if sent.get((key, "chart")) != described:
         data["chart"] = chart
         sent[(key, "chart")] = described
+    events = list(events or ())[-MAX_EVENTS_SHOWN:]
+    marked = (len(events), tuple(events[-1]) if events else None, resync)
+    if sent.get((key, "events")) != marked:
+        data["events"] = [[int(step), str(text)] for step, text in events]
+        sent[(key, "events")] = marked
     return data
 
 
