@@ -317,6 +317,17 @@ RUN_CASES = [
     ("metrics_column_name_int", lambda s: put(s, ("metrics", "columns", 5),
                                               torch.zeros(3, dtype=torch.float64)),
      r"a metrics column is named the number 5"),
+    # fields no GAN RL Lab file holds: refused, so nothing unchecked rides along
+    ("unknown_top_field", lambda s: put(s, ("stowaway",), [[]] * 1000),
+     r"holds an unknown field 'stowaway' \(1 such\); a run state has only: config"),
+    ("unknown_metrics_field", lambda s: put(s, ("metrics", "extra"), 1),
+     r"holds an unknown field 'extra' \(1 such\); metrics has only: columns, events"),
+    ("unknown_rng_field", lambda s: put(s, ("rng", "cuda"), torch.zeros(16, dtype=torch.uint8)),
+     r"holds an unknown field 'cuda'"),
+    ("unknown_snapshot_field", lambda s: put(s, ("snapshots", 0, "label"), "x"),
+     r"holds an unknown field 'label' \(1 such\); snapshot 0 has only: step, seq"),
+    ("too_many_events", lambda s: put(s, ("metrics", "events"), [(0, "")] * 10_001),
+     r"metrics has 10,001 events; at most 10,000"),
     ("metrics_events_dict", lambda s: put(s, ("metrics", "events"), {"a": 1}),
      r"metrics events is a dict of 1 entries, not a list"),
     ("metrics_event_text", lambda s: put(s, ("metrics", "events"), ["rule: bce"]),
@@ -498,6 +509,8 @@ def _arena_cases():
         ("arena_init_hashes", lambda s: put(s, ("init_hashes",), {"ppo": "abc"}),
          r"init_hashes names the text 'ppo', which is not an arm"),
         ("arena_missing_config", lambda s: drop(s, ("config",)), r"is missing config"),
+        ("arena_unknown_field", lambda s: put(s, ("best_arm",), "bce"),
+         r"holds an unknown field 'best_arm' \(1 such\); an arena checkpoint has only"),
     ]
 
 
@@ -834,6 +847,9 @@ def _hostile_files(valid) -> dict:
                                            + "[" * 100_000 + "]" * 100_000 + "}"),
                                     "nested deeper"),
         "metadata_deep": (_forge(_state_doc(json.loads("[" * 40 + "]" * 40))), "nested deeper"),
+        # millions of empty lists: counted and refused before Python builds them
+        "metadata_many_values": (_forge('{"format": "ganlab-checkpoint", "state": ['
+                                        + "[]," * 2_000_000 + "[]]}"), "JSON values in its"),
         "metadata_wrong_format": (_forge({"format": "other", "state": {}}), "not a ganlab"),
         "metadata_state_list": (_forge(_state_doc([1])), "not a dict"),
         "tensor_not_mapped": (_forge(_state_doc({}), {"stowaway": torch.zeros(2)}),
@@ -859,7 +875,8 @@ HOSTILE_IDS = ["flipped_data_first", "flipped_data_middle", "flipped_data_last",
                "dtype_complex", "dtype_bool", "dtype_made_up", "offsets_past_end",
                "shape_does_not_fill", "negative_shape", "overlapping_tensors",
                "metadata_not_json", "metadata_nan", "metadata_huge_int",
-               "metadata_deep_recursion", "metadata_deep", "metadata_wrong_format",
+               "metadata_deep_recursion", "metadata_deep", "metadata_many_values",
+               "metadata_wrong_format",
                "metadata_state_list", "tensor_not_mapped", "mapping_to_missing_tensor",
                "tensor_mapped_twice", "unknown_tag", "bad_dict_pairs", "list_as_dict_key",
                "plain_json_state"]
@@ -969,3 +986,32 @@ def test_a_rule_that_is_not_the_configs_is_refused(valid):
     assert valid["rule"] == valid["config"]["rule"] == "bce"
     _refused(to_bytes({**valid, "rule": "reinforce"}), "rule 'reinforce' is not its config's "
                                                        "rule 'bce'")
+
+
+def test_crafted_metadata_costs_little_memory_beyond_reading_a_real_file(valid, tmp_path):
+    """Peak memory of `python -m core info` (one subprocess each) on files crafted to be
+    expensive to parse, against the same command on a real checkpoint: the caps hold
+    what Python builds to a few MB (torch's own import is most of the absolute figure)."""
+    import subprocess
+    import sys
+
+    probe = ("import resource, sys\nfrom core.cli.main import main\nrc = main(['info', "
+             "sys.argv[1]])\nprint(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n")
+    files = {"real": to_bytes(valid),
+             "lists": _forge('{"format": "ganlab-checkpoint", "state": ['
+                             + "[]," * 6_000_000 + "[]]}"),          # refused by count
+             "under_cap": _forge('{"format": "ganlab-checkpoint", "state": ['
+                                 + "[]," * 450_000 + "[]]}"),         # parsed, then refused
+             "long_text": _forge(json.dumps(_state_doc("x" * 20_000_000)))}
+    peak_kb = {}
+    for name, data in files.items():
+        path = tmp_path / f"{name}.safetensors"
+        path.write_bytes(data)
+        done = subprocess.run([sys.executable, "-c", probe, str(path)], capture_output=True,
+                              text=True, timeout=120)
+        assert "Traceback" not in done.stderr, done.stderr
+        peak_kb[name] = int(done.stdout.split()[-1])
+    for name in ("lists", "under_cap", "long_text"):
+        extra_mb = (peak_kb[name] - peak_kb["real"]) / 1024
+        print(f"{name}: +{extra_mb:.0f} MB over a real file")
+        assert extra_mb < 300, (name, extra_mb)

@@ -32,7 +32,11 @@ import torch
 FORMAT = "ganlab-checkpoint"
 SUFFIX = ".safetensors"
 META_DOC, META_SHA = "ganlab", "sha256"
-MAX_HEADER_BYTES = 64 * 2**20      # far above a real checkpoint's header (kilobytes)
+MAX_HEADER_BYTES = 24 * 2**20      # far above a real checkpoint's header (kilobytes)
+# JSON values (arrays, objects, items) in the header or its document, counted before
+# parsing: a run with 1,000 snapshots has about 8,000; a few million empty lists would
+# cost gigabytes to build
+MAX_JSON_ITEMS = 1_000_000
 MAX_DEPTH = 32                     # a run's state nests 7 deep (arena arm snapshots)
 MAX_TENSORS = 100_000
 MAX_DIMS = 8
@@ -139,9 +143,9 @@ def decode(raw: bytes) -> dict:
         raise FormatError("fails its SHA-256 checksum: the file was changed or damaged "
                           "after it was saved; use another copy")
     try:
-        parsed = json.loads(doc, parse_constant=_no_constant)
-    except RecursionError:
-        raise FormatError(f"has metadata nested deeper than {MAX_DEPTH} levels") from None
+        parsed = _parse_json(doc, "metadata")
+    except FormatError:
+        raise
     except ValueError as exc:
         raise FormatError(f"has metadata that is not JSON ({_clip(exc)})") from None
     if not isinstance(parsed, dict) or parsed.get("format") != FORMAT or "state" not in parsed:
@@ -160,11 +164,23 @@ def decode(raw: bytes) -> dict:
 def read_meta(raw: bytes) -> dict:
     """The header's JSON document without building tensors (for listing files)."""
     meta, _, _ = _split(raw)
-    return json.loads(meta.get(META_DOC, "{}"), parse_constant=_no_constant)
+    return _parse_json(meta.get(META_DOC, "{}"), "metadata")
 
 
 def _no_constant(name: str):
     raise ValueError(f"{name} is not JSON")
+
+
+def _parse_json(text: str, what: str):
+    """json.loads with its cost bounded first (FormatError when too big or too deep)."""
+    items = text.count("[") + text.count("{") + text.count(",")   # an upper bound
+    if items > MAX_JSON_ITEMS:
+        raise FormatError(f"holds about {items:,} JSON values in its {what}; a checkpoint's "
+                          f"has at most {MAX_JSON_ITEMS:,}: the file is damaged or crafted")
+    try:
+        return json.loads(text, parse_constant=_no_constant)
+    except RecursionError:
+        raise FormatError(f"has its {what} nested deeper than {MAX_DEPTH} levels") from None
 
 
 def _split(raw) -> tuple[dict, dict, memoryview]:
@@ -183,9 +199,9 @@ def _split(raw) -> tuple[dict, dict, memoryview]:
         raise FormatError(f"claims a header of {n:,} bytes, but only {len(raw) - 8:,} follow: "
                           "the file is cut short or not a checkpoint")
     try:
-        header = json.loads(bytes(raw[8:8 + n]).decode("utf-8"), parse_constant=_no_constant)
-    except RecursionError:
-        raise FormatError(f"has a header nested deeper than {MAX_DEPTH} levels") from None
+        header = _parse_json(bytes(raw[8:8 + n]).decode("utf-8"), "header")
+    except FormatError:
+        raise
     except (UnicodeDecodeError, ValueError) as exc:
         raise FormatError(f"is not a checkpoint file: its header is not JSON ({_clip(exc)})"
                           ) from None

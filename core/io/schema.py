@@ -30,6 +30,16 @@ LEGACY_SCHEMA_VERSION = 1
 RUN_KEYS = ("config", "step", "generator", "discriminator", "g_optimizer", "d_optimizer",
             "rng", "fixed_z", "metrics")
 ARENA_KEYS = ("config", "step", "arms")
+# Every field a file may hold (saved by Run.state, Arena.state_dict, save_checkpoint):
+# anything else is refused, so nothing unchecked rides along into memory or a page.
+FILE_FIELDS = ("schema_version", "kind", "torch_version", "saved_at", "run_id", "rule",
+               "notes")
+RUN_FIELDS = (*RUN_KEYS, *FILE_FIELDS, "rule_start", "generator_ema", "generator_ref",
+              "rule_state", "snapshots")
+ARENA_FIELDS = (*ARENA_KEYS, *FILE_FIELDS, "fork_step", "batch_hash", "init_hashes")
+METRICS_FIELDS = ("columns", "events")
+RNG_FIELDS = ("data", "noise")
+SNAPSHOT_FIELDS = ("step", "seq", "png", "points", "heatmap", "extent")
 
 DAMAGED = "the file is damaged or not from GAN RL Lab"
 RESAVE = "re-save it with GAN RL Lab (tensors are saved contiguous)"
@@ -43,7 +53,7 @@ MAX_HEATMAP_RES = 1_024           # side of a snapshot's D heatmap (the engine u
 MAX_PNG_BYTES = 64 * 2**20        # one snapshot grid, PNG encoded
 MAX_PNG_SIDE = 16_384             # pixels per side of a snapshot grid
 MAX_METRIC_COLUMNS = 1_000
-MAX_EVENTS = 1_000_000
+MAX_EVENTS = 10_000                # markers per run: rule switches, continues, reseeds
 MAX_TEXT = 10_000                 # characters of one event, run id, rule, ...
 MAX_NAME = 200
 MAX_NOTE_NAME, MAX_NOTE_TEXT = MAX_NAME, MAX_TEXT   # notes: the user's run name and note
@@ -122,6 +132,7 @@ def _validate_arena(state: dict, name: str) -> None:
     missing = [k for k in ARENA_KEYS if k not in state]
     if missing:
         raise CheckpointError(f"{name} is missing {', '.join(missing)}")
+    _check_fields(name, "an arena checkpoint", state, ARENA_FIELDS)
     cfg = _config(name, state)
     step = _check_int(name, "step", state["step"], 0, MAX_STEP)
     if "fork_step" in state:
@@ -162,6 +173,7 @@ def _validate_run(state, name: str) -> TrainConfig:
     missing = [k for k in RUN_KEYS if k not in state]
     if missing:
         raise CheckpointError(f"{name} is missing {', '.join(missing)}")
+    _check_fields(name, "a run state", state, RUN_FIELDS)
     cfg = _config(name, state)
     if state.get("rule") is not None and state["rule"] != cfg.rule:   # info would show it
         _fail(name, f"its rule {_clip(str(state['rule']), 40)!r} is not its config's rule "
@@ -243,6 +255,13 @@ def _check_meta(name: str, state: dict) -> None:
         _check_number(name, "saved_at", saved_at, 0.0, 1e11)
     if "notes" in state:
         _check_notes(name, state["notes"])
+
+
+def _check_fields(name: str, what: str, found: dict, allowed: tuple) -> None:
+    unknown = [k for k in found if k not in allowed]
+    if unknown:
+        _fail(name, f"holds an unknown field {_clip(repr(unknown[0]), 60)} ({len(unknown):,} such); "
+              f"{what} has only: {', '.join(allowed)}")
 
 
 def _check_notes(name: str, notes) -> None:
@@ -471,6 +490,7 @@ def _check_rng(name: str, rng) -> None:
     if not isinstance(rng, dict):
         _fail(name, f"rng is {_describe(rng)}, but must be a dict with the 'data' and "
               "'noise' generator states")
+    _check_fields(name, "rng", rng, RNG_FIELDS)
     cpu_len = _cpu_rng_state_len()
     for key in ("data", "noise"):
         field = f"rng {key}"
@@ -523,6 +543,7 @@ def _check_metrics(name: str, metrics, step: int) -> None:
     if not isinstance(metrics, dict):
         _fail(name, f"metrics is {_describe(metrics)}, but must be a dict with 'columns' "
               "and 'events' (MetricLog.state())")
+    _check_fields(name, "metrics", metrics, METRICS_FIELDS)
     columns = metrics.get("columns", {})
     if not isinstance(columns, dict):
         _fail(name, f"metrics columns is {_describe(columns)}, not a dict of name -> column")
@@ -579,6 +600,7 @@ def _check_snapshots(name: str, items, step: int, dim: int, is_image: bool) -> N
             _fail(name, f"{where} is {_describe(item)}, not a dict")
         if "step" not in item:
             _fail(name, f"{where} has no step")
+        _check_fields(name, where, item, SNAPSHOT_FIELDS)
         _check_int(name, f"{where} step", item["step"], 0, step)
         if "seq" in item:
             _check_int(name, f"{where} seq", item["seq"], 0, MAX_STEP)
