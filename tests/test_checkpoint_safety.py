@@ -1015,3 +1015,13 @@ def test_crafted_metadata_costs_little_memory_beyond_reading_a_real_file(valid, 
         extra_mb = (peak_kb[name] - peak_kb["real"]) / 1024
         print(f"{name}: +{extra_mb:.0f} MB over a real file")
         assert extra_mb < 300, (name, extra_mb)
+
+
+def test_a_run_keeps_at_most_the_events_a_file_may_hold():
+    """A live run past the cap drops its oldest markers, so its own save still loads."""
+    from core.engine.metric_log import MAX_EVENTS, MetricLog
+
+    log = MetricLog()
+    for i in range(MAX_EVENTS + 5):
+        log.add_event(i, "rule: bce -> reinforce")
+    assert len(log.events) == MAX_EVENTS and log.events[0][0] == 5

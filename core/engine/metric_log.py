@@ -14,6 +14,8 @@ import pandas as pd
 
 from core.base.files import csv_bytes
 
+MAX_EVENTS = 10_000   # markers kept per run (a file holding more is refused); oldest go first
+
 
 class MetricLog:
     def __init__(self, capacity: int = 1024) -> None:
@@ -64,6 +66,7 @@ class MetricLog:
     def add_event(self, step: int, text: str) -> None:
         with self._lock:
             self.events.append((int(step), str(text)))
+            del self.events[:-MAX_EVENTS]
 
     def set_at_step(self, step: int, values: dict[str, float]) -> None:
         """Fill values into the row of `step` (the latest row with it), e.g. quality

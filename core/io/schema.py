@@ -24,6 +24,7 @@ import torch
 
 from core.data.datasets import sample_shape
 from core.engine.config import ConfigError, TrainConfig
+from core.engine.metric_log import MAX_EVENTS
 
 SCHEMA_VERSION = 2          # 2: safetensors (.safetensors); 1: torch.save (.pt)
 LEGACY_SCHEMA_VERSION = 1
@@ -53,7 +54,6 @@ MAX_HEATMAP_RES = 1_024           # side of a snapshot's D heatmap (the engine u
 MAX_PNG_BYTES = 64 * 2**20        # one snapshot grid, PNG encoded
 MAX_PNG_SIDE = 16_384             # pixels per side of a snapshot grid
 MAX_METRIC_COLUMNS = 1_000
-MAX_EVENTS = 10_000                # markers per run: rule switches, continues, reseeds
 MAX_TEXT = 10_000                 # characters of one event, run id, rule, ...
 MAX_NAME = 200
 MAX_NOTE_NAME, MAX_NOTE_TEXT = MAX_NAME, MAX_TEXT   # notes: the user's run name and note
