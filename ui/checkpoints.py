@@ -18,7 +18,7 @@ import torch
 from core.data.datasets import load_dataset
 from core.engine.arena import extract_arm
 from core.engine.rules import RULES
-from core.engine.samples import SnapshotStore
+from core.engine.samples import SnapshotImageError, SnapshotStore, snapshot_image
 from core.engine.trainer import Trainer, new_run_id
 from core.io.checkpoint import (
     CHECKPOINT_SUFFIXES,
@@ -211,6 +211,11 @@ def show_samples(state: dict, key: str) -> None:
     if snap is None:
         st.caption("This checkpoint holds no samples.")
     elif snap.png is not None:
+        try:   # the file is untrusted: an oversized or damaged grid is one line, not a traceback
+            snapshot_image(snap.png, snap.step)
+        except SnapshotImageError as exc:
+            st.error(plain(exc), icon=":material/broken_image:")
+            return
         st.image(snap.png, caption=f"Fixed-noise samples at step {snap.step:,}", width=360)
     else:
         real = load_dataset(config_of(state)).x[:1000].numpy()

@@ -17,7 +17,7 @@ from typing import Sequence
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from core.engine.samples import Snapshot, SnapshotStore
+from core.engine.samples import Snapshot, SnapshotStore, snapshot_image
 
 MIN_WIDTH = 512         # frames are upscaled to at least this many pixels wide
 TOY_SIZE = 512          # side of a 2-D frame's plot square
@@ -40,10 +40,10 @@ def upscale(image: Image.Image, min_width: int = MIN_WIDTH) -> Image.Image:
     return image.resize((image.width * factor, image.height * factor), Image.NEAREST)
 
 
-def large_png(png: bytes, min_width: int = 1024) -> bytes:
-    """A grid PNG upscaled for slides and reports (the stored one is 242 px wide)."""
-    with Image.open(io.BytesIO(png)) as img:
-        big = upscale(_gray_if_gray(img.convert("RGB")), min_width)
+def large_png(png: bytes, min_width: int = 1024, step: int | None = None) -> bytes:
+    """A grid PNG upscaled for slides and reports (the stored one is 242 px wide);
+    SnapshotImageError (naming `step`) for a damaged or oversized one."""
+    big = upscale(_gray_if_gray(snapshot_image(png, step).convert("RGB")), min_width)
     buf = io.BytesIO()
     big.save(buf, format="PNG")
     return buf.getvalue()
@@ -105,9 +105,9 @@ def _gray_if_gray(img: Image.Image) -> Image.Image:
 def frame(snap: Snapshot, real: np.ndarray | None = None,
           min_width: int = MIN_WIDTH) -> Image.Image:
     """One labelled frame: the upscaled grid, or the points over D's heatmap."""
-    if snap.png is not None:
-        with Image.open(io.BytesIO(snap.png)) as img:
-            picture = upscale(_gray_if_gray(img.convert("RGB")), min_width)
+    if snap.png is not None:   # checked and decoded by snapshot_image: files are untrusted
+        img = snapshot_image(snap.png, snap.step)
+        picture = upscale(_gray_if_gray(img.convert("RGB")), min_width)
     elif snap.points is not None:
         picture = _points_frame(snap, real, max(min_width, TOY_SIZE))
     else:
@@ -117,7 +117,8 @@ def frame(snap: Snapshot, real: np.ndarray | None = None,
 
 def progression_gif(snapshots: Sequence[Snapshot], *, fps: float = 4.0,
                     real: np.ndarray | None = None, min_width: int = MIN_WIDTH) -> bytes:
-    """An animated GIF, one frame per snapshot in order, looping forever."""
+    """An animated GIF, one frame per snapshot in order, looping forever; a damaged
+    snapshot grid raises SnapshotImageError naming its step."""
     if not snapshots:
         raise ValueError("no snapshots yet: a run takes its first one at step 0")
     if not 0 < fps <= 50:
