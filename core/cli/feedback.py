@@ -7,7 +7,16 @@ import sys
 from pathlib import Path
 
 from core.cli.args import _Parser, load_checkpoint
-from core.cli.checks import UsageError, as_float, as_int, as_seed, check_out_dir, check_out_file
+from core.cli.checks import (
+    UsageError,
+    as_float,
+    as_int,
+    as_seed,
+    check_out_dir,
+    check_out_file,
+    one_line,
+    short,
+)
 from core.data.datasets import DATASETS
 
 
@@ -39,8 +48,9 @@ def cmd_feedback_simulate(args: argparse.Namespace) -> int:
 
 def cmd_reward_train(args: argparse.Namespace) -> int:
     from core.data.datasets import load_by_name
+    from core.engine.config import ConfigError
     from core.feedback.loop import train_from_store
-    from core.feedback.preferences import PreferenceStore, default_path
+    from core.feedback.preferences import PreferenceStore, default_path, skipped_line
     from core.feedback.reward_model import RewardModelError, new_file, verdict
 
     out = check_out_file("--out", args.out)
@@ -53,23 +63,38 @@ def cmd_reward_train(args: argparse.Namespace) -> int:
         raise UsageError(f"{db}: no preference database there yet: judge on the Feedback "
                          "page or run python -m core feedback simulate")
     store = PreferenceStore(db)
+    skipped: list[str] = []   # damaged rows the store left out, reported below
     try:
-        names = sorted({j.data for j in store.judgements(judge=args.judge)})
+        rows = store.judgements(judge=args.judge, skipped=skipped)
+        skipped += [f"row {j.id}: data {short(j.data)!r} is not a known data set"
+                    for j in rows if j.data not in DATASETS]
+        names = sorted({j.data for j in rows if j.data in DATASETS})
         if args.data is None and len(names) != 1:
-            raise UsageError(f"{store.path} holds judgements of {', '.join(names) or 'nothing'}"
-                             "; choose one with --data" if names else
-                             f"{store.path} holds no judgements yet: judge on the Feedback "
-                             "page or run python -m core feedback simulate")
+            raise UsageError(_with_skipped(
+                f"{store.path} holds judgements of {', '.join(names)}; choose one with --data"
+                if names else f"{store.path} holds no usable judgements: judge on the "
+                "Feedback page or run python -m core feedback simulate", skipped))
         data = load_by_name(args.data or names[0])
-        model = train_from_store(store, data, judge=args.judge, features=args.features,
-                                 seed=args.seed)
+        model = train_from_store(store, data, judge=args.judge, skipped=skipped,
+                                 features=args.features, seed=args.seed)
+    except ConfigError as exc:   # e.g. too few pairs once the damaged rows are left out
+        raise UsageError(_with_skipped(one_line(exc), skipped)) from None
     finally:
         store.close()
+    if skipped:
+        print(f"warning: {skipped_line(skipped)}", file=sys.stderr)
     path = model.save(out)
     good, summary = verdict(model.metrics)
     print(f"wrote {path}: features {model.metrics['features']}, {summary}",
           file=sys.stdout if good else sys.stderr)
     return 0
+
+
+def _with_skipped(message: str, skipped: list[str]) -> str:
+    """An error that also names the damaged rows left out, which may be its cause."""
+    from core.feedback.preferences import skipped_line
+
+    return f"{message}; {skipped_line(skipped)}" if skipped else message
 
 
 def cmd_judges(args: argparse.Namespace) -> int:

@@ -105,17 +105,21 @@ def simulate(store: PreferenceStore, G: nn.Module, data: DataSet, oracle: Oracle
     return len(rows)
 
 
-def pairs_from_store(store: PreferenceStore, data: DataSet, judge: str | None = None):
-    """(a, b, p) tensors in model space (flat) for train_reward_model."""
-    a, b, p = store.training_pairs(data=data.name, judge=judge)
+def pairs_from_store(store: PreferenceStore, data: DataSet, judge: str | None = None,
+                     skipped: list[str] | None = None):
+    """(a, b, p) tensors in model space (flat) for train_reward_model. Damaged rows, and
+    rows whose samples are not the shape to_display gives this data set, are left out
+    and described in `skipped` (see preferences.skipped_line)."""
+    shape = tuple(to_display(torch.zeros(1, data.dim), data).shape[1:])
+    a, b, p = store.training_pairs(data=data.name, judge=judge, shape=shape, skipped=skipped)
     flat = (len(p), data.dim)
     return (torch.from_numpy(a).reshape(flat), torch.from_numpy(b).reshape(flat),
             torch.from_numpy(p))
 
 
 def train_from_store(store: PreferenceStore, data: DataSet, judge: str | None = None,
-                     **options) -> RewardModel:
-    a, b, p = pairs_from_store(store, data, judge)
+                     skipped: list[str] | None = None, **options) -> RewardModel:
+    a, b, p = pairs_from_store(store, data, judge, skipped)
     return train_reward_model(a, b, p, data, **options)
 
 

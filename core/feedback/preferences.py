@@ -10,6 +10,11 @@ program's SQLite database, a newer schema) is refused with a one-line error and 
 written to. Our files carry PRAGMA application_id = APPLICATION_ID and
 PRAGMA user_version = SCHEMA_VERSION.
 
+Why reads check every row: the file may have been edited by hand or by another tool, so
+each row read is checked by the very rules add() applies (validate, validate_blind). A
+damaged row is left out and described ("row 17: z must be finite ..."), never raised:
+a few bad rows must not make the good ones unusable, and no NaN reaches a reward model.
+
 Schema 1: one table
     judgements(id, time, judge, generator, step, data, choice, k,
                samples, samples_dtype, samples_shape, z, z_dtype, z_shape)
@@ -105,6 +110,10 @@ _INSERT = (f"INSERT INTO {_TABLE} ({', '.join(_COLUMNS[1:])}) "
            f"VALUES ({', '.join('?' * (len(_COLUMNS) - 1))})")
 _CSV_HEADER = ("id", "time", "judge", "data", "generator", "step", "choice", "k",
                "sample_shape", "latent_dim", "round")
+MAX_TEXT = 1000           # characters in a name or label: real ones are far shorter
+MAX_STEP = 10**12         # training steps: beyond any run, well inside SQLite's integers
+MAX_TIME = 32503680000.0  # 3000-01-01 UTC: a later time is a damaged clock or row
+BUSY_TIMEOUT_S = 10.0     # how long a write waits for another program's lock
 
 
 class PreferenceStoreError(ValueError):
@@ -182,8 +191,17 @@ def blind_outcome(choice: str, new_side: str) -> str:
 
 # ---------------------------------------------------------------- validation
 
+_INVALID = "invalid judgement: "
+
+
 def _invalid(field: str, problem: str) -> PreferenceStoreError:
-    return PreferenceStoreError(f"invalid judgement: {field} {problem}")
+    return PreferenceStoreError(f"{_INVALID}{field} {problem}")
+
+
+def _shown(value) -> str:
+    """A value for an error line: its repr, cut short (a damaged row may hold megabytes)."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _best_index(choice: str) -> int | None:
@@ -203,9 +221,8 @@ def validate(j: Judgement) -> None:
         _check_text(field, getattr(j, field))
     _check_step(j.step)
     _check_time(j.time)
-    if isinstance(j.round, bool) or not isinstance(j.round, numbers.Integral) or \
-            not 0 <= j.round <= 1000:
-        raise _invalid("round", f"must be an integer from 0 to 1000, got {j.round!r}")
+    if not _is_int(j.round) or not 0 <= j.round <= 1000:
+        raise _invalid("round", f"must be an integer from 0 to 1000, got {_shown(j.round)}")
 
 
 def validate_blind(j: BlindJudgement) -> None:
@@ -216,17 +233,18 @@ def validate_blind(j: BlindJudgement) -> None:
         raise _invalid("samples", "of a blind test must hold 2 samples")
     _check_choice(j.choice, 2)
     if j.new_side not in ("left", "right"):
-        raise _invalid("new_side", f"must be 'left' or 'right', got {j.new_side!r}")
+        raise _invalid("new_side", f"must be 'left' or 'right', got {_shown(j.new_side)}")
     for field in ("judge", "data", "base", "base_generator", "new", "new_generator"):
         _check_text(field, getattr(j, field))
-    _check_step(j.base_step)
-    _check_step(j.new_step)
-    if not isinstance(j.reward_model, str):
-        raise _invalid("reward_model", f"must be a string, got {j.reward_model!r}")
+    _check_step(j.base_step, "base_step")
+    _check_step(j.new_step, "new_step")
+    if not isinstance(j.reward_model, str) or len(j.reward_model) > MAX_TEXT:
+        raise _invalid("reward_model", f"must be a string of at most {MAX_TEXT} characters, "
+                                       f"got {_shown(j.reward_model)}")
     allowed = (None, "left", "right") if j.reward_model else (None,)
     if j.model_choice not in allowed:
         raise _invalid("model_choice", f"must be one of {allowed} with reward_model "
-                                       f"{j.reward_model!r}, got {j.model_choice!r}")
+                                       f"{_shown(j.reward_model)}, got {_shown(j.model_choice)}")
     _check_time(j.time)
 
 
@@ -262,22 +280,30 @@ def _check_z(z, k: int) -> None:
 
 def _check_choice(choice, k: int) -> None:
     if not isinstance(choice, str) or choice not in choices_for(k):
-        raise _invalid("choice", f"{choice!r} is not valid for k = {k}; use one of {', '.join(choices_for(k))}")
+        raise _invalid("choice", f"{_shown(choice)} is not valid for k = {k}; use one of "
+                                 f"{', '.join(choices_for(k))}")
 
 
 def _check_text(field: str, value) -> None:
-    if not isinstance(value, str) or not value.strip():
-        raise _invalid(field, f"must be a non-empty string, got {value!r}")
+    if not isinstance(value, str) or not value.strip() or len(value) > MAX_TEXT:
+        raise _invalid(field, f"must be a non-empty string of at most {MAX_TEXT} characters, "
+                              f"got {_shown(value)}")
 
 
-def _check_step(step) -> None:
-    if isinstance(step, bool) or not isinstance(step, numbers.Integral) or step < 0:
-        raise _invalid("step", f"must be a non-negative integer, got {step!r}")
+def _is_int(n) -> bool:
+    return isinstance(n, numbers.Integral) and not isinstance(n, bool)
+
+
+def _check_step(step, field: str = "step") -> None:
+    if not _is_int(step) or not 0 <= step <= MAX_STEP:
+        raise _invalid(field, f"must be an integer from 0 to {MAX_STEP:,}, got {_shown(step)}")
 
 
 def _check_time(t) -> None:
-    if isinstance(t, bool) or not isinstance(t, numbers.Real) or not math.isfinite(t) or t < 0:
-        raise _invalid("time", f"must be a finite unix time >= 0 (0 = now), got {t!r}")
+    if (not isinstance(t, numbers.Real) or isinstance(t, bool) or not math.isfinite(t)
+            or not 0 <= t <= MAX_TIME):
+        raise _invalid("time", f"must be a unix time from 0 (= now) to {MAX_TIME:.0f} "
+                               f"(year 3000), got {_shown(t)}")
 
 
 # ---------------------------------------------------------------- array <-> row
@@ -288,24 +314,28 @@ def _encode(arr: np.ndarray) -> tuple[bytes, str, str]:
     return blob, name, json.dumps([int(n) for n in arr.shape])
 
 
-def _decode(blob, dtype_name, shape_text, row_id, field) -> np.ndarray:
-    """Bytes back to an array, refusing rows whose blob disagrees with its dtype/shape."""
-    dt = _DTYPES.get(dtype_name)
+def _decode(blob, dtype_name, shape_text, field) -> np.ndarray:
+    """Bytes back to an array, refusing a blob that disagrees with its dtype/shape."""
+    dt = _DTYPES.get(dtype_name) if isinstance(dtype_name, str) else None
     shape = _parse_shape(shape_text)
     if (dt is None or shape is None or not isinstance(blob, bytes)
             or math.prod(shape) * dt.itemsize != len(blob)):
-        raise PreferenceStoreError(
-            f"row {row_id} of the preference database is damaged ({field} does not match its "
-            f"dtype/shape); delete that row or restore a backup")
+        raise _invalid(field, "does not match its dtype and shape columns")
     return np.frombuffer(blob, dtype=dt).reshape(shape).astype(dt.newbyteorder("="))
 
 
 def _parse_shape(text) -> tuple[int, ...] | None:
+    """A JSON list of 1 to 4 sizes, each at least 1 (samples are (k, C, H, W) at most,
+    and never empty): the blob's length then bounds the array, and the text's length
+    keeps a hand-written '[[[[...' from exhausting json's recursion."""
+    if not isinstance(text, str) or len(text) > 100:
+        return None
     try:
         shape = json.loads(text)
-    except (TypeError, ValueError):
+    except ValueError:
         return None
-    if not isinstance(shape, list) or not all(isinstance(n, int) and n >= 0 for n in shape):
+    if (not isinstance(shape, list) or not 1 <= len(shape) <= 4
+            or not all(type(n) is int and n >= 1 for n in shape)):
         return None
     return tuple(shape)
 
@@ -316,10 +346,16 @@ def _to_row(j: Judgement) -> tuple:
 
 
 def _from_row(row) -> Judgement:
+    """A stored row back to a Judgement, checked by validate() as an add is: a row
+    edited by hand must not bring a wrong type or a NaN past the store."""
     id_, t, judge, generator, step, data, choice, k, round_, s, sd, ss, z, zd, zs = row
-    return Judgement(samples=_decode(s, sd, ss, id_, "samples"), z=_decode(z, zd, zs, id_, "z"),
-                     choice=choice, judge=judge, generator=generator, step=int(step),
-                     data=data, time=float(t), id=int(id_), round=int(round_))
+    j = Judgement(samples=_decode(s, sd, ss, "samples"), z=_decode(z, zd, zs, "z"),
+                  choice=choice, judge=judge, generator=generator, step=step, data=data,
+                  time=t, id=id_, round=round_)
+    validate(j)
+    if k != len(j.samples):
+        raise _invalid("k", f"is {_shown(k)} but the row holds {len(j.samples)} samples")
+    return j
 
 
 def _stamped(j: Judgement) -> Judgement:
@@ -336,13 +372,42 @@ def _blind_row(j: BlindJudgement) -> tuple:
 
 
 def _from_blind_row(row) -> BlindJudgement:
+    """As _from_row, checked by validate_blind()."""
     (id_, t, judge, data, base, base_g, base_step, new, new_g, new_step, new_side, choice,
      model, model_choice, s, sd, ss) = row
-    return BlindJudgement(samples=_decode(s, sd, ss, id_, "samples"), new_side=new_side,
-                          choice=choice, judge=judge, data=data, base=base,
-                          base_generator=base_g, base_step=int(base_step), new=new,
-                          new_generator=new_g, new_step=int(new_step), reward_model=model,
-                          model_choice=model_choice, time=float(t), id=int(id_))
+    j = BlindJudgement(samples=_decode(s, sd, ss, "samples"), new_side=new_side,
+                       choice=choice, judge=judge, data=data, base=base,
+                       base_generator=base_g, base_step=base_step, new=new,
+                       new_generator=new_g, new_step=new_step, reward_model=model,
+                       model_choice=model_choice, time=t, id=id_)
+    validate_blind(j)
+    return j
+
+
+def _sound(rows, from_row, skipped: list[str] | None, what: str = "row"):
+    """The rows that pass validation, lazily; each other one is left out and described
+    as 'row 17: z must be finite ...' in skipped: a few bad rows must not make the good
+    ones unusable."""
+    for row in rows:
+        try:
+            j = from_row(row)
+        except PreferenceStoreError as e:
+            if skipped is not None:
+                skipped.append(f"{what} {row[0]}: {str(e).removeprefix(_INVALID)}")
+            continue
+        yield j
+
+
+def skipped_line(skipped: list[str], shown: int = 3) -> str:
+    """One line for a caller to report: '2 damaged rows skipped: row 17: ...; row 18:
+    ...' (each row once, the first `shown` named); '' for none."""
+    rows = list(dict.fromkeys(skipped))
+    if not rows:
+        return ""
+    more = f"; and {len(rows) - shown} more" if len(rows) > shown else ""
+    noun = "row" if len(rows) == 1 else "rows"
+    return (f"{len(rows)} damaged {noun} skipped: {'; '.join(rows[:shown])}{more} "
+            f"(delete {'it' if len(rows) == 1 else 'them'} or restore a backup)")
 
 
 def _as_float(samples: np.ndarray) -> np.ndarray:
@@ -378,6 +443,10 @@ def _open(path: Path) -> sqlite3.Connection:
         conn.execute("PRAGMA synchronous=FULL")
         if version < SCHEMA_VERSION:
             _upgrade(conn, path)
+    except sqlite3.Error as e:
+        conn.close()
+        raise _sqlite_error(path, e, f"cannot open {path} ({e}); check the path and its "
+                                     "permissions") from e
     except BaseException:
         conn.close()
         raise
@@ -500,16 +569,58 @@ def _newer_message(path: Path, version: int) -> str:
 
 def _connect_ro(path: Path) -> sqlite3.Connection:
     try:
-        return sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=10)
+        return sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True,
+                               timeout=BUSY_TIMEOUT_S)
     except sqlite3.Error as e:
-        raise PreferenceStoreError(f"cannot open {path} ({e}); check the path and its permissions") from e
+        raise _sqlite_error(path, e, f"cannot open {path} ({e}); check the path and its "
+                                     "permissions") from e
 
 
 def _connect_rw(path: Path) -> sqlite3.Connection:
     try:
-        return sqlite3.connect(str(path), timeout=10, isolation_level=None, check_same_thread=False)
+        return sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_S, isolation_level=None,
+                               check_same_thread=False)
     except sqlite3.Error as e:
-        raise PreferenceStoreError(f"cannot open {path} ({e}); check the path and its permissions") from e
+        raise _sqlite_error(path, e, f"cannot open {path} ({e}); check the path and its "
+                                     "permissions") from e
+
+
+# SQLite's primary result codes (sqlite3.Error.sqlite_errorcode & 0xFF)
+_BUSY, _LOCKED, _READONLY, _FULL = 5, 6, 8, 13
+
+
+def _sqlite_error(path: Path, e: sqlite3.Error, otherwise: str) -> PreferenceStoreError:
+    """One line for what SQLite refused: a lock, a read-only file or folder and a full
+    disk each have their own fix, so `otherwise` (e.g. 'not a readable SQLite
+    database') is said only when it is none of them."""
+    code = (getattr(e, "sqlite_errorcode", None) or 0) & 0xFF
+    if code in (_BUSY, _LOCKED):
+        return PreferenceStoreError(
+            f"{path} is locked: another program holds a write lock on it ({e}); close that "
+            f"program or wait until it is done, then retry")
+    if code == _READONLY:
+        return PreferenceStoreError(_read_only_message(path, e))
+    if code == _FULL:
+        return PreferenceStoreError(
+            f"the disk holding {path} is full ({e}): this change was not saved, and nothing "
+            f"saved before it was lost; free some space and retry")
+    return PreferenceStoreError(otherwise)
+
+
+def _read_only_message(path: Path, e: sqlite3.Error) -> str:
+    """Say which is not writable: the file (reading still works), or its folder, where
+    SQLite must create the -wal and -shm files it needs even to read."""
+    folder = path.parent
+    file_ro = not os.access(path, os.W_OK)
+    if not os.access(folder, os.W_OK):
+        which = "the file and its folder" if file_ro else "its folder"
+        verb = "are" if file_ro else "is"
+        return (f"{path} is read-only ({which} {folder} {verb} not writable, and SQLite keeps "
+                f"its -wal and -shm files there): judgements cannot be saved to it; make the "
+                f"folder writable or copy the file to a writable folder")
+    why = "the file is not writable" if file_ro else f"SQLite cannot write it: {e}"
+    return (f"{path} is read-only ({why}): judgements cannot be saved to it, though reading "
+            f"it may still work; make it writable or choose another file")
 
 
 def _check_schema(conn: sqlite3.Connection, path: Path, close: bool = False) -> int:
@@ -522,7 +633,8 @@ def _check_schema(conn: sqlite3.Connection, path: Path, close: bool = False) -> 
         columns = {r[1] for r in conn.execute(f"PRAGMA table_info({_TABLE})")}
         blind = {r[1] for r in conn.execute(f"PRAGMA table_info({_BLIND})")}
     except sqlite3.Error as e:
-        raise PreferenceStoreError(f"{path} is not a readable SQLite database ({e}); choose another file") from e
+        raise _sqlite_error(path, e, f"{path} is not a readable SQLite database ({e}); "
+                                     "choose another file") from e
     finally:
         if close:
             conn.close()
@@ -558,8 +670,9 @@ def _upgrade(conn: sqlite3.Connection, path: Path) -> None:
                 conn.execute("ROLLBACK")
             raise
     except sqlite3.Error as e:
-        raise PreferenceStoreError(f"cannot upgrade {path} to preference schema {SCHEMA_VERSION} "
-                                   f"({e}); check that the file is writable") from e
+        raise _sqlite_error(path, e, f"cannot upgrade {path} to preference schema "
+                                     f"{SCHEMA_VERSION} ({e}); check that the file is "
+                                     "writable") from e
 
 
 # ---------------------------------------------------------------- the store
@@ -590,21 +703,22 @@ class PreferenceStore:
             try:
                 yield self._conn
             except sqlite3.Error as e:
-                raise PreferenceStoreError(f"preference database {self.path} failed ({e}); "
-                                           f"check the disk and retry") from e
+                raise _sqlite_error(self.path, e, f"preference database {self.path} failed "
+                                                  f"({e}); check the disk and retry") from e
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
-        """One transaction: all of it is committed, or none of it."""
+        """One transaction: all of it is committed, or none of it (also when COMMIT
+        itself fails, on a full disk say)."""
         with self._locked() as conn:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 yield conn
+                conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 raise
-            conn.execute("COMMIT")
 
     def add(self, j: Judgement) -> int:
         """Store one click, committed before returning; returns the row id."""
@@ -623,38 +737,57 @@ class PreferenceStore:
         return self._delete_newest(_TABLE, _COLUMNS, _from_row, judge)
 
     def _delete_newest(self, table: str, columns, from_row, judge: str | None):
+        """Damaged rows are passed over: a person's undo means their last sound click."""
         where, args = _where(judge=judge)
         with self._write() as conn:
-            row = conn.execute(f"SELECT {', '.join(columns)} FROM {table}{where} "
-                               f"ORDER BY id DESC LIMIT 1", args).fetchone()
-            if row is None:
-                return None
-            j = from_row(row)
-            conn.execute(f"DELETE FROM {table} WHERE id = ?", (j.id,))
+            cursor = conn.execute(f"SELECT {', '.join(columns)} FROM {table}{where} "
+                                  f"ORDER BY id DESC", args)
+            j = next(_sound(cursor, from_row, None), None)
+            cursor.close()
+            if j is not None:
+                conn.execute(f"DELETE FROM {table} WHERE id = ?", (j.id,))
         return j
 
     def count(self, judge: str | None = None, usable_only: bool = False) -> int:
-        """usable_only: judgements that give training pairs (not skips)."""
+        """usable_only: judgements that give training pairs (not skips). Counts rows as
+        stored, damaged ones too (see damaged())."""
         where, args = _where(judge=judge, usable_only=usable_only)
         with self._locked() as conn:
             return int(conn.execute(f"SELECT COUNT(*) FROM {_TABLE}{where}", args).fetchone()[0])
 
-    def judgements(self, judge: str | None = None, data: str | None = None) -> list[Judgement]:
-        """Oldest first (insertion order)."""
-        return self._select(judge=judge, data=data)
+    def judgements(self, judge: str | None = None, data: str | None = None,
+                   skipped: list[str] | None = None) -> list[Judgement]:
+        """Oldest first (insertion order). Damaged rows are left out; each is described
+        in `skipped` if given (skipped_line() makes the line to report)."""
+        return self._select(skipped, judge=judge, data=data)
 
-    def _select(self, **filters) -> list[Judgement]:
+    def _select(self, skipped: list[str] | None, **filters) -> list[Judgement]:
         where, args = _where(**filters)
         with self._locked() as conn:
             rows = conn.execute(f"SELECT {', '.join(_COLUMNS)} FROM {_TABLE}{where} ORDER BY id", args).fetchall()
-        return [_from_row(r) for r in rows]
+        return list(_sound(rows, _from_row, skipped))
 
-    def training_pairs(self, data: str | None = None, judge: str | None = None
+    def damaged(self) -> list[str]:
+        """'row 17: z must be finite (found NaN or inf)' for each row that reads leave
+        out, judgements and blind tests: what a page or command reports."""
+        skipped: list[str] = []
+        self.judgements(skipped=skipped)
+        self.blind_judgements(skipped=skipped)
+        return skipped
+
+    def training_pairs(self, data: str | None = None, judge: str | None = None,
+                       shape: tuple[int, ...] | None = None, skipped: list[str] | None = None
                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(a, b, p) for a Bradley-Terry reward model (of one judge's judgements, if
-        given); with no pairs, three empty (0,) arrays."""
+        given); with no pairs, three empty (0,) arrays. shape: one sample's shape as the
+        data set shows it; rows of another shape are skipped like damaged ones."""
         a, b, p = [], [], []
-        for j in self._select(judge=judge, data=data, usable_only=True):
+        for j in self._select(skipped, judge=judge, data=data, usable_only=True):
+            if shape is not None and j.samples.shape[1:] != tuple(shape):
+                if skipped is not None:
+                    skipped.append(f"row {j.id}: samples of shape {j.samples.shape[1:]} do not "
+                                   f"fit {data} (its samples are {tuple(shape)})")
+                continue
             x = _as_float(j.samples)
             for i, k, prob in j.pairs():
                 a.append(x[i])
@@ -677,45 +810,31 @@ class PreferenceStore:
             return int(conn.execute(_INSERT_BLIND, row).lastrowid)
 
     def blind_judgements(self, judge: str | None = None, base: str | None = None,
-                         new: str | None = None) -> list[BlindJudgement]:
-        """Oldest first; filtered by judge and the two generators' labels."""
+                         new: str | None = None, skipped: list[str] | None = None
+                         ) -> list[BlindJudgement]:
+        """Oldest first; filtered by judge and the two generators' labels. Damaged rows
+        are left out, as by judgements()."""
         where, args = _where(judge=judge, base=base, new=new)
         with self._locked() as conn:
             rows = conn.execute(f"SELECT {', '.join(_BLIND_COLUMNS)} FROM {_BLIND}{where} "
                                 f"ORDER BY id", args).fetchall()
-        return [_from_blind_row(r) for r in rows]
+        return list(_sound(rows, _from_blind_row, skipped, "blind test row"))
 
     def undo_last_blind(self, judge: str | None = None) -> BlindJudgement | None:
         """Take back a blind-test mis-click (of that judge); pairs are untouched."""
         return self._delete_newest(_BLIND, _BLIND_COLUMNS, _from_blind_row, judge)
 
     def to_csv(self) -> bytes:
-        """A spreadsheet-friendly log (no pixels), UTF-8."""
-        with self._locked() as conn:
-            rows = conn.execute(f"SELECT {', '.join(_META)}, samples_shape, z_shape "
-                                f"FROM {_TABLE} ORDER BY id").fetchall()
-        out = io.StringIO()
-        writer = csv.writer(out)
-        writer.writerow(_CSV_HEADER)
-        writer.writerows(_csv_row(r) for r in rows)
-        return out.getvalue().encode("utf-8")
+        """A spreadsheet-friendly log (no pixels), UTF-8; damaged rows are left out
+        (damaged() lists them)."""
+        return _csv(_CSV_HEADER, [_csv_row(j) for j in self.judgements()])
 
     def blind_csv(self) -> bytes:
         """The blind tests as a spreadsheet-friendly log (no pixels), UTF-8, with each
         click's outcome for the fine-tuned generator (win / loss / tie / skip)."""
-        with self._locked() as conn:
-            rows = conn.execute(f"SELECT {', '.join(_BLIND_META)} FROM {_BLIND} "
-                                "ORDER BY id").fetchall()
-        out = io.StringIO()
-        writer = csv.writer(out)
-        writer.writerow(_BLIND_META + ("outcome",))
-        for row in rows:
-            row = dict(zip(_BLIND_META, row))
-            outcome = blind_outcome(row["choice"], row["new_side"])
-            row["time"] = _iso(row["time"])
-            row.update({k: _cell(row[k]) for k in ("judge", "data", "base", "new")})
-            writer.writerow([*row.values(), outcome])
-        return out.getvalue().encode("utf-8")
+        return _csv(_BLIND_META + ("outcome",),
+                    [[_iso(j.time) if c == "time" else getattr(j, c) for c in _BLIND_META]
+                     + [j.outcome] for j in self.blind_judgements()])
 
     def close(self) -> None:
         """Idempotent; later calls raise PreferenceStoreError."""
@@ -725,16 +844,21 @@ class PreferenceStore:
                 self._conn = None
 
 
-def _csv_row(r) -> list:
-    id_, t, judge, generator, step, data, choice, k, round_, s_shape, z_shape = r
-    sample_shape = "x".join(str(n) for n in (_parse_shape(s_shape) or ())[1:])
-    latent = (_parse_shape(z_shape) or (0, ""))[-1]
-    return [id_, _iso(t), _cell(judge), _cell(data), _cell(generator), step, choice, k, sample_shape,
-            latent, round_]
+def _csv_row(j: Judgement) -> list:
+    return [j.id, _iso(j.time), j.judge, j.data, j.generator, j.step, j.choice,
+            len(j.samples), "x".join(str(n) for n in j.samples.shape[1:]), j.z.shape[1],
+            j.round]
+
+
+def _csv(header, rows) -> bytes:
+    """UTF-8 CSV with every text cell made plain: a name typed as =cmd() must not run
+    as a formula in a spreadsheet (numbers stay numbers)."""
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(header)
+    writer.writerows([plain_cell(v) if isinstance(v, str) else v for v in row] for row in rows)
+    return out.getvalue().encode("utf-8")
 
 
 def _iso(t: float) -> str:
     return datetime.fromtimestamp(t, tz=timezone.utc).isoformat(timespec="milliseconds")
-
-
-_cell = plain_cell   # user-typed names in the CSV logs
