@@ -243,6 +243,41 @@ def rates(page, url: str, seconds: float, label: str) -> list[float]:
     return ratios
 
 
+def tabs_rate(browser, url: str, tabs: int, seconds: float, data: str = "ring8") -> None:
+    """steps/s of one run with 1 tab on its page, then with `tabs` tabs, then 1 again
+    (same run, same session): what each extra viewer costs the training."""
+    first = browser.new_page(viewport={"width": 1400, "height": 1000})
+    first.set_default_timeout(90_000)
+    first.goto(url)
+    b.choose_data(first, data)
+    b.click(first, "btn_start")
+    b.wait_status(first, "running")
+    b.wait_points_above(first, 0)
+    run_url = first.url
+
+    def rate() -> float:
+        time.sleep(2.0)
+        s0, t0 = b.status_step(first), time.monotonic()
+        time.sleep(seconds)
+        return (b.status_step(first) - s0) / (time.monotonic() - t0)
+
+    one = rate()
+    others = []
+    for _ in range(tabs - 1):
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.set_default_timeout(90_000)
+        page.goto(run_url)
+        b.wait_points_above(page, 0)
+        others.append(page)
+    many = rate()
+    for page in others:
+        page.close()
+    again = rate()
+    print(f"steps/s of one {data} run: 1 tab {one:.0f}, {tabs} tabs {many:.0f}, 1 tab again "
+          f"{again:.0f}; ratio {tabs} tabs / 1 tab {many / ((one + again) / 2):.2f}")
+    b.stop(first, "btn_stop")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=15.0)
@@ -250,6 +285,8 @@ def main() -> None:
                         help="chromium on core 1, the server and the headless runs on 0")
     parser.add_argument("--no-screenshots", action="store_true")
     parser.add_argument("--screenshots-only", action="store_true")
+    parser.add_argument("--tabs", type=int, default=0, help="only measure one run's "
+                        "steps/s with this many tabs open on it against one tab")
     args = parser.parse_args()
     chromium = b.find_chromium()
     if chromium is None:
@@ -259,6 +296,9 @@ def main() -> None:
             chromium = pinned_chromium(chromium, Path(tmp))
         with b.streamlit_server(Path(tmp) / "checkpoints") as url, \
                 b.chromium_browser(chromium) as browser:
+            if args.tabs:
+                tabs_rate(browser, url, args.tabs, args.seconds)
+                return
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             page.set_default_timeout(90_000)
             ratios = [] if args.screenshots_only else rates(

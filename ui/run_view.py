@@ -4,16 +4,28 @@ A page's job is a Trainer or an Arena; both have the same controls and status. O
 polling fragment per page (see live_fragment) re-runs every POLL_S seconds while the
 job is live and calls st.rerun() once when its state changes on its own (it ended,
 failed or diverged), so the buttons outside the fragment always match the state.
+
+Every refresh is work in the server's Python, which the training thread shares: the
+viewers of one run share REFRESHES_PER_S refreshes a second (with more tabs open, each
+refreshes less often), so eight tabs cost the training what two do.
 """
 from __future__ import annotations
 
+import math
+import threading
+import time
+
 import streamlit as st
+from streamlit.runtime.scriptrunner import get_script_run_ctx
 
 from core.engine.metric_info import METRICS
 from ui import charts, runs
 from ui.text import plain
 
 POLL_S = 1.0
+REFRESHES_PER_S = 2.0          # shared by all the viewers of one run
+_VIEWERS: dict[str, dict[str, float]] = {}   # job id -> session id -> last refresh
+_VIEWERS_LOCK = threading.Lock()
 FLASH = "flash_message"        # session key: an error to show after a callback
 
 
@@ -171,17 +183,36 @@ def quality_notes(columns, log=None) -> None:
             st.markdown(text)
 
 
+def poll_interval(job_id: str) -> float:
+    """Seconds between this session's refreshes of a live job: POLL_S while few watch
+    it, longer when many do (this session counts as a viewer from now on)."""
+    ctx = get_script_run_ctx()
+    session = ctx.session_id if ctx else ""
+    now = time.monotonic()
+    with _VIEWERS_LOCK:
+        seen = _VIEWERS.setdefault(job_id, {})
+        seen[session] = now
+        for other, last in list(seen.items()):   # closed tabs stop refreshing
+            if now - last > 3 * POLL_S * max(1.0, len(seen) / REFRESHES_PER_S):
+                del seen[other]
+        viewers = len(seen)
+    return POLL_S * max(1, math.ceil(viewers / REFRESHES_PER_S))
+
+
 def live_fragment(job, body) -> None:
     """Run body() in the page's one polling fragment while the job is live."""
     drawn = job.status.state      # the state the buttons outside were drawn for
     was_live = job.status.live
+    every = poll_interval(job.run_id) if was_live else None
 
-    @st.fragment(run_every=POLL_S if was_live else None)
+    @st.fragment(run_every=every)
     def view() -> None:
         body()
-        if was_live and job.status.state != drawn:
+        if not was_live:
+            return
+        if job.status.state != drawn or poll_interval(job.run_id) != every:
             # ended (stop polling), diverged (Resume and Step) or failed: the buttons
-            # outside this fragment must follow
+            # outside this fragment must follow; or viewers came or went: a new pace
             st.rerun()
 
     view()
