@@ -19,7 +19,7 @@ def progress_text(page) -> str:
 def wait_count(page, n: int) -> None:
     page.wait_for_function(
         "n => { const e = document.querySelector(\"[data-testid='stProgress']\");"
-        " return e && e.innerText.includes('person: ' + n + ' judgements'); }", arg=n)
+        " return e && e.innerText.includes('person: ' + n + ' pairs'); }", arg=n)
 
 
 def judge_and_fine_tune(page, url, root, cfg, folder: str, oracle: str, pairs: int) -> None:

@@ -162,11 +162,14 @@ def test_feedback_page_judge_ten_undo_one_reload_shows_nine(feedback_env):
     assert not at.exception, at.exception
     assert [type(e).__name__ for e in at.main].count("Image") == 2   # left and right
     for i in range(10):
+        shown = [im.proto.imgs[0].url for im in at.get("imgs")]
         at.button(key="fb_left" if i % 2 else "fb_right").click().run()
         assert not at.exception
     at.button(key="fb_undo").click().run()
+    # the undone pair is back on the screen, to judge again
+    assert [im.proto.imgs[0].url for im in at.get("imgs")] == shown
     again = feedback_page()      # a reload: a new session, the same database
-    assert "person: 9 judgements" in again.get("progress")[0].proto.text
+    assert "person: 9 pairs" in again.get("progress")[0].proto.text
     store = PreferenceStore(feedback_env / "preferences.sqlite")
     assert store.count(judge="person") == 9
     choices = [j.choice for j in store.judgements()]
@@ -193,6 +196,9 @@ def test_feedback_page_best_of_four_gives_three_pairs(feedback_env):
     (j,) = store.judgements()
     assert j.choice == "best:2" and len(j.pairs()) == 3
     store.close()
+    at.button(key="fb_skip").click().run()
+    assert "person: 3 pairs of mnist5k judged of a suggested 200, 1 skipped" in \
+        at.get("progress")[0].proto.text   # a click counts as its pairs; skips apart
 
 
 def train_on_page(at, jobs) -> None:
@@ -352,3 +358,20 @@ def test_a_reward_model_path_that_is_not_a_regular_file_is_one_line_not_a_hang(t
         fh.truncate(65 * 2**20)   # sparse: no disk, but larger than a reward model can be
     with pytest.raises(RewardModelError, match="more than a reward model can be"):
         load_reward_model(big)
+
+
+def test_the_feedback_page_names_damaged_rows_and_keeps_the_good_ones(feedback_env):
+    import sqlite3
+
+    at = feedback_page()
+    for _ in range(3):
+        at.button(key="fb_left").click().run()
+    con = sqlite3.connect(feedback_env / "preferences.sqlite")
+    con.execute("UPDATE judgements SET choice = 'sideways' WHERE id = 2")
+    con.commit()
+    con.close()
+    at = feedback_page()   # checked once per session: a reload after the damage
+    assert not at.exception
+    (warning,) = [w.value for w in at.warning if "damaged" in w.value]
+    assert "1 damaged row skipped: row 2" in warning
+    assert "person: 2 pairs" in at.get("progress")[0].proto.text   # the good ones count

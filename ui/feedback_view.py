@@ -24,7 +24,12 @@ from torch import nn
 from core.data.datasets import DataSet
 from core.engine.rules import takes_reward_model
 from core.feedback import loop as feedback
-from core.feedback.preferences import PreferenceStore, PreferenceStoreError, default_path
+from core.feedback.preferences import (
+    PreferenceStore,
+    PreferenceStoreError,
+    default_path,
+    skipped_line,
+)
 from core.feedback.reward_model import RewardModel, new_file, verdict
 from core.quality.offline import generator_from_state
 from ui import checkpoints as ck
@@ -214,7 +219,36 @@ def report_undo(gone, what: str = "judgement") -> None:
 
 
 def undo(db: PreferenceStore, judge: str) -> None:
-    report_undo(db.undo_last(judge))
+    """Take back the last click and show its comparison again, to judge it anew."""
+    gone = db.undo_last(judge)
+    report_undo(gone)
+    current = st.session_state.get(CURRENT)
+    if gone is not None and current is not None and gone.data == current["data"].name:
+        data = current["data"]
+        st.session_state[CURRENT] = {
+            **current, "x": feedback.from_display(gone.samples, data),
+            "z": torch.from_numpy(gone.z), "k": int(gone.samples.shape[0]),
+            "step": gone.step, "fingerprint": gone.generator, "round": gone.round}
+
+
+def progress(db: PreferenceStore, judge: str, data: str) -> None:
+    """The counter: this judge's training pairs on this data set (a best-of-4 click is
+    3 pairs; skips apart), and everyone's."""
+    mine, everyone = db.tally(judge, data), db.tally(data=data)
+    skipped = f", {mine['skips']} skipped" if mine["skips"] else ""
+    st.progress(min(1.0, mine["pairs"] / TARGET),
+                text=f"{plain(judge)}: {mine['pairs']} pairs of {data} judged of a suggested "
+                     f"{TARGET}{skipped} ({everyone['pairs']} by everyone in "
+                     f"{plain(db.path.name)})")
+
+
+def damaged_rows(db: PreferenceStore) -> str:
+    """One line naming the store's damaged rows, checked once per session and file
+    (reading every row on each click would slow judging)."""
+    key = ("fb_damaged", str(db.path))
+    if key not in st.session_state:
+        st.session_state[key] = skipped_line(db.damaged())
+    return st.session_state[key]
 
 
 def buttons(db: PreferenceStore, current: dict, judge: str, round_: int = 0) -> None:
@@ -302,12 +336,15 @@ class RewardJob:
     def _run(self, db, data, judge, out) -> None:
         try:
             torch.set_num_threads(1)
-            self.model = feedback.train_from_store(db, data, judge, progress=self.history.append,
+            skipped: list[str] = []
+            self.model = feedback.train_from_store(db, data, judge, skipped,
+                                                   progress=self.history.append,
                                                    should_stop=self._stop.is_set)
             self.model.save(new_file(out))
             self.good, summary = verdict(self.model.metrics)
             self.state = "done"
-            self.message = f"Saved {out}: {summary}."
+            damaged = skipped_line(skipped)
+            self.message = f"Saved {out}: {summary}." + (f" {damaged}." if damaged else "")
         except Exception as exc:   # shown on the page; the store is untouched
             self.state, self.message = "failed", f"{type(exc).__name__}: {exc}"
 

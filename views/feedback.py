@@ -46,6 +46,9 @@ try:
 except Exception as exc:
     st.error(f"Cannot use this preference database: {plain(exc)}", icon=":material/error:")
     st.stop()
+damaged = fv.damaged_rows(db)
+if damaged:   # the good rows still count and train; say which ones are left out
+    st.warning(plain(f"{db.path.name}: {damaged}"), icon=":material/warning:")
 model = None
 if model_path:
     try:
@@ -69,10 +72,7 @@ if (current is None or current["label"] != label or current["k"] != k
         st.stop()
     current = st.session_state[fv.CURRENT] = fv.new_comparison(source, k, model, round_)
 
-mine = db.count(judge=judge)
-st.progress(min(1.0, mine / fv.TARGET),
-            text=f"{plain(judge)}: {mine} judgements of a suggested {fv.TARGET} "
-                 f"({db.count()} in {plain(db.path.name)} by everyone)")
+fv.progress(db, judge, current["data"].name)
 fv.messages()
 st.markdown("**Which sample is better?**" if k == 2 else "**Which sample is the best?**")
 fv.show(current)

@@ -755,6 +755,18 @@ class PreferenceStore:
         with self._locked() as conn:
             return int(conn.execute(f"SELECT COUNT(*) FROM {_TABLE}{where}", args).fetchone()[0])
 
+    def tally(self, judge: str | None = None, data: str | None = None) -> dict[str, int]:
+        """What a counter should say: training pairs (a best-of-k click gives k - 1),
+        skips apart, and rows; counted in SQL (rows as stored: see damaged())."""
+        where, args = _where(judge=judge, data=data)
+        with self._locked() as conn:
+            pairs, skips, rows = conn.execute(
+                "SELECT COALESCE(SUM(CASE WHEN choice IN ('left', 'right', 'tie') THEN 1 "
+                "WHEN choice LIKE 'best:%' THEN MAX(k - 1, 0) ELSE 0 END), 0), "
+                f"COALESCE(SUM(choice = 'skip'), 0), COUNT(*) FROM {_TABLE}{where}",
+                args).fetchone()
+        return {"pairs": int(pairs), "skips": int(skips), "rows": int(rows)}
+
     def judgements(self, judge: str | None = None, data: str | None = None,
                    skipped: list[str] | None = None) -> list[Judgement]:
         """Oldest first (insertion order). Damaged rows are left out; each is described
