@@ -17,7 +17,7 @@ import streamlit as st
 
 from core.engine.config import TrainConfig
 from core.engine.trainer import new_run_id
-from core.jobs.backends import RAY_REQUIREMENTS
+from core.jobs.backends import RAY_REQUIREMENTS, RunnerError, parse_address
 from core.jobs.multi_seed import FINAL_WINDOW, summarize, wide_table
 from core.jobs.seed_job import SeedJob
 from core.quality import paired
@@ -95,6 +95,12 @@ def form() -> Plan:
         st.error(f"Ray is not installed here: pip install -r {RAY_REQUIREMENTS}",
                  icon=":material/error:")
         return Plan(n, "ray", address or None, eval_every, ok=False)
+    if address and address != "auto":
+        try:
+            parse_address(address)     # a malformed one is refused here, not by the job
+        except RunnerError as exc:     # the message quotes the address: plain text
+            st.error(plain(exc), icon=":material/error:")
+            return Plan(n, "ray", None, eval_every, ok=False)
     return Plan(n, "ray", address or None, eval_every)
 
 
@@ -152,13 +158,14 @@ def progress(job: SeedJob) -> None:
                      + f" · elapsed {run_view.fmt_time(job.elapsed())}"
                      + (f" · ETA {run_view.fmt_time(eta)}" if eta is not None and s.live
                         else ""))
+    # messages quote the Ray address and task errors: plain text, never a link or image
     if s.state == "failed":
-        st.error(s.message, icon=":material/error:")
+        st.error(plain(s.message), icon=":material/error:")
     elif s.message:
-        st.warning(s.message)
+        st.warning(plain(s.message))
     for f in sorted(job.failures, key=lambda f: f.task.seed):
-        st.warning(f"Seed {f.task.seed} failed twice ({f.attempts} attempts): {f.error}",
-                   icon=":material/warning:")
+        st.warning(f"Seed {f.task.seed} failed twice ({f.attempts} attempts): "
+                   f"{plain(f.error)}", icon=":material/warning:")
     for r in job.snapshot()[0].values():
         if r.message:
             st.caption(f"Seed {r.seed}: {plain(r.message)}")

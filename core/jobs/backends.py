@@ -5,7 +5,7 @@
             os.cpu_count() of them unless told otherwise, one torch thread each (with
             one task or one worker, it runs in this process, as serial)
     ray     a Ray cluster: `address` "auto" or "HOST:PORT" joins a running one (ray start),
-            no address starts a local Ray instance with `workers` CPUs
+            no address starts a local Ray instance with `workers` CPUs, on 127.0.0.1
 
 A task (`Task`) is plain data; a worker runs `execute(task)` and sends back everything
 the run folder needs as bytes (`TaskResult`: metric CSVs, final values, the picture,
@@ -20,7 +20,9 @@ stderr as tasks finish: done/total, failures, ETA.
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import os
+import re
 import socket
 import sys
 import time
@@ -183,15 +185,18 @@ class _Ray:
         if not ray.is_initialized():
             # the workers run this checkout's core package, uploaded: every node runs
             # the driver's code, wherever (and whether) the project is checked out there
-            env = {"py_modules": [str(Path(__file__).resolve().parent)],
+            # (parents[1]: this file is core/jobs/backends.py, and `core` is the package)
+            env = {"py_modules": [str(Path(__file__).resolve().parents[1])],
                    "excludes": ["__pycache__", "*.pyc"]}
             try:
                 if address:
                     check_reachable(address)    # ray.init retries an absent one for minutes
                     ray.init(address=address, runtime_env=env)
                 else:
-                    ray.init(num_cpus=workers or os.cpu_count() or 1, include_dashboard=False,
-                             runtime_env=env)
+                    with _loopback_only():
+                        ray.init(num_cpus=workers or os.cpu_count() or 1,
+                                 include_dashboard=False, runtime_env=env,
+                                 _node_ip_address="127.0.0.1")
             except ConnectionError as exc:
                 raise RunnerError(f"--address {address}: no Ray cluster there ({describe(exc)}); "
                                   "start one with `ray start --head`") from None
@@ -217,15 +222,98 @@ class _Ray:
             self.ray.shutdown()
 
 
+@contextlib.contextmanager
+def _loopback_only():
+    """A local Ray started here is for this machine alone: its servers listen on
+    127.0.0.1. Ray binds them to every interface unless the node's address is a
+    loopback one, and ray.init turns 127.0.0.1 back into the machine's network address
+    unless its cluster mode is off (ENABLE_RAY_CLUSTER, off by default on macOS and
+    Windows), so it is off while Ray starts."""
+    from ray._private import ray_constants
+    if not hasattr(ray_constants, "ENABLE_RAY_CLUSTER"):   # another Ray: its own way
+        yield
+        return
+    saved = ray_constants.ENABLE_RAY_CLUSTER
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = saved
+
+
 CONNECT_TIMEOUT_S = 5.0
+ANSWER_TIMEOUT_S = 3.0    # a gRPC server answers the HTTP/2 preface at once
 RAY_CURRENT_CLUSTER = Path("/tmp/ray/ray_current_cluster")   # where `ray start` notes it
+MAX_HOST = 253            # the longest DNS name
+_HOST_NAME = re.compile(r"[A-Za-z0-9_]([A-Za-z0-9._-]*[A-Za-z0-9_])?")
+_PORT = re.compile(r"[0-9]{1,5}")    # ASCII digits: str.isdigit() also takes "²"
+# HTTP/2's client preface and an empty SETTINGS frame (RFC 9113, 3.4)
+_H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
 
 
-def check_reachable(address: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
-    """Raise RunnerError in one line unless something accepts a TCP connection at the
-    Ray address (HOST:PORT, ray://HOST:PORT, or "auto": $RAY_ADDRESS or the cluster
-    `ray start` last noted on this machine). "auto" with neither is left to Ray, which
-    says at once that it found no cluster."""
+def _shown(address: str) -> str:
+    """The address as an error line quotes it: one line, and not 100k characters."""
+    if len(address) <= 80:
+        return repr(address)
+    return f"{address[:60]!r}... ({len(address)} characters)"
+
+
+def _valid_host(host: str) -> bool:
+    if not host or len(host) > MAX_HOST:
+        return False
+    if _HOST_NAME.fullmatch(host):
+        return True
+    try:
+        ipaddress.ip_address(host)      # an IPv6 address, [brackets] taken off
+    except ValueError:
+        return False
+    return True
+
+
+def parse_address(address: str) -> tuple[str, int]:
+    """(host, port) of a Ray address "HOST:PORT" or "ray://HOST:PORT"; RunnerError in
+    one line unless the host is a host name or an IP address and the port 1-65535."""
+    host, _, port = address.strip().removeprefix("ray://").rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not (_valid_host(host) and _PORT.fullmatch(port) and 1 <= int(port) <= 65535):
+        raise RunnerError(f"Ray address {_shown(address)}: use auto or HOST:PORT, a host "
+                          "name or IP address and a port 1-65535 (e.g. 10.0.0.5:6379)")
+    return host, int(port)
+
+
+def _speaks_grpc(conn: socket.socket, timeout: float) -> bool:
+    """Ray's GCS (and the ray:// client server) speak gRPC, so HTTP/2: the server
+    answers the client preface with a SETTINGS frame (type 4, stream 0). A port that
+    is not Ray says nothing, closes, or answers otherwise, and ray.init would retry it
+    for minutes."""
+    deadline = time.monotonic() + timeout
+    head = b""
+    try:
+        conn.sendall(_H2_PREFACE)
+        while len(head) < 9:            # the first frame header
+            conn.settimeout(max(0.01, deadline - time.monotonic()))
+            chunk = conn.recv(9 - len(head))
+            if not chunk:
+                return False
+            head += chunk
+    except OSError:                     # timed out, reset
+        return False
+    return head[3] == 0x04 and head[5:9] == bytes(4)
+
+
+def _tls() -> bool:
+    """With RAY_USE_TLS the port wants a TLS handshake first: plain HTTP/2 gets no answer."""
+    return os.environ.get("RAY_USE_TLS", "0").lower() in ("1", "true")
+
+
+def check_reachable(address: str, timeout: float = CONNECT_TIMEOUT_S,
+                    answer_timeout: float = ANSWER_TIMEOUT_S) -> None:
+    """Raise RunnerError in one line unless a Ray cluster answers at the address
+    (HOST:PORT, ray://HOST:PORT, or "auto": $RAY_ADDRESS or the cluster `ray start`
+    last noted on this machine): something accepts a TCP connection there within
+    `timeout` and answers as a gRPC server within `answer_timeout`. "auto" with neither
+    is left to Ray, which says at once that it found no cluster."""
     target = address.strip()
     if target == "auto":
         target = os.environ.get("RAY_ADDRESS", "").strip()
@@ -233,18 +321,22 @@ def check_reachable(address: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
             target = RAY_CURRENT_CLUSTER.read_text().strip()
         if not target or target == "auto":
             return
-    host, _, port = target.removeprefix("ray://").rpartition(":")
-    host = host.strip("[]")
-    if not host or not port.isdigit():
-        raise RunnerError(f"Ray address {address!r}: use auto or HOST:PORT (e.g. 10.0.0.5:6379)")
+    host, port = parse_address(target)
+    via = "" if target == address.strip() else f" (from {address})"
     try:
-        socket.create_connection((host, int(port)), timeout=timeout).close()
+        conn = socket.create_connection((host, port), timeout=timeout)
     except OSError as exc:
         reason = "timed out" if isinstance(exc, TimeoutError) else (exc.strerror or str(exc))
-        via = "" if target == address.strip() else f" (from {address})"
         raise RunnerError(f"Ray address {target}{via}: no Ray cluster answers there within "
                           f"{timeout:g} s ({reason}); start one with `ray start --head` on "
                           "that machine, or leave the address out for a local Ray") from None
+    with conn:
+        if _tls() or _speaks_grpc(conn, answer_timeout):
+            return
+    raise RunnerError(f"Ray address {target}{via}: something listens there but it is not "
+                      f"Ray (no gRPC answer within {answer_timeout:g} s); give the head "
+                      "node's address as `ray start --head` prints it (port 6379 unless "
+                      "--port was given), or leave the address out for a local Ray")
 
 
 def make_backend(backend: str, workers: int | None = None, address: str | None = None,
@@ -255,6 +347,8 @@ def make_backend(backend: str, workers: int | None = None, address: str | None =
         raise RunnerError(f"workers {workers}: use 1 or more")
     if address and backend != "ray":
         raise RunnerError("an address is for the ray backend (--backend ray)")
+    if address and address.strip() != "auto":
+        parse_address(address)     # before Ray is imported or asked: one line, not a trace
     if backend == "serial":
         return _Serial()
     if backend == "local":
