@@ -184,11 +184,11 @@ def test_a_schema_1_database_opens_keeps_its_rows_and_gains_blind_tests(tmp_path
                         choice="tie", judge="person", generator="g1", step=4, data="ring8",
                         round=2))
     conn = sqlite3.connect(path)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == 3
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == 4
     conn.close()
-    with PreferenceStore(path) as s:   # and opens again as a schema-3 file
+    with PreferenceStore(path) as s:   # and opens again as a schema-4 file
         assert s.count() == 2 and len(s.blind_judgements()) == 1
-        assert [j.round for j in s.judgements()] == [0, 2]
+        assert [(j.round, j.criterion) for j in s.judgements()] == [(0, ""), (2, "")]
 
 
 def test_a_schema_2_file_without_its_blind_table_is_damaged(tmp_path):

@@ -41,7 +41,7 @@ def judge_and_fine_tune(page, url, root, cfg, folder: str, oracle: str, pairs: i
     page.goto(f"{url}/feedback")
     page.locator(".st-key-fb_source input").click()
     page.get_by_role("option", name=f"file {folder}/step_20.pt", exact=True).click()
-    page.get_by_text("Which sample is better?").wait_for()
+    page.locator(".st-key-fb_left button").wait_for()   # the pair is shown
     page.locator(".st-key-fb_train button").first.click()
     page.get_by_text("held-out accuracy").first.wait_for()
     page.locator(".st-key-fb_finetune button").first.click()
@@ -147,7 +147,7 @@ def test_a_digit_fine_tune_shows_base_and_arms_on_the_same_z_in_the_browser(serv
     # the next feedback round: the Feedback page opens on the arm, as round 1
     page.locator(".st-key-cmp_round_rlhf button").first.click()
     page.wait_for_url("**/feedback*")
-    page.get_by_text("Which sample is better?").first.wait_for()
+    page.locator(".st-key-fb_left button").wait_for()
     page.get_by_text("· arm rlhf at step", exact=False).wait_for()   # the caption
     assert page.locator(".st-key-fb_round input").input_value() == "1"
     page.go_back()

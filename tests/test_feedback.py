@@ -99,6 +99,17 @@ def test_simulate_store_train_and_fine_tune_on_the_preference_reward(tmp_path, c
     rm = tmp_path / "rm.pt"
     assert main(["reward", "train", "--db", str(db), "--out", str(rm)]) == 0
     assert "held-out accuracy" in capsys.readouterr().out
+    assert load_reward_model(rm).metrics["criterion"] == "upper"   # the oracle's name
+    # a second criterion in the store: one model learns one, chosen by name
+    assert main(["feedback", "simulate", "--from", str(ckpt), "--oracle", "angle:90",
+                 "--pairs", "30", "--db", str(db), "--criterion", "Which is nearer 90°?"]) == 0
+    assert main(["reward", "train", "--db", str(db), "--out", str(tmp_path / "r2.pt")]) == 2
+    assert "judged under 2 criteria ('upper', 'Which is nearer 90°?')" in \
+        capsys.readouterr().err
+    assert main(["reward", "train", "--db", str(db), "--out", str(tmp_path / "r2.pt"),
+                 "--criterion", "Which is nearer 90°?"]) == 0
+    model = load_reward_model(tmp_path / "r2.pt")
+    assert model.metrics["criterion"] == "Which is nearer 90°?" and model.metrics["pairs"] == 30
     mtime = rm.stat().st_mtime_ns   # a model a run may be using is never replaced
     assert main(["reward", "train", "--db", str(db), "--out", str(rm)]) == 2
     assert "already exists" in capsys.readouterr().err and rm.stat().st_mtime_ns == mtime
@@ -375,3 +386,20 @@ def test_the_feedback_page_names_damaged_rows_and_keeps_the_good_ones(feedback_e
     (warning,) = [w.value for w in at.warning if "damaged" in w.value]
     assert "1 damaged row skipped: row 2" in warning
     assert "person: 2 pairs" in at.get("progress")[0].proto.text   # the good ones count
+
+
+def test_the_criterion_is_typed_shown_stored_and_counted_apart(feedback_env):
+    at = feedback_page()
+    at.selectbox(key="fb_criterion").set_value("Which has thicker strokes?").run()
+    assert any("Which has thicker strokes?" in m.value for m in at.markdown)
+    at.button(key="fb_left").click().run()
+    at.selectbox(key="fb_criterion").set_value("Which looks more like a 7?").run()
+    at.button(key="fb_right").click().run()
+    at.button(key="fb_left").click().run()
+    assert "person: 2 pairs" in at.get("progress")[0].proto.text   # this criterion's
+    store = PreferenceStore(feedback_env / "preferences.sqlite")
+    assert [j.criterion for j in store.judgements()] == [
+        "Which has thicker strokes?"] + ["Which looks more like a 7?"] * 2
+    assert store.criteria("mnist5k") == {"Which looks more like a 7?": 2,
+                                         "Which has thicker strokes?": 1}
+    store.close()

@@ -25,6 +25,7 @@ from core.data.datasets import DataSet
 from core.engine.rules import takes_reward_model
 from core.feedback import loop as feedback
 from core.feedback.preferences import (
+    MAX_CRITERION,
     PreferenceStore,
     PreferenceStoreError,
     default_path,
@@ -39,6 +40,12 @@ from ui.text import plain
 TARGET = 200          # suggested judgements before training a reward model
 SHOWN_PX = 280        # images are shown upscaled to this width
 CURRENT = "fb_current"
+# What a person may be asked; they can type any other. Stored with every pair: one
+# reward model learns one criterion.
+CRITERIA = {"image": ("Which sample is better?", "Which looks more like a 7?",
+                      "Which has thicker strokes?", "Which looks more like a real digit?"),
+            "2d": ("Which sample is better?", "Which point is higher up?",
+                   "Which point looks more like the data?")}
 PAIR_BUTTONS = (("left", "Left is better", "Left"), ("right", "Right is better", "Right"),
                 ("tie", "Equal", "Down"), ("skip", "Skip", "S"))
 
@@ -195,10 +202,11 @@ def messages() -> None:
 
 
 def record(db: PreferenceStore, current: dict, choice: str, judge: str,
-           round_: int = 0) -> None:
+           round_: int = 0, criterion: str = "") -> None:
     """on_click of a choice button: commit it, then draw the next comparison."""
     j = feedback.judgement(current["x"], current["z"], choice, judge, current["data"],
-                           current["fingerprint"], current["step"], round_=round_)
+                           current["fingerprint"], current["step"], round_=round_,
+                           criterion=criterion)
     save_click(db.add, j, CURRENT)
 
 
@@ -231,10 +239,10 @@ def undo(db: PreferenceStore, judge: str) -> None:
             "step": gone.step, "fingerprint": gone.generator, "round": gone.round}
 
 
-def progress(db: PreferenceStore, judge: str, data: str) -> None:
-    """The counter: this judge's training pairs on this data set (a best-of-4 click is
-    3 pairs; skips apart), and everyone's."""
-    mine, everyone = db.tally(judge, data), db.tally(data=data)
+def progress(db: PreferenceStore, judge: str, data: str, criterion: str) -> None:
+    """The counter: this judge's training pairs on this data set and criterion (a
+    best-of-4 click is 3 pairs; skips apart), and everyone's."""
+    mine, everyone = db.tally(judge, data, criterion), db.tally(data=data, criterion=criterion)
     skipped = f", {mine['skips']} skipped" if mine["skips"] else ""
     st.progress(min(1.0, mine["pairs"] / TARGET),
                 text=f"{plain(judge)}: {mine['pairs']} pairs of {data} judged of a suggested "
@@ -251,22 +259,34 @@ def damaged_rows(db: PreferenceStore) -> str:
     return st.session_state[key]
 
 
-def buttons(db: PreferenceStore, current: dict, judge: str, round_: int = 0) -> None:
+def criterion_input(db: PreferenceStore, data: DataSet) -> str:
+    """The question judged, typed or picked (this data set's earlier ones first)."""
+    judged = [c for c in db.criteria(data.name) if c]
+    presets = CRITERIA["image" if data.is_image else "2d"]
+    options = list(dict.fromkeys([*judged, *presets]))
+    chosen = st.selectbox("Criterion", options, key="fb_criterion", accept_new_options=True,
+                          help="What you are judging, stored with every pair: a reward model "
+                               "learns one criterion, so keep it the same for a session")
+    return (chosen or "").strip()[:MAX_CRITERION]
+
+
+def buttons(db: PreferenceStore, current: dict, judge: str, round_: int = 0,
+            criterion: str = "") -> None:
     # one wrapping row of content-width buttons: at 800 px fixed columns cut "Left ..."
     row = st.container(horizontal=True, key="fb_buttons")
     if current["k"] == 2:
         for choice, label, key in PAIR_BUTTONS:
             row.button(label, key=f"fb_{choice}", on_click=record,
-                       args=(db, current, choice, judge, round_), shortcut=key,
+                       args=(db, current, choice, judge, round_, criterion), shortcut=key,
                        type="primary" if choice in ("left", "right") else "secondary")
     else:
         for i, name in enumerate(NAMES[4]):
             row.button(f"{name} is best", key=f"fb_best{i}", on_click=record,
-                       args=(db, current, f"best:{i}", judge, round_),
+                       args=(db, current, f"best:{i}", judge, round_, criterion),
                        shortcut=str(i + 1),
                        type="primary")
         row.button("Skip", key="fb_skip", on_click=record,
-                   args=(db, current, "skip", judge, round_), shortcut="S")
+                   args=(db, current, "skip", judge, round_, criterion), shortcut="S")
     st.button("Undo last", key="fb_undo", on_click=undo, args=(db, judge), shortcut="U")
 
 
@@ -324,27 +344,31 @@ def continue_fine_tune(source: Source, model_path: Path) -> None:
 class RewardJob:
     """Fits a reward model in a daemon thread; the page polls `history` and `state`."""
 
-    def __init__(self, db: PreferenceStore, data: DataSet, judge: str | None, out: Path):
+    def __init__(self, db: PreferenceStore, data: DataSet, judge: str | None, out: Path,
+                 criterion: str | None = None):
         self.history: list[dict] = []
         self.state, self.message, self.model, self.good = "running", "", None, False
         self.path = out   # where the model is saved (the Save-as box may change since)
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, args=(db, data, judge, out),
+        self._thread = threading.Thread(target=self._run,
+                                        args=(db, data, judge, out, criterion),
                                         daemon=True, name="reward-model")
         self._thread.start()
 
-    def _run(self, db, data, judge, out) -> None:
+    def _run(self, db, data, judge, out, criterion) -> None:
         try:
             torch.set_num_threads(1)
             skipped: list[str] = []
-            self.model = feedback.train_from_store(db, data, judge, skipped,
+            self.model = feedback.train_from_store(db, data, judge, skipped, criterion,
                                                    progress=self.history.append,
                                                    should_stop=self._stop.is_set)
             self.model.save(new_file(out))
             self.good, summary = verdict(self.model.metrics)
             self.state = "done"
             damaged = skipped_line(skipped)
-            self.message = f"Saved {out}: {summary}." + (f" {damaged}." if damaged else "")
+            asked = f" (criterion: {criterion!r})" if criterion else ""
+            self.message = (f"Saved {out}{asked}: {summary}."
+                            + (f" {damaged}." if damaged else ""))
         except Exception as exc:   # shown on the page; the store is untouched
             self.state, self.message = "failed", f"{type(exc).__name__}: {exc}"
 

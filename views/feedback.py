@@ -72,11 +72,13 @@ if (current is None or current["label"] != label or current["k"] != k
         st.stop()
     current = st.session_state[fv.CURRENT] = fv.new_comparison(source, k, model, round_)
 
-fv.progress(db, judge, current["data"].name)
+criterion = fv.criterion_input(db, current["data"])
+fv.progress(db, judge, current["data"].name, criterion)
 fv.messages()
-st.markdown("**Which sample is better?**" if k == 2 else "**Which sample is the best?**")
+asked = criterion or "Which sample is better?"
+st.markdown(f"**{plain(asked)}**" + ("" if k == 2 else " (pick the best of the four)"))
 fv.show(current)
-fv.buttons(db, current, judge, round_)
+fv.buttons(db, current, judge, round_, criterion)
 st.caption(f"{plain(current['data'].name)} samples from {plain(current['label'])} at step "
            f"{current['step']:,} (generator {code(current['fingerprint'])}). Keys: "
            + ("Left / Right arrows, Down = equal, S = skip" if k == 2 else "1-4, S = skip")
@@ -91,7 +93,7 @@ out = st.text_input("Save as", value=str(default_file(fv.default_path().parent /
 row = st.container(horizontal=True, key="fb_model_row")   # wraps; columns cut the labels
 if row.button("Train reward model", key="fb_train", disabled=job is not None and
              job.state == "running", type="primary"):
-    fv.jobs()[db_path] = job = fv.RewardJob(db, current["data"], None, Path(out))
+    fv.jobs()[db_path] = job = fv.RewardJob(db, current["data"], None, Path(out), criterion)
 row.download_button("Judgements CSV", data=db.to_csv, file_name="preferences.csv",
                    mime="text/csv", key="fb_csv", on_click="ignore")
 if job is not None and job.state == "done":

@@ -38,12 +38,27 @@ def cmd_feedback_simulate(args: argparse.Namespace) -> int:
     store = PreferenceStore(args.db or default_path())
     try:
         n = simulate(store, G, data, oracle, n=args.pairs, noise=args.noise, seed=args.seed,
-                     step=int(state["step"]), k=args.best_of)
+                     step=int(state["step"]), k=args.best_of, criterion=args.criterion)
         print(f"stored {n} judgements by oracle:{args.oracle} of {data.name} samples in "
               f"{store.path} ({store.count()} in all)")
     finally:
         store.close()
     return 0
+
+
+def _one_criterion(store, data: str, wanted: str | None) -> str | None:
+    """One model, one criterion: the one asked for, or the only one judged."""
+    judged = store.criteria(data)
+    if wanted is not None:
+        if wanted not in judged:
+            raise UsageError(f"no judgements of {data} under the criterion {short(wanted)!r}; "
+                             f"judged: {', '.join(repr(short(c)) for c in judged) or 'none'}")
+        return wanted
+    if len(judged) > 1:
+        raise UsageError(f"{data} was judged under {len(judged)} criteria "
+                         f"({', '.join(repr(short(c)) for c in judged)}); a reward model "
+                         "learns one: choose it with --criterion")
+    return None
 
 
 def cmd_reward_train(args: argparse.Namespace) -> int:
@@ -75,8 +90,9 @@ def cmd_reward_train(args: argparse.Namespace) -> int:
                 if names else f"{store.path} holds no usable judgements: judge on the "
                 "Feedback page or run python -m core feedback simulate", skipped))
         data = load_by_name(args.data or names[0])
+        criterion = _one_criterion(store, data.name, args.criterion)
         model = train_from_store(store, data, judge=args.judge, skipped=skipped,
-                                 features=args.features, seed=args.seed)
+                                 criterion=criterion, features=args.features, seed=args.seed)
     except ConfigError as exc:   # e.g. too few pairs once the damaged rows are left out
         raise UsageError(_with_skipped(one_line(exc), skipped)) from None
     finally:
@@ -192,6 +208,8 @@ def add_feedback(sub: argparse._SubParsersAction) -> None:
                      help="2: pairs; 4: pick the best of 4 (3 pairs per judgement)")
     sim.add_argument("--db", help="preference database (default checkpoints/preferences.sqlite)")
     sim.add_argument("--seed", type=as_seed, default=0)
+    sim.add_argument("--criterion", help="the question judged, stored with each pair "
+                     "(default: the oracle's name)")
     sim.add_argument("--ema", action="store_true", help="judge G's EMA weights")
     sim.set_defaults(func=cmd_feedback_simulate)
 
@@ -209,5 +227,7 @@ def add_reward(sub: argparse._SubParsersAction) -> None:
     rtrain.add_argument("--features", help="frozen features: multi (images, default), "
                         "robust (the adversarially trained judge's), classifier+pixels, "
                         "classifier, pixels; raw (2-D)")
+    rtrain.add_argument("--criterion", help="only judgements under this criterion (needed "
+                        "when the data set was judged under several)")
     rtrain.add_argument("--seed", type=as_seed, default=0)
     rtrain.set_defaults(func=cmd_reward_train)

@@ -78,17 +78,20 @@ def draw_against(G: nn.Module, G_base: nn.Module,
 
 
 def judgement(samples: torch.Tensor, z: torch.Tensor, choice: str, judge: str,
-              data: DataSet, generator: str, step: int, round_: int = 0) -> Judgement:
+              data: DataSet, generator: str, step: int, round_: int = 0,
+              criterion: str = "") -> Judgement:
     return Judgement(samples=to_display(samples, data), z=z.float().cpu().numpy(),
                      choice=choice, judge=judge, generator=generator, step=int(step),
-                     data=data.name, round=round_)
+                     data=data.name, round=round_, criterion=criterion)
 
 
 @torch.no_grad()
 def simulate(store: PreferenceStore, G: nn.Module, data: DataSet, oracle: Oracle, *,
-             n: int, noise: float, seed: int = 0, step: int = 0, k: int = 2) -> int:
+             n: int, noise: float, seed: int = 0, step: int = 0, k: int = 2,
+             criterion: str | None = None) -> int:
     """An oracle judges n fresh comparisons (pairs, or best-of-4) of G's samples, as a
-    person would on the Feedback page; they are stored in one transaction."""
+    person would on the Feedback page; they are stored in one transaction, under
+    `criterion` (default: the oracle's name)."""
     gen = torch.Generator().manual_seed(seed)
     fingerprint = generator_fingerprint(G)
     judge = f"oracle:{oracle.name}"
@@ -100,27 +103,35 @@ def simulate(store: PreferenceStore, G: nn.Module, data: DataSet, oracle: Oracle
             choice = oracle.judge(shown[:1], shown[1:], noise, gen)[0]
         else:
             choice = f"best:{oracle.best_of(shown, noise, gen)}"
-        rows.append(judgement(x, z, choice, judge, data, fingerprint, step))
+        rows.append(judgement(x, z, choice, judge, data, fingerprint, step,
+                              criterion=oracle.name if criterion is None else criterion))
     store.add_many(rows)
     return len(rows)
 
 
 def pairs_from_store(store: PreferenceStore, data: DataSet, judge: str | None = None,
-                     skipped: list[str] | None = None):
-    """(a, b, p) tensors in model space (flat) for train_reward_model. Damaged rows, and
-    rows whose samples are not the shape to_display gives this data set, are left out
-    and described in `skipped` (see preferences.skipped_line)."""
+                     skipped: list[str] | None = None, criterion: str | None = None):
+    """(a, b, p) tensors in model space (flat) for train_reward_model, of one criterion
+    if given. Damaged rows, and rows whose samples are not the shape to_display gives
+    this data set, are left out and described in `skipped` (preferences.skipped_line)."""
     shape = tuple(to_display(torch.zeros(1, data.dim), data).shape[1:])
-    a, b, p = store.training_pairs(data=data.name, judge=judge, shape=shape, skipped=skipped)
+    a, b, p = store.training_pairs(data=data.name, judge=judge, shape=shape, skipped=skipped,
+                                   criterion=criterion)
     flat = (len(p), data.dim)
     return (torch.from_numpy(a).reshape(flat), torch.from_numpy(b).reshape(flat),
             torch.from_numpy(p))
 
 
 def train_from_store(store: PreferenceStore, data: DataSet, judge: str | None = None,
-                     skipped: list[str] | None = None, **options) -> RewardModel:
-    a, b, p = pairs_from_store(store, data, judge, skipped)
-    return train_reward_model(a, b, p, data, **options)
+                     skipped: list[str] | None = None, criterion: str | None = None,
+                     **options) -> RewardModel:
+    """One model, one criterion: the file records the criterion it learnt (None: every
+    row, recorded as the criteria found)."""
+    a, b, p = pairs_from_store(store, data, judge, skipped, criterion)
+    model = train_reward_model(a, b, p, data, **options)
+    model.metrics["criterion"] = criterion if criterion is not None else " | ".join(
+        c for c in store.criteria(data.name) if c)
+    return model
 
 
 @torch.no_grad()

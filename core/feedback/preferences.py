@@ -51,7 +51,7 @@ import numpy as np
 
 from core.base.files import plain_cell
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 APPLICATION_ID = 0x474C5046          # "GLPF": GAN Lab PreFerences
 CHOICES = ("left", "right", "tie", "skip")
 BEST_CHOICES = tuple(f"best:{i}" for i in range(4)) + ("skip",)
@@ -60,12 +60,13 @@ PAIR_P = {"left": 1.0, "right": 0.0, "tie": 0.5}
 _MAGIC = b"SQLite format 3\x00"
 _TABLE = "judgements"
 _BLIND = "blind_tests"
-_TABLES = {1: [_TABLE], 2: sorted([_TABLE, _BLIND]), 3: sorted([_TABLE, _BLIND])}
+_TABLES = {1: [_TABLE], **{v: sorted([_TABLE, _BLIND]) for v in (2, 3, 4)}}
 _DTYPES = {"uint8": np.dtype("<u1"), "float32": np.dtype("<f4")}
-_META = ("id", "time", "judge", "generator", "step", "data", "choice", "k", "round")
+_META = ("id", "time", "judge", "generator", "step", "data", "choice", "k", "round",
+         "criterion")
 _BLOBS = ("samples", "samples_dtype", "samples_shape", "z", "z_dtype", "z_shape")
 _COLUMNS = _META + _BLOBS
-_ADDED_IN = {"round": 3}   # columns a file of an older schema lacks until its upgrade
+_ADDED_IN = {"round": 3, "criterion": 4}   # columns a file of an older schema lacks until its upgrade
 _CREATE = f"""CREATE TABLE {_TABLE} (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     time REAL NOT NULL,
@@ -81,7 +82,8 @@ _CREATE = f"""CREATE TABLE {_TABLE} (
     z BLOB NOT NULL,
     z_dtype TEXT NOT NULL,
     z_shape TEXT NOT NULL,
-    round INTEGER NOT NULL DEFAULT 0)"""
+    round INTEGER NOT NULL DEFAULT 0,
+    criterion TEXT NOT NULL DEFAULT '')"""
 _BLIND_META = ("id", "time", "judge", "data", "base", "base_generator", "base_step", "new",
                "new_generator", "new_step", "new_side", "choice", "reward_model",
                "model_choice")
@@ -109,8 +111,9 @@ _INSERT_BLIND = (f"INSERT INTO {_BLIND} ({', '.join(_BLIND_COLUMNS[1:])}) "
 _INSERT = (f"INSERT INTO {_TABLE} ({', '.join(_COLUMNS[1:])}) "
            f"VALUES ({', '.join('?' * (len(_COLUMNS) - 1))})")
 _CSV_HEADER = ("id", "time", "judge", "data", "generator", "step", "choice", "k",
-               "sample_shape", "latent_dim", "round")
+               "sample_shape", "latent_dim", "round", "criterion")
 MAX_TEXT = 1000           # characters in a name or label: real ones are far shorter
+MAX_CRITERION = 200       # characters of a criterion: one question, shown above the pair
 MAX_STEP = 10**12         # training steps: beyond any run, well inside SQLite's integers
 MAX_TIME = 32503680000.0  # 3000-01-01 UTC: a later time is a damaged clock or row
 BUSY_TIMEOUT_S = 10.0     # how long a write waits for another program's lock
@@ -143,6 +146,7 @@ class Judgement:
     time: float = 0.0     # unix time; 0 -> set by add()
     id: int | None = None # row id once stored
     round: int = 0        # feedback round (0: before any fine-tune on this feedback)
+    criterion: str = ""   # what the judge was asked ("Which looks more like a 7?")
 
     def pairs(self) -> list[tuple[int, int, float]]:
         """(i, j, p): p = probability that sample i beats sample j (Bradley-Terry targets)."""
@@ -223,6 +227,9 @@ def validate(j: Judgement) -> None:
     _check_time(j.time)
     if not _is_int(j.round) or not 0 <= j.round <= 1000:
         raise _invalid("round", f"must be an integer from 0 to 1000, got {_shown(j.round)}")
+    if not isinstance(j.criterion, str) or len(j.criterion) > MAX_CRITERION:
+        raise _invalid("criterion", f"must be text of at most {MAX_CRITERION} characters, "
+                                    f"got {_shown(j.criterion)}")
 
 
 def validate_blind(j: BlindJudgement) -> None:
@@ -342,16 +349,18 @@ def _parse_shape(text) -> tuple[int, ...] | None:
 
 def _to_row(j: Judgement) -> tuple:
     return (float(j.time), j.judge, j.generator, int(j.step), j.data, j.choice,
-            int(j.samples.shape[0]), int(j.round), *_encode(j.samples), *_encode(j.z))
+            int(j.samples.shape[0]), int(j.round), j.criterion, *_encode(j.samples),
+            *_encode(j.z))
 
 
 def _from_row(row) -> Judgement:
     """A stored row back to a Judgement, checked by validate() as an add is: a row
     edited by hand must not bring a wrong type or a NaN past the store."""
-    id_, t, judge, generator, step, data, choice, k, round_, s, sd, ss, z, zd, zs = row
+    id_, t, judge, generator, step, data, choice, k, round_, criterion, *blobs = row
+    s, sd, ss, z, zd, zs = blobs
     j = Judgement(samples=_decode(s, sd, ss, "samples"), z=_decode(z, zd, zs, "z"),
                   choice=choice, judge=judge, generator=generator, step=step, data=data,
-                  time=t, id=id_, round=round_)
+                  time=t, id=id_, round=round_, criterion=criterion)
     validate(j)
     if k != len(j.samples):
         raise _invalid("k", f"is {_shown(k)} but the row holds {len(j.samples)} samples")
@@ -651,7 +660,8 @@ def _check_schema(conn: sqlite3.Connection, path: Path, close: bool = False) -> 
 
 
 def _upgrade(conn: sqlite3.Connection, path: Path) -> None:
-    """Schema 1 -> 2: add the blind_tests table; 2 -> 3: add judgements.round. One
+    """Schema 1 -> 2: add the blind_tests table; 2 -> 3: add judgements.round; 3 -> 4:
+    add judgements.criterion. One
     transaction, re-checked inside it, so two processes opening one old file upgrade it
     once."""
     try:
@@ -662,6 +672,9 @@ def _upgrade(conn: sqlite3.Connection, path: Path) -> None:
                 conn.execute(_CREATE_BLIND)
             if version < 3:
                 conn.execute(f"ALTER TABLE {_TABLE} ADD COLUMN round INTEGER NOT NULL DEFAULT 0")
+            if version < 4:
+                conn.execute(f"ALTER TABLE {_TABLE} ADD COLUMN criterion TEXT NOT NULL "
+                             "DEFAULT ''")
             if version < SCHEMA_VERSION:
                 conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
             conn.execute("COMMIT")
@@ -755,10 +768,11 @@ class PreferenceStore:
         with self._locked() as conn:
             return int(conn.execute(f"SELECT COUNT(*) FROM {_TABLE}{where}", args).fetchone()[0])
 
-    def tally(self, judge: str | None = None, data: str | None = None) -> dict[str, int]:
+    def tally(self, judge: str | None = None, data: str | None = None,
+              criterion: str | None = None) -> dict[str, int]:
         """What a counter should say: training pairs (a best-of-k click gives k - 1),
         skips apart, and rows; counted in SQL (rows as stored: see damaged())."""
-        where, args = _where(judge=judge, data=data)
+        where, args = _where(judge=judge, data=data, criterion=criterion)
         with self._locked() as conn:
             pairs, skips, rows = conn.execute(
                 "SELECT COALESCE(SUM(CASE WHEN choice IN ('left', 'right', 'tie') THEN 1 "
@@ -768,10 +782,19 @@ class PreferenceStore:
         return {"pairs": int(pairs), "skips": int(skips), "rows": int(rows)}
 
     def judgements(self, judge: str | None = None, data: str | None = None,
-                   skipped: list[str] | None = None) -> list[Judgement]:
+                   skipped: list[str] | None = None,
+                   criterion: str | None = None) -> list[Judgement]:
         """Oldest first (insertion order). Damaged rows are left out; each is described
         in `skipped` if given (skipped_line() makes the line to report)."""
-        return self._select(skipped, judge=judge, data=data)
+        return self._select(skipped, judge=judge, data=data, criterion=criterion)
+
+    def criteria(self, data: str | None = None) -> dict[str, int]:
+        """Each criterion judged (of a data set) with its number of rows, most first."""
+        where, args = _where(data=data)
+        with self._locked() as conn:
+            rows = conn.execute(f"SELECT criterion, COUNT(*) FROM {_TABLE}{where} GROUP BY "
+                                "criterion ORDER BY COUNT(*) DESC", args).fetchall()
+        return {str(c): int(n) for c, n in rows}
 
     def _select(self, skipped: list[str] | None, **filters) -> list[Judgement]:
         where, args = _where(**filters)
@@ -788,13 +811,16 @@ class PreferenceStore:
         return skipped
 
     def training_pairs(self, data: str | None = None, judge: str | None = None,
-                       shape: tuple[int, ...] | None = None, skipped: list[str] | None = None
+                       shape: tuple[int, ...] | None = None, skipped: list[str] | None = None,
+                       criterion: str | None = None
                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(a, b, p) for a Bradley-Terry reward model (of one judge's judgements, if
-        given); with no pairs, three empty (0,) arrays. shape: one sample's shape as the
-        data set shows it; rows of another shape are skipped like damaged ones."""
+        """(a, b, p) for a Bradley-Terry reward model (of one judge's judgements, and one
+        criterion's, if given); with no pairs, three empty (0,) arrays. shape: one
+        sample's shape as the data set shows it; rows of another shape are skipped like
+        damaged ones."""
         a, b, p = [], [], []
-        for j in self._select(skipped, judge=judge, data=data, usable_only=True):
+        for j in self._select(skipped, judge=judge, data=data, usable_only=True,
+                              criterion=criterion):
             if shape is not None and j.samples.shape[1:] != tuple(shape):
                 if skipped is not None:
                     skipped.append(f"row {j.id}: samples of shape {j.samples.shape[1:]} do not "
@@ -859,7 +885,7 @@ class PreferenceStore:
 def _csv_row(j: Judgement) -> list:
     return [j.id, _iso(j.time), j.judge, j.data, j.generator, j.step, j.choice,
             len(j.samples), "x".join(str(n) for n in j.samples.shape[1:]), j.z.shape[1],
-            j.round]
+            j.round, j.criterion]
 
 
 def _csv(header, rows) -> bytes:

@@ -59,7 +59,7 @@ def judge_round(store: PreferenceStore, oracle: Oracle, G: nn.Module, G_base: nn
         shown = from_display(to_display(x, data), data)   # judged as a person sees them
         choice = oracle.judge(shown[:1], shown[1:], noise, gen)[0]
         rows.append(judgement(x, z, choice, f"oracle:{oracle.name}", data, fingerprint,
-                              step, round_=round_))
+                              step, round_=round_, criterion=oracle.name))
     store.add_many(rows)
     return len(rows)
 
