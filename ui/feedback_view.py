@@ -250,6 +250,43 @@ def progress(db: PreferenceStore, judge: str, data: str, criterion: str) -> None
                      f"{plain(db.path.name)})")
 
 
+def dataset_buttons(row, db: PreferenceStore, data: str, criterion: str) -> None:
+    """Export this criterion's pairs as a shareable dataset (Parquet in the TRL and
+    Pick-a-Pic conventions), or import one into this database."""
+    from core.feedback.export import to_parquet
+
+    if db.tally(data=data, criterion=criterion)["pairs"]:
+        row.download_button("Dataset (Parquet)", key="fb_parquet", on_click="ignore",
+                            data=lambda: to_parquet(db, data, criterion)[0],
+                            file_name=f"{data}-preferences.parquet",
+                            mime="application/vnd.apache.parquet",
+                            help="This criterion's pairs with chosen / rejected images, "
+                                 "loadable by datasets.load_dataset('parquet', ...); the "
+                                 "CLI's feedback export also writes a dataset card")
+    with st.expander("Import a preference dataset"):
+        upload = st.file_uploader("Parquet file written by GAN RL Lab", type=["parquet"],
+                                  key="fb_import")
+        if upload is not None and st.button("Import", key="fb_import_go"):
+            import_upload(db, upload.getvalue(), upload.name)
+
+
+def import_upload(db: PreferenceStore, raw: bytes, name: str) -> None:
+    import tempfile
+
+    from core.feedback.export import DatasetFileError, import_into
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "upload.parquet"
+        path.write_bytes(raw)
+        try:
+            n = import_into(db, path)
+        except (DatasetFileError, PreferenceStoreError) as exc:
+            st.error(plain(f"{name}: {str(exc).replace(str(path), 'the file')}"),
+                     icon=":material/error:")
+            return
+    st.success(plain(f"Imported {n} judgements from {name}."), icon=":material/check:")
+
+
 def damaged_rows(db: PreferenceStore) -> str:
     """One line naming the store's damaged rows, checked once per session and file
     (reading every row on each click would slow judging)."""

@@ -96,6 +96,7 @@ if row.button("Train reward model", key="fb_train", disabled=job is not None and
     fv.jobs()[db_path] = job = fv.RewardJob(db, current["data"], None, Path(out), criterion)
 row.download_button("Judgements CSV", data=db.to_csv, file_name="preferences.csv",
                    mime="text/csv", key="fb_csv", on_click="ignore")
+fv.dataset_buttons(row, db, current["data"].name, criterion)
 if job is not None and job.state == "done":
     source = sources[label]()
     steps = fv.fine_tune_steps(current["data"].is_image)

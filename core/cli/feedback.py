@@ -46,6 +46,49 @@ def cmd_feedback_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _existing_store(db_arg: str | None):
+    from core.feedback.preferences import PreferenceStore, default_path
+
+    db = Path(db_arg or default_path())
+    if not db.exists():   # opening would create an empty database only to refuse it
+        raise UsageError(f"{db}: no preference database there yet: judge on the Feedback "
+                         "page or run python -m core feedback simulate")
+    return PreferenceStore(db)
+
+
+def cmd_feedback_export(args: argparse.Namespace) -> int:
+    from core.feedback.export import export
+
+    out = check_out_file("--out", args.out)
+    store = _existing_store(args.db)
+    try:
+        names = sorted({j.data for j in store.judgements()})
+        if args.data is None and len(names) != 1:
+            raise UsageError(f"{store.path} holds judgements of {', '.join(names)}; choose one "
+                             "with --data" if names else f"{store.path} holds no judgements")
+        data = args.data or names[0]
+        rows, card = export(store, out, data, args.criterion)
+    finally:
+        store.close()
+    print(f"wrote {out}: {rows} pairs of {data} (TRL and Pick-a-Pic columns), card {card}")
+    return 0
+
+
+def cmd_feedback_import(args: argparse.Namespace) -> int:
+    from core.feedback.export import DatasetFileError, import_into
+    from core.feedback.preferences import PreferenceStore, default_path
+
+    store = PreferenceStore(args.db or default_path())
+    try:
+        n = import_into(store, args.file)
+    except DatasetFileError as exc:
+        raise UsageError(one_line(exc)) from None
+    finally:
+        store.close()
+    print(f"imported {n} judgements from {args.file} into {store.path}")
+    return 0
+
+
 def _one_criterion(store, data: str, wanted: str | None) -> str | None:
     """One model, one criterion: the one asked for, or the only one judged."""
     judged = store.criteria(data)
@@ -212,6 +255,17 @@ def add_feedback(sub: argparse._SubParsersAction) -> None:
                      "(default: the oracle's name)")
     sim.add_argument("--ema", action="store_true", help="judge G's EMA weights")
     sim.set_defaults(func=cmd_feedback_simulate)
+    exp = fsub.add_parser("export", help="write judged pairs as Parquet (TRL and Pick-a-Pic "
+                          "columns, loadable by datasets.load_dataset) with a dataset card")
+    exp.add_argument("--db", help="preference database (default checkpoints/preferences.sqlite)")
+    exp.add_argument("--out", required=True, help="the .parquet file to write")
+    exp.add_argument("--data", choices=list(DATASETS), help="data set (needed if several)")
+    exp.add_argument("--criterion", help="only pairs judged under this criterion")
+    exp.set_defaults(func=cmd_feedback_export)
+    imp = fsub.add_parser("import", help="add the judgements of a file written by export")
+    imp.add_argument("file", help="a .parquet file written by feedback export")
+    imp.add_argument("--db", help="preference database (default checkpoints/preferences.sqlite)")
+    imp.set_defaults(func=cmd_feedback_import)
 
 
 def add_reward(sub: argparse._SubParsersAction) -> None:
