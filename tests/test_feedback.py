@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -403,3 +404,21 @@ def test_the_criterion_is_typed_shown_stored_and_counted_apart(feedback_env):
     assert store.criteria("mnist5k") == {"Which looks more like a 7?": 2,
                                          "Which has thicker strokes?": 1}
     store.close()
+
+
+def test_some_pairs_come_back_swapped_and_the_quality_panel_counts_them(feedback_env,
+                                                                          monkeypatch):
+    import ui.feedback_view as fv
+
+    monkeypatch.setattr(fv, "REPEAT_SHARE", 0.5)
+    monkeypatch.setattr(fv, "REPEAT_AFTER", 3)
+    np.random.seed(0)   # which clicks are repeats (SQLite picks the pair)
+    at = feedback_page()
+    for _ in range(30):
+        at.button(key="fb_left").click().run()
+    at.toggle(key="fb_quality").set_value(True).run()
+    (table,) = at.dataframe
+    row = table.value.iloc[0]
+    assert row["judge"] == "person" and row["judgements"] == 30 and row["repeats"] >= 5
+    # 'left' each time: a swapped repeat names the other sample, so self-agreement is low
+    assert row["self-agreement"] < 80, row

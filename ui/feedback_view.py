@@ -24,6 +24,7 @@ from torch import nn
 from core.data.datasets import DataSet
 from core.engine.rules import takes_reward_model
 from core.feedback import loop as feedback
+from core.feedback.agreement import judge_stats, kappas, swapped
 from core.feedback.preferences import (
     MAX_CRITERION,
     PreferenceStore,
@@ -153,6 +154,44 @@ def new_comparison(source: Source, k: int, model: RewardModel | None,
         x, z = feedback.draw(source.G, k, gen, model)
     return {"x": x, "z": z, "k": k, "label": source.label, "step": source.step,
             "fingerprint": fingerprint, "data": source.data, "round": round_}
+
+
+REPEAT_SHARE = 0.1    # comparisons that are an earlier pair again, sides swapped
+REPEAT_AFTER = 10     # ... once the judge has this many pairs under the criterion
+
+
+def next_comparison(db: PreferenceStore, source: Source, k: int, model: RewardModel | None,
+                    round_: int, judge: str, criterion: str) -> dict:
+    """A fresh comparison, or now and then one the judge saw before with the sides
+    swapped (their self-agreement is measured on these; the person is not told)."""
+    data = source.data
+    if k == 2 and np.random.random() < REPEAT_SHARE and \
+            db.tally(judge, data.name, criterion)["pairs"] >= REPEAT_AFTER:
+        old = db.random_pair(judge, data.name, criterion)
+        if old is not None:
+            samples, z = swapped(old)
+            return {"x": feedback.from_display(samples, data), "z": torch.from_numpy(z),
+                    "k": 2, "label": source.label, "step": old.step,
+                    "fingerprint": old.generator, "data": data, "round": round_}
+    return new_comparison(source, k, model, round_)
+
+
+def quality_panel(db: PreferenceStore, data: str, criterion: str) -> None:
+    """Per judge: judgements, repeats, self-agreement; kappa between judges."""
+    if not st.toggle("Show annotation quality", key="fb_quality",
+                     help="Self-agreement on pairs shown again with the sides swapped, and "
+                          "Cohen's kappa between judges on the pairs both judged"):
+        return
+    rows = db.judgements(data=data, criterion=criterion)
+    table = [{"judge": s.judge, "judgements": s.judgements, "pairs": s.pairs,
+              "repeats": s.repeats,
+              "self-agreement": None if s.repeats == 0 else round(100 * s.self_agreement)}
+             for s in judge_stats(rows)]
+    st.dataframe(table, hide_index=True, key="fb_quality_table")
+    for a, b, kappa, shared in kappas(rows):
+        st.caption(plain(f"Cohen's kappa {a} vs {b}: {kappa:.2f} on {shared} shared pairs"))
+    st.caption("A reward model can leave out judges below a self-agreement: python -m core "
+               "reward train --min-self-agreement 0.7")
 
 
 def _png(pixels: np.ndarray) -> bytes:

@@ -70,7 +70,8 @@ if (current is None or current["label"] != label or current["k"] != k
     except Exception as exc:
         st.error(f"Cannot sample from {plain(label)}: {plain(exc)}", icon=":material/error:")
         st.stop()
-    current = st.session_state[fv.CURRENT] = fv.new_comparison(source, k, model, round_)
+    current = st.session_state[fv.CURRENT] = fv.next_comparison(
+        db, source, k, model, round_, judge, st.session_state.get("fb_criterion") or "")
 
 criterion = fv.criterion_input(db, current["data"])
 fv.progress(db, judge, current["data"].name, criterion)
@@ -83,6 +84,8 @@ st.caption(f"{plain(current['data'].name)} samples from {plain(current['label'])
            f"{current['step']:,} (generator {code(current['fingerprint'])}). Keys: "
            + ("Left / Right arrows, Down = equal, S = skip" if k == 2 else "1-4, S = skip")
            + ", U = undo.")
+
+fv.quality_panel(db, current["data"].name, criterion)
 
 st.subheader("Reward model")
 job = fv.jobs().get(db_path)

@@ -30,6 +30,8 @@ def cmd_feedback_simulate(args: argparse.Namespace) -> int:
         raise UsageError(f"--pairs {args.pairs}: use between 1 and 100000")
     if not 0 <= args.noise <= 100:
         raise UsageError(f"--noise {args.noise}: use 0 (always the better sample) to 100")
+    if not 0 <= args.repeats <= 0.5:
+        raise UsageError(f"--repeats {args.repeats}: use a share from 0 to 0.5")
     state = load_checkpoint(args.source)
     if state.get("kind") == "arena":
         raise UsageError(f"{args.source} is an arena checkpoint; extract an arm first")
@@ -38,7 +40,8 @@ def cmd_feedback_simulate(args: argparse.Namespace) -> int:
     store = PreferenceStore(args.db or default_path())
     try:
         n = simulate(store, G, data, oracle, n=args.pairs, noise=args.noise, seed=args.seed,
-                     step=int(state["step"]), k=args.best_of, criterion=args.criterion)
+                     step=int(state["step"]), k=args.best_of, criterion=args.criterion,
+                     judge=args.judge, repeats=args.repeats)
         print(f"stored {n} judgements by oracle:{args.oracle} of {data.name} samples in "
               f"{store.path} ({store.count()} in all)")
     finally:
@@ -62,11 +65,7 @@ def cmd_feedback_export(args: argparse.Namespace) -> int:
     out = check_out_file("--out", args.out)
     store = _existing_store(args.db)
     try:
-        names = sorted({j.data for j in store.judgements()})
-        if args.data is None and len(names) != 1:
-            raise UsageError(f"{store.path} holds judgements of {', '.join(names)}; choose one "
-                             "with --data" if names else f"{store.path} holds no judgements")
-        data = args.data or names[0]
+        data = _data_of(store, args.data)
         rows, card = export(store, out, data, args.criterion)
     finally:
         store.close()
@@ -89,6 +88,54 @@ def cmd_feedback_import(args: argparse.Namespace) -> int:
     return 0
 
 
+def _data_of(store, wanted: str | None) -> str:
+    names = sorted({j.data for j in store.judgements()})
+    if wanted is None and len(names) != 1:
+        raise UsageError(f"{store.path} holds judgements of {', '.join(names)}; choose one "
+                         "with --data" if names else f"{store.path} holds no judgements")
+    return wanted or names[0]
+
+
+def cmd_feedback_stats(args: argparse.Namespace) -> int:
+    import torch
+
+    from core.data.datasets import load_by_name
+    from core.feedback.agreement import judge_stats, kappas
+    from core.feedback.loop import from_display
+    from core.feedback.oracles import make_oracle
+
+    store = _existing_store(args.db)
+    try:
+        data = _data_of(store, args.data)
+        criterion = _one_criterion(store, data, args.criterion)
+        rows = store.judgements(data=data, criterion=criterion)
+    finally:
+        store.close()
+    prob_left = None
+    if args.oracle:
+        dataset = load_by_name(data)
+        oracle = make_oracle(args.oracle, dataset)
+
+        def prob_left(pairs):
+            shown = [from_display(j.samples, dataset) for j in pairs]
+            left, right = torch.stack([x[0] for x in shown]), torch.stack([x[1] for x in shown])
+            return oracle.prob_left(left, right, 0.0).numpy()
+    print(f"{data}" + (f", criterion {short(criterion)!r}" if criterion else "")
+          + f": {len(rows)} judgements")
+    print(f"{'judge':30s} {'judgements':>10s} {'pairs':>6s} {'repeats':>7s} "
+          f"{'self-agree':>10s} {'vs oracle':>9s}")
+    for s in judge_stats(rows, prob_left):
+        print(f"{short(s.judge):30s} {s.judgements:>10d} {s.pairs:>6d} {s.repeats:>7d} "
+              f"{_pct(s.self_agreement):>10s} {_pct(s.oracle_agreement):>9s}")
+    for a, b, kappa, shared in kappas(rows):
+        print(f"Cohen's kappa {short(a)} vs {short(b)}: {kappa:.2f} on {shared} shared pairs")
+    return 0
+
+
+def _pct(share: float) -> str:
+    return "-" if share != share else f"{100 * share:.0f}%"
+
+
 def _one_criterion(store, data: str, wanted: str | None) -> str | None:
     """One model, one criterion: the one asked for, or the only one judged."""
     judged = store.criteria(data)
@@ -102,6 +149,22 @@ def _one_criterion(store, data: str, wanted: str | None) -> str | None:
                          f"({', '.join(repr(short(c)) for c in judged)}); a reward model "
                          "learns one: choose it with --criterion")
     return None
+
+
+def _unreliable(store, data: str, criterion: str | None, bar: float | None) -> tuple:
+    """Judges below a self-agreement bar (on at least 5 repeats): left out, and said."""
+    from core.feedback.agreement import judge_stats, unreliable
+
+    if bar is None:
+        return ()
+    if not 0 <= bar <= 1:
+        raise UsageError(f"--min-self-agreement {bar}: use a share from 0 to 1")
+    rows = store.judgements(data=data, criterion=criterion)
+    gone = tuple(unreliable(judge_stats(rows), bar))
+    if gone:
+        print(f"left out (self-agreement below {100 * bar:.0f}%): "
+              f"{', '.join(short(g) for g in gone)}", file=sys.stderr)
+    return gone
 
 
 def cmd_reward_train(args: argparse.Namespace) -> int:
@@ -134,8 +197,10 @@ def cmd_reward_train(args: argparse.Namespace) -> int:
                 "Feedback page or run python -m core feedback simulate", skipped))
         data = load_by_name(args.data or names[0])
         criterion = _one_criterion(store, data.name, args.criterion)
+        exclude = _unreliable(store, data.name, criterion, args.min_self_agreement)
         model = train_from_store(store, data, judge=args.judge, skipped=skipped,
-                                 criterion=criterion, features=args.features, seed=args.seed)
+                                 criterion=criterion, exclude=exclude,
+                                 features=args.features, seed=args.seed)
     except ConfigError as exc:   # e.g. too few pairs once the damaged rows are left out
         raise UsageError(_with_skipped(one_line(exc), skipped)) from None
     finally:
@@ -253,8 +318,19 @@ def add_feedback(sub: argparse._SubParsersAction) -> None:
     sim.add_argument("--seed", type=as_seed, default=0)
     sim.add_argument("--criterion", help="the question judged, stored with each pair "
                      "(default: the oracle's name)")
+    sim.add_argument("--judge", help="the judge's name stored (default: oracle:<oracle>)")
+    sim.add_argument("--repeats", type=as_float, default=0.0, help="share of pairs shown "
+                     "again later with the sides swapped (consistency checks), 0 to 0.5")
     sim.add_argument("--ema", action="store_true", help="judge G's EMA weights")
     sim.set_defaults(func=cmd_feedback_simulate)
+    stats = fsub.add_parser("stats", help="annotation quality per judge: self-agreement on "
+                            "repeated pairs, agreement with an oracle, Cohen's kappa")
+    stats.add_argument("--db", help="preference database (default "
+                       "checkpoints/preferences.sqlite)")
+    stats.add_argument("--data", choices=list(DATASETS), help="data set (needed if several)")
+    stats.add_argument("--criterion", help="criterion (needed if several)")
+    stats.add_argument("--oracle", help="an oracle standing for the truth, e.g. digit:7@panel")
+    stats.set_defaults(func=cmd_feedback_stats)
     exp = fsub.add_parser("export", help="write judged pairs as Parquet (TRL and Pick-a-Pic "
                           "columns, loadable by datasets.load_dataset) with a dataset card")
     exp.add_argument("--db", help="preference database (default checkpoints/preferences.sqlite)")
@@ -283,5 +359,7 @@ def add_reward(sub: argparse._SubParsersAction) -> None:
                         "classifier, pixels; raw (2-D)")
     rtrain.add_argument("--criterion", help="only judgements under this criterion (needed "
                         "when the data set was judged under several)")
+    rtrain.add_argument("--min-self-agreement", type=as_float, help="leave out judges whose "
+                        "self-agreement on repeated pairs (5 or more) is below this share")
     rtrain.add_argument("--seed", type=as_seed, default=0)
     rtrain.set_defaults(func=cmd_reward_train)

@@ -88,16 +88,26 @@ def judgement(samples: torch.Tensor, z: torch.Tensor, choice: str, judge: str,
 @torch.no_grad()
 def simulate(store: PreferenceStore, G: nn.Module, data: DataSet, oracle: Oracle, *,
              n: int, noise: float, seed: int = 0, step: int = 0, k: int = 2,
-             criterion: str | None = None) -> int:
+             criterion: str | None = None, judge: str | None = None,
+             repeats: float = 0.0) -> int:
     """An oracle judges n fresh comparisons (pairs, or best-of-4) of G's samples, as a
     person would on the Feedback page; they are stored in one transaction, under
-    `criterion` (default: the oracle's name)."""
+    `criterion` (default: the oracle's name) and `judge` (default: oracle:<name>).
+    `repeats`: the share of pairs that are an earlier pair again, sides swapped (the
+    page's consistency checks). The same seed draws the same pairs whatever the noise,
+    so two simulated judges share their pairs."""
     gen = torch.Generator().manual_seed(seed)
+    again = torch.Generator().manual_seed(seed + 1)   # repeats do not shift the pairs
     fingerprint = generator_fingerprint(G)
-    judge = f"oracle:{oracle.name}"
-    rows = []
-    for _ in range(n):
-        x, z = draw(G, k, gen)
+    judge = judge or f"oracle:{oracle.name}"
+    rows, seen = [], []
+    for i in range(n):
+        if k == 2 and i >= 5 and float(torch.rand((), generator=again)) < repeats:
+            x, z = seen[int(torch.randint(len(seen), (1,), generator=again))]
+            x, z = x.flip(0), z.flip(0)
+        else:
+            x, z = draw(G, k, gen)
+            seen.append((x, z))
         shown = from_display(to_display(x, data), data)   # judge what a person would see
         if k == 2:
             choice = oracle.judge(shown[:1], shown[1:], noise, gen)[0]
@@ -110,13 +120,14 @@ def simulate(store: PreferenceStore, G: nn.Module, data: DataSet, oracle: Oracle
 
 
 def pairs_from_store(store: PreferenceStore, data: DataSet, judge: str | None = None,
-                     skipped: list[str] | None = None, criterion: str | None = None):
+                     skipped: list[str] | None = None, criterion: str | None = None,
+                     exclude: tuple[str, ...] = ()):
     """(a, b, p) tensors in model space (flat) for train_reward_model, of one criterion
     if given. Damaged rows, and rows whose samples are not the shape to_display gives
     this data set, are left out and described in `skipped` (preferences.skipped_line)."""
     shape = tuple(to_display(torch.zeros(1, data.dim), data).shape[1:])
     a, b, p = store.training_pairs(data=data.name, judge=judge, shape=shape, skipped=skipped,
-                                   criterion=criterion)
+                                   criterion=criterion, exclude=exclude)
     flat = (len(p), data.dim)
     return (torch.from_numpy(a).reshape(flat), torch.from_numpy(b).reshape(flat),
             torch.from_numpy(p))
@@ -124,11 +135,12 @@ def pairs_from_store(store: PreferenceStore, data: DataSet, judge: str | None = 
 
 def train_from_store(store: PreferenceStore, data: DataSet, judge: str | None = None,
                      skipped: list[str] | None = None, criterion: str | None = None,
-                     **options) -> RewardModel:
+                     exclude: tuple[str, ...] = (), **options) -> RewardModel:
     """One model, one criterion: the file records the criterion it learnt (None: every
-    row, recorded as the criteria found)."""
-    a, b, p = pairs_from_store(store, data, judge, skipped, criterion)
+    row, recorded as the criteria found), and the judges it left out (`exclude`)."""
+    a, b, p = pairs_from_store(store, data, judge, skipped, criterion, exclude)
     model = train_reward_model(a, b, p, data, **options)
+    model.metrics["excluded_judges"] = list(exclude)
     model.metrics["criterion"] = criterion if criterion is not None else " | ".join(
         c for c in store.criteria(data.name) if c)
     return model

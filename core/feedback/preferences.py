@@ -788,6 +788,16 @@ class PreferenceStore:
         in `skipped` if given (skipped_line() makes the line to report)."""
         return self._select(skipped, judge=judge, data=data, criterion=criterion)
 
+    def random_pair(self, judge: str, data: str, criterion: str) -> Judgement | None:
+        """One earlier two-sample judgement of this judge, data set and criterion, at
+        random (to show again, sides swapped: a consistency check); None if there is none."""
+        where, args = _where(judge=judge, data=data, criterion=criterion, k=2,
+                             usable_only=True)
+        with self._locked() as conn:
+            rows = conn.execute(f"SELECT {', '.join(_COLUMNS)} FROM {_TABLE}{where} "
+                                "ORDER BY RANDOM() LIMIT 1", args).fetchall()
+        return next(_sound(rows, _from_row, None), None)
+
     def criteria(self, data: str | None = None) -> dict[str, int]:
         """Each criterion judged (of a data set) with its number of rows, most first."""
         where, args = _where(data=data)
@@ -812,7 +822,7 @@ class PreferenceStore:
 
     def training_pairs(self, data: str | None = None, judge: str | None = None,
                        shape: tuple[int, ...] | None = None, skipped: list[str] | None = None,
-                       criterion: str | None = None
+                       criterion: str | None = None, exclude: tuple[str, ...] = ()
                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(a, b, p) for a Bradley-Terry reward model (of one judge's judgements, and one
         criterion's, if given); with no pairs, three empty (0,) arrays. shape: one
@@ -821,6 +831,8 @@ class PreferenceStore:
         a, b, p = [], [], []
         for j in self._select(skipped, judge=judge, data=data, usable_only=True,
                               criterion=criterion):
+            if j.judge in exclude:   # e.g. below a chosen self-agreement
+                continue
             if shape is not None and j.samples.shape[1:] != tuple(shape):
                 if skipped is not None:
                     skipped.append(f"row {j.id}: samples of shape {j.samples.shape[1:]} do not "
