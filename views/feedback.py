@@ -6,6 +6,7 @@ import streamlit as st
 from core.feedback.reward_model import RewardModelError, cached_reward_model, default_file
 from ui import blind_test as bt
 from ui import feedback_view as fv
+from ui import leaderboard_view as lb
 from ui import run_view
 from ui.text import code, plain
 
@@ -17,12 +18,15 @@ with st.sidebar:
     if not sources:
         st.info("No generator yet: start a run on the Train page, or save a checkpoint.")
         st.stop()
-    mode = st.radio("Mode", ["Pairs", "Best of 4", "Blind test"], key="fb_mode",
-                    horizontal=True,
+    mode = st.radio("Mode", ["Pairs", "Best of 4", "Blind test", "Leaderboard"],
+                    key="fb_mode", horizontal=True,
                     help="Best of 4: one click gives 3 pairs (the best over each other one). "
-                         "Blind test: a fine-tuned generator against its base, unlabelled")
-    blind = mode == "Blind test"
-    if blind:
+                         "Blind test: a fine-tuned generator against its base, unlabelled. "
+                         "Leaderboard: blind votes between several generators, ranked")
+    blind = mode in ("Blind test", "Leaderboard")
+    if mode == "Leaderboard":
+        ranked = lb.pick(list(sources))
+    elif blind:
         base, new = bt.pick_generators(list(sources))
     else:
         label = st.selectbox("Generator", list(sources), key="fb_source")
@@ -56,6 +60,9 @@ if model_path:
     except RewardModelError as exc:
         st.warning(plain(exc))
 
+if mode == "Leaderboard":
+    lb.page(db, sources, ranked, judge)
+    st.stop()
 if blind:
     bt.page(db, sources, base, new, judge, model)
     st.stop()   # the reward model below learns from pairs, not from a blind test

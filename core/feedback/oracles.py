@@ -83,6 +83,13 @@ def upper(x: torch.Tensor, data: DataSet) -> torch.Tensor:
     return torch.tanh(x[:, 1].float() / 0.2)
 
 
+def realistic(x: torch.Tensor, data: DataSet) -> torch.Tensor:
+    """Nearness to the data's own modes: -log(1 + distance to the nearest mode in mode
+    standard deviations), so on-mode samples are all good and far ones ever worse."""
+    d = torch.cdist(x.float(), data.modes.float()).min(1).values
+    return -torch.log1p(d / data.mode_std)
+
+
 def angle_near(theta_deg: float):
     if not math.isfinite(theta_deg):   # cos(angle - nan) is nan: every judgement a tie
         raise ValueError(f"angle {theta_deg} is not finite")
@@ -136,6 +143,9 @@ ORACLES.register("digit", digit, kinds=("image",), needs_param=True,
                       "digit:k@panel the judges' median")
 ORACLES.register("upper", lambda param: upper, kinds=("2d",), label="prefer the upper half",
                  help="a smooth step at y = 0: tanh(y / 0.2)")
+ORACLES.register("real", lambda param: realistic, kinds=("2d",),
+                 label="prefer realistic samples",
+                 help="near one of the mixture's modes (the quality a leaderboard ranks)")
 ORACLES.register("angle", lambda param: angle_near(float(param)), kinds=("2d",),
                  needs_param=True, label="prefer angle near θ (degrees)",
                  help="cosine of the angle to θ")
