@@ -56,6 +56,17 @@ def _nearest_png(data, samples: torch.Tensor) -> tuple[bytes, float]:
     return grid_png(index.x[idx[:, 0]], data.image_shape, nrow=8), float(dist.median())
 
 
+def _criterion_of(arm) -> str:
+    """What the arm's reward model learnt to prefer ('' if unknown or unreadable)."""
+    from core.feedback.reward_model import cached_reward_model
+
+    try:
+        model = cached_reward_model(arm.cfg.options().reward_model)
+    except Exception:   # a moved or damaged file: the arm's own status says so
+        return ""
+    return str(model.metrics.get("criterion", ""))
+
+
 def base_vs_tuned(arena: Arena) -> None:
     arms = tuned_arms(arena)
     if not arms or not arena.data.is_image:
@@ -96,6 +107,9 @@ def base_vs_tuned(arena: Arena) -> None:
         blind_test.choose(feedback_view.base_label(arena.run_id, name),
                           feedback_view.arm_label(arena.run_id, name))
         st.switch_page("views/feedback.py")
+    learnt = _criterion_of(arm)
+    if learnt:
+        st.caption(plain(f"{name} steers by a reward model of the criterion {learnt!r}"))
     trend = "closer to" if tuned_dist < base_dist else "further from"
     st.caption(f"Median distance to the nearest real image: base {base_dist:.1f}, "
                f"{plain(name)} {tuned_dist:.1f} ({trend} real digits). Samples far from "
