@@ -210,7 +210,8 @@ def points_figure(data: DataSet, points: np.ndarray, names: list[str]) -> go.Fig
         fig.add_trace(go.Scatter(x=[px], y=[py], mode="markers+text", text=[name], name=name,
                                  textposition="top center", marker={"size": 14}))
     fig.update_layout(height=420, margin={"l": 10, "r": 10, "t": 10, "b": 10},
-                      showlegend=False, plot_bgcolor="white")
+                      showlegend=False, plot_bgcolor="rgba(0,0,0,0)",
+                      paper_bgcolor="rgba(0,0,0,0)")   # the theme shows through
     fig.update_yaxes(scaleanchor="x", scaleratio=1)
     return fig
 
@@ -469,6 +470,7 @@ def history_figure(history: list[dict]) -> go.Figure:
                                  line={"dash": "dot"}, name=f"member {member + 1}: held-out loss"))
     fig.update_layout(height=300, margin={"l": 10, "r": 10, "t": 30, "b": 10},
                       title="Reward model: held-out accuracy and Bradley-Terry loss",
-                      plot_bgcolor="white", legend={"orientation": "h"})
+                      plot_bgcolor="rgba(0,0,0,0)", paper_bgcolor="rgba(0,0,0,0)",
+                      legend={"orientation": "h"})
     fig.update_xaxes(title_text="epoch")
     return fig
