@@ -185,7 +185,7 @@ def quality_panel(db: PreferenceStore, data: str, criterion: str) -> None:
     rows = db.judgements(data=data, criterion=criterion)
     table = [{"judge": s.judge, "judgements": s.judgements, "pairs": s.pairs,
               "repeats": s.repeats,
-              "self-agreement": None if s.repeats == 0 else round(100 * s.self_agreement)}
+              "self-agreement": f"{100 * s.self_agreement:.0f}%" if s.repeats else "–"}
              for s in judge_stats(rows)]
     st.dataframe(table, hide_index=True, key="fb_quality_table")
     for a, b, kappa, shared in kappas(rows):

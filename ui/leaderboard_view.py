@@ -59,7 +59,8 @@ def standings(chosen: list[str], votes) -> None:
     st.subheader("Ranking")
     rows = [{"rank": r + 1, "generator": chosen[s.index],
              "strength": round(s.score, 2),
-             "95% interval": f"{s.low:+.2f} to {s.high:+.2f}", "votes": s.votes}
+             "95% interval": f"{s.low:+.2f} to {s.high:+.2f}" if s.votes else "–",
+             "votes": s.votes}
             for r, s in enumerate(ranking(votes, len(chosen)))]
     st.dataframe(rows, hide_index=True, key="fb_lb_table")
     st.caption("Bradley-Terry strengths (log odds of winning against an average one; "
