@@ -85,3 +85,30 @@ def test_a_seed_job_is_listed_and_opens_on_the_compare_page(app_env):  # noqa: F
         assert any("job `seeds-ring8-test`" in m.value for m in at.markdown)
     finally:
         seed_jobs().clear()
+
+
+def test_runs_and_arms_compare_as_a_table_of_what_differs(app_env):  # noqa: F811
+    from ui.compare_view import registry as arenas
+    from ui.runs_table import table
+
+    one = tiny_trainer(steps=3, seed=1, eval_every=2)
+    two = tiny_trainer(steps=3, seed=2, eval_every=2)
+    for t in (one, two):
+        registry().add(t)
+    arena = Arena(preset("recommended", data="ring8", sample_every=2), ["bce", "reinforce"])
+    arena.step()
+    arenas().add(arena)
+    at = new_app()
+    names = [f"{one.run_id}", f"{two.run_id}", f"{arena.run_id} · reinforce"]
+    at.multiselect(key="panel_table_pick").set_value(names).run()
+    assert not at.exception, at.exception
+    (shown,) = [d.value for d in at.dataframe if "differs" in d.value.columns]
+    assert {"seed", "rule"} <= set(shown.index) and shown["differs"].all()
+    assert "eval_every" in shown.index and "data" not in shown.index   # ring8 for all
+    assert list(shown.loc["rule"])[1:] == ["bce", "bce", "reinforce"]
+    frame = table({"a": ({"x": 1, "o": {"k": [1, 2]}}, {"FD": 3.0}),
+                   "b": ({"x": 1, "o": {"k": [1, 3]}}, {})})
+    assert list(frame.index) == ["x", "o.k", "final FD"]
+    assert list(frame["differs"]) == [False, True, True]
+    assert frame.loc["o.k", "b"] == "1, 3" and frame.loc["final FD", "b"] == "–"
+    arena.stop()

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import streamlit as st
 
-from ui import compare_view, runs, seeds_view
+from ui import compare_view, runs, runs_table, seeds_view
 from ui.text import plain
 
 TRAIN_PAGE, COMPARE_PAGE = "views/train.py", "views/compare.py"
@@ -123,3 +123,4 @@ def show(current: str | None = None) -> None:
                 _edit(entry, buttons)
         st.caption("Finished and stopped ones stay listed (up to "
                    f"{runs.MAX_KEPT} of each kind) until the server restarts.")
+        runs_table.show(items)
