@@ -14,14 +14,15 @@ import streamlit as st
 
 from core.engine.config import TrainConfig
 from core.engine.metric_info import has_panel
+from core.engine.samples import SnapshotImageError, grid_problem
 from core.engine.trainer import Trainer, new_run_id
-from core.io.animate import large_png, progression_gif
+from core.io.animate import MAX_GIF_FRAME_BYTES, gif_snapshots, large_png, progression_gif
 from ui import charts, live_chart, overopt_view, run_view, runs
 from ui.run_view import flash_error
 from ui.text import code, plain
 
 
-def _start(cfg: TrainConfig) -> None:
+def start(cfg: TrainConfig) -> None:
     try:
         trainer = Trainer(cfg, run_id=new_run_id(cfg.data))
         runs.registry().start(trainer)
@@ -48,7 +49,7 @@ def controls(trainer: Trainer | None, cfg: TrainConfig | None) -> None:
         # `cfg` here is the form as this run read it.
         if cols[0].button("Start", type="primary", key="btn_start", disabled=cfg is None,
                           width="stretch"):
-            _start(cfg)
+            start(cfg)
             st.rerun()   # draw the attached run (or the flashed error) with its buttons
         return
     run_view.run_buttons(cols, trainer, runs.registry(), "btn",
@@ -173,21 +174,50 @@ def samples(trainer: Trainer) -> None:
                                   key=f"snap_{trainer.run_id}")
         snap = trainer.snapshots.at_step(chosen)
     if snap.png is not None:
-        st.image(snap.png, caption=f"Fixed-noise samples at step {snap.step:,}", width="stretch")
-        st.download_button("Grid PNG", icon=":material/download:",
-                           data=lambda: large_png(snap.png),
-                           key="btn_grid_png", file_name=f"{trainer.run_id}_step_{snap.step}.png",
-                           mime="image/png", on_click="ignore",
-                           help="This grid, upscaled to 1,024 px or more")
+        # A resumed run's grids come from its file: checked (and decoded once) by
+        # snapshot_image; a damaged one is one line, and the page goes on.
+        if problem := grid_problem(snap):
+            st.error(plain(problem), icon=":material/broken_image:")
+        else:
+            st.image(snap.png, caption=f"Fixed-noise samples at step {snap.step:,}",
+                     width="stretch")
+            st.download_button("Grid PNG", icon=":material/download:",
+                               data=lambda: large_png(snap.png, step=snap.step),
+                               key="btn_grid_png",
+                               file_name=f"{trainer.run_id}_step_{snap.step}.png",
+                               mime="image/png", on_click="ignore",
+                               help="This grid, upscaled to 1,024 px or more")
     else:
         live_chart.toy_picture("chart_toy", trainer.run_id, snap, _real_points(trainer),
                                f"Real vs generated at step {snap.step:,} over D(x)")
         st.caption(charts.TOY_CAPTION)
+    if problem := _gif_problems.get(trainer.run_id):
+        st.error(plain(f"Progression GIF not made: {problem}"), icon=":material/broken_image:")
     st.download_button("Progression GIF", icon=":material/download:",
                        data=lambda: _progression(trainer),
                        key="btn_progress_gif", file_name=f"{trainer.run_id}_progress.gif",
                        mime="image/gif", on_click="ignore",
-                       help="Every kept snapshot, one frame each, labelled with its step")
+                       help=_gif_help(trainer.snapshots.all()))
+
+
+def _gif_help(snaps: list) -> str:
+    """What the GIF holds: every kept snapshot, or every k-th and the last when all of
+    them would be over the GIF's frame budget (gif_snapshots reads PNG headers only)."""
+    try:
+        shown = gif_snapshots(snaps)
+    except ValueError as exc:
+        return plain(exc)
+    if len(shown) == len(snaps):
+        return "Every kept snapshot, one frame each, labelled with its step"
+    return (f"{len(shown):,} of the {len(snaps):,} kept snapshots (evenly spaced, the latest "
+            f"included), one frame each, labelled with its step: a GIF holds at most "
+            f"{MAX_GIF_FRAME_BYTES // 2**20:,} MiB of frames")
+
+
+# Why the last GIF of a run failed. The download builds the GIF outside the script (a
+# deferred download: anything it draws is dropped, and the browser only says that the
+# download failed), so it leaves the one-line reason here for the next redraw to show.
+_gif_problems: dict[str, str] = {}
 
 
 def _progression(trainer: Trainer) -> bytes:
@@ -195,7 +225,13 @@ def _progression(trainer: Trainer) -> bytes:
     # a running run can keep adding snapshots meanwhile.
     snaps = trainer.snapshots.all()
     real = None if snaps and snaps[-1].png is not None else _real_points(trainer)
-    return progression_gif(snaps, real=real)
+    try:
+        gif = progression_gif(snaps, real=real)
+    except SnapshotImageError as exc:   # a damaged grid in a resumed run's file
+        _gif_problems[trainer.run_id] = str(exc)
+        raise
+    _gif_problems.pop(trainer.run_id, None)
+    return gif
 
 
 def live_view(trainer: Trainer) -> None:

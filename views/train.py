@@ -1,7 +1,7 @@
 """Train: configure a run, control it, watch it live."""
 import streamlit as st
 
-from ui import guide, run_view, runs, runs_panel, train_view, widgets
+from ui import guide, run_view, runs, runs_panel, share_link, train_view, widgets
 from ui.text import code
 
 st.title("Train")
@@ -27,6 +27,8 @@ run_view.show_flash()
 runs_panel.show(trainer.run_id if trainer is not None else None)
 train_view.controls(trainer, cfg)
 if trainer is None:
+    share_link.offer(train_view.start)
     st.info("Choose a data set and settings in the sidebar, then press **Start**.")
 else:
+    share_link.copy_button(trainer.cfg)
     train_view.live_view(trainer)
