@@ -58,5 +58,8 @@ def test_only_quality_metrics_with_a_direction_are_judged():
     assert [(p.arm, p.base, p.metric) for p in results] == [
         ("reinforce", "bce", "q_modes"), ("reinforce", "bce", "q_reverse_kl")]
     assert summary_line(results).count(";") == 1
+    for seed in f.values():   # equal for both arms on every seed: left out
+        seed["bce"]["q_fd_floor"] = seed["reinforce"]["q_fd_floor"] = 12.5
+    assert "q_fd_floor" not in {p.metric for p in verdicts(f, ["bce", "reinforce"])}
     one = pair({0: f[0]}, "q_modes", "reinforce", "bce")
     assert one.n == 1 and "one seed, no interval" in sentence(one)

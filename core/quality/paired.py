@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from core.engine.metric_info import METRICS
+from core.quality import metrics as _registers_quality_metrics  # noqa: F401  (q_* entries)
 
 BOOTSTRAP = 10_000
 RNG_SEED = 0
@@ -89,9 +90,12 @@ def pair(finals: dict[int, dict[str, dict]], metric: str, arm: str, base: str) -
 
 
 def verdicts(finals: dict[int, dict[str, dict]], arms: list[str]) -> list[Paired]:
-    """Every later arm against the first (the baseline), on every judged metric."""
+    """Every later arm against the first (the baseline), on every judged metric but
+    those equal for the two arms on every seed (the FD floor is the data's own: equal by
+    construction, it says nothing about the rules)."""
     base, others = arms[0], arms[1:]
-    return [pair(finals, m, arm, base) for arm in others for m in judged_metrics(finals)]
+    results = [pair(finals, m, arm, base) for arm in others for m in judged_metrics(finals)]
+    return [p for p in results if p.wins or p.losses or p.n == 0]
 
 
 def _signed(x: float) -> str:
