@@ -26,6 +26,7 @@ from core.io.checkpoint import (
     checkpoint_summary,
     load_with_format,
     old_format_note,
+    save_checkpoint,
     to_bytes,
 )
 from core.io.format import looks_like_pickle, read_meta
@@ -101,6 +102,19 @@ def run_card(run, what: str, warming_up: bool = False) -> None:
             file_name=download_name(run.run_id, s.step),
             disabled=s.state == "running" or warming_up, on_click="ignore",
             help="Pause the run first (or use Save now), so the file is the step it names")
+        for name in getattr(run, "arms", {}) if not warming_up else ():
+            if row.button(f"Save {name} as a run", key=f"save_arm_{run.run_id}_{name}",
+                          help="This arm alone, as a single-run checkpoint: resume it, "
+                               "fine-tune it or judge it like any run"):
+                st.toast(f"Saved {plain(save_arm(run, name))}")
+                st.rerun()
+
+
+def save_arm(arena, name: str) -> Path:
+    """One arm of a comparison as a run checkpoint, in its own folder."""
+    state = arena.arm_state(name)
+    folder = checkpoint_dir() / f"{arena.run_id}-{name}"
+    return save_checkpoint(state, folder / f"step_{state['step']}{SUFFIX}")
 
 
 def download_name(run_id: str, step: int, suffix: str = SUFFIX) -> str:

@@ -12,7 +12,7 @@ any_live = any(t.status.live for t in registry.runs()) or bool(compare_view.live
 
 @st.fragment(run_every=run_view.POLL_S if any_live else None)
 def runs_in_memory() -> None:
-    trainers, arenas = registry.runs(), compare_view.live_arenas()
+    trainers, arenas = registry.runs(), compare_view.registry().runs()   # finished too
     if not trainers and not arenas:
         st.caption("No runs in this server yet: start one on the Train or Compare page.")
     for t in trainers:
@@ -20,8 +20,8 @@ def runs_in_memory() -> None:
     for a in arenas:
         ck.run_card(a, f"comparison {plain(' vs '.join(a.arms))} · data {plain(a.cfg.data)} "
                        "(one file with every arm)", warming_up=a.warming_up)
-    if any_live and not any(t.status.live for t in trainers) and not arenas:
-        st.rerun()
+    if any_live and not any(t.status.live for t in [*trainers, *arenas]):
+        st.rerun()   # the last one ended: stop polling
 
 
 st.subheader("Runs in this server")
