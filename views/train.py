@@ -6,6 +6,8 @@ from ui.text import code
 
 st.title("Train")
 trainer = runs.current_run()
+if trainer is None:
+    share_link.offer(train_view.start)   # a shared link's run, first thing on the page
 guide.show(full=trainer is None)
 wanted = runs.requested_run_id()
 if wanted and trainer is None:
@@ -27,7 +29,6 @@ run_view.show_flash()
 runs_panel.show(trainer.run_id if trainer is not None else None)
 train_view.controls(trainer, cfg)
 if trainer is None:
-    share_link.offer(train_view.start)
     st.info("Choose a data set and settings in the sidebar, then press **Start**.")
 else:
     share_link.copy_button(trainer.cfg)
