@@ -530,7 +530,50 @@ def _png_header(width, height) -> torch.Tensor:
     return torch.tensor(list(raw), dtype=torch.uint8)
 
 
+def _png_edit(edit):
+    """A case that changes snapshot 0's real grid PNG (bytes -> bytes)."""
+    def make(s):
+        png = bytes(s["snapshots"][0]["png"].numpy().tobytes())
+        return put(s, ("snapshots", 0, "png"),
+                   torch.frombuffer(bytearray(edit(png)), dtype=torch.uint8))
+    return make
+
+
+def _flip_idat_byte(png: bytes) -> bytes:
+    at = png.index(b"IDAT")
+    out = bytearray(png)
+    out[at + 8] ^= 0x10      # a byte of the compressed pixels; the chunk's CRC now fails
+    return bytes(out)
+
+
+def _chunked(width: int, height: int, extra: int = 0) -> bytes:
+    """A valid all-grey PNG, with `extra` empty tEXt chunks before its pixels."""
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data)))
+    row, z = bytes(1 + width), zlib.compressobj(9)      # row by row: a 16,384-square
+    idat = b"".join(z.compress(row) for _ in range(height)) + z.flush()   # is 270 MB raw
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0,
+                                                                  0, 0, 0))
+            + chunk(b"tEXt", b"") * extra + chunk(b"IDAT", idat) + chunk(b"IEND", b""))
+
+
 IMAGE_CASES = [
+    # the grid PNG's structure, checked at load by the rule snapshot_image applies too
+    ("png_cut", _png_edit(lambda b: b[:len(b) // 2]),
+     r"snapshot 0 png is cut short \(it ends before its IEND chunk\) \(the sample grid of "
+     r"step 2\)"),
+    ("png_changed_byte", _png_edit(_flip_idat_byte),
+     r"snapshot 0 png fails the CRC check of its 'IDAT' chunk \(a changed byte\)"),
+    ("png_no_iend", _png_edit(lambda b: b[:-12]), r"snapshot 0 png is cut short"),
+    ("png_4097_wide", _png_edit(lambda b: _chunked(4097, 1)),
+     r"snapshot 0 png claims 4,097 x 1 pixels; a snapshot grid has at most 4,096 a side"),
+    ("png_16384_square", _png_edit(lambda b: _chunked(16_384, 16_384)),
+     r"snapshot 0 png claims 16,384 x 16,384 pixels"),
+    ("png_too_many_chunks", _png_edit(lambda b: _chunked(8, 8, extra=8_192)),
+     r"snapshot 0 png has more than 8,192 chunks"),
     ("png_int", lambda s: put(s, ("snapshots", 0, "png"), 5),
      r"snapshot 0 png is the number 5, not a tensor"),
     ("png_missing", lambda s: drop(s, ("snapshots", 0, "png")),
@@ -556,6 +599,15 @@ IMAGE_CASES = [
 def test_corrupted_image_checkpoint_is_refused(image_valid, case, fmt):
     case_id, make, match = case
     _refused_in(fmt, make(image_valid), case_id, match)
+
+
+def test_grids_at_the_caps_load(image_valid):
+    """The largest grid the rule allows (4,096 a side) and a grid in as many chunks as it
+    allows load; one more pixel or chunk is refused (above)."""
+    for png in (_chunked(4096, 4096), _chunked(8, 8, extra=8_189)):
+        state = _png_edit(lambda b, png=png: png)(image_valid)
+        loaded = load_checkpoint(to_bytes(state))
+        assert bytes(loaded["snapshots"][0]["png"].numpy().tobytes()) == png
 
 
 def _png_bytes() -> bytes:
@@ -995,8 +1047,9 @@ def test_crafted_metadata_costs_little_memory_beyond_reading_a_real_file(valid, 
     import subprocess
     import sys
 
-    probe = ("import resource, sys\nfrom core.cli.main import main\nrc = main(['info', "
-             "sys.argv[1]])\nprint(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n")
+    probe = ("import sys\nfrom core.cli.main import main\nrc = main(['info', "
+             "sys.argv[1]])\nprint(next(int(line.split()[1]) for line in "
+             "open('/proc/self/status') if line.startswith('VmHWM:')))\n")
     files = {"real": to_bytes(valid),
              "lists": _forge('{"format": "ganlab-checkpoint", "state": ['
                              + "[]," * 6_000_000 + "[]]}"),          # refused by count

@@ -155,3 +155,16 @@ def test_verdict_names_the_arm_that_leads_on_quality():
     text = verdict(arena)
     assert text and "at step 10" in text and "modes covered" in text and "leads" in text
     arena.stop()
+
+
+def test_the_warm_up_follows_the_data_set_unless_typed(arenas):
+    from core.jobs.multi_seed import DEFAULT_IMAGE_WARMUP
+
+    at = page()
+    assert at.selectbox(key="cmp_data").value == "ring8"
+    assert at.number_input(key="cmp_warmup").value == 0       # 2-D: from the start
+    at.selectbox(key="cmp_data").set_value("mnist5k").run()
+    assert at.number_input(key="cmp_warmup").value == DEFAULT_IMAGE_WARMUP   # digits
+    at.number_input(key="cmp_warmup").set_value(300).run()
+    at.selectbox(key="cmp_data").set_value("grid25").run()
+    assert at.number_input(key="cmp_warmup").value == 300     # typed: kept

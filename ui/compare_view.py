@@ -18,6 +18,7 @@ from core.engine.arena import Arena, ArmSpec
 from core.engine.config import PRESETS, ConfigError, TrainConfig, preset
 from core.engine.metric_info import METRICS, has_panel
 from core.engine.rules import RULES
+from core.engine.samples import grid_problem
 from core.engine.trainer import new_run_id
 from core.jobs.multi_seed import DEFAULT_IMAGE_WARMUP
 from ui import charts, finetune_view, live_chart, run_view, runs, widgets
@@ -58,11 +59,32 @@ def current() -> Arena | None:
 
 
 # -- the form ----------------------------------------------------------------------------
+def _warmup_for(data: str) -> int:
+    """Digits are compared after a bce warm-up (from random weights every arm draws
+    noise for a long while); the 2-D mixtures from the start."""
+    return DEFAULT_IMAGE_WARMUP if not DATASETS.entry(data).extra.get("is_2d") else 0
+
+
+def _warmup_follows_data() -> None:
+    """on_change of the data set: the warm-up takes the new data set's default unless
+    the person typed another value."""
+    state = st.session_state
+    before = state.get(K + "warmup_default", 0)
+    now = _warmup_for(state[K + "data"])
+    if state.get(K + "warmup", before) == before:
+        state[K + "warmup"] = now
+    state[K + "warmup_default"] = now
+
+
 def form() -> tuple[TrainConfig | None, list[ArmSpec], int]:
     """Sidebar form: data, arms, shared settings. Returns (cfg or None, arms, warm-up)."""
     data = st.selectbox("Data set", DATA_CHOICES, key=K + "data",
+                        on_change=_warmup_follows_data,
                         help="ring8 / grid25: 2-D mixtures (fast, show mode collapse); "
                              "mnist5k: digits, compared after a bce warm-up by default")
+    if K + "warmup" not in st.session_state:   # the first draw: this data set's default
+        st.session_state[K + "warmup"] = st.session_state[K + "warmup_default"] = \
+            _warmup_for(data)
     c1, c2 = st.columns(2)
     names = list(RULES)
     rules = [c1.selectbox("Arm 1", names, index=0, key=K + "arm1"),
@@ -81,7 +103,6 @@ def form() -> tuple[TrainConfig | None, list[ArmSpec], int]:
                             key=K + "steps")
     seed = c2.number_input("Seed", value=0, step=1, key=K + "seed")
     warmup = c1.number_input("bce warm-up steps", step=500, key=K + "warmup",
-                             value=DEFAULT_IMAGE_WARMUP if data == "mnist5k" else 0,
                              help="Train one bce run this long, then fork every arm from "
                                   "it (RL fine-tuning of a pretrained GAN)")
     sample_every = c2.number_input("Sample every", value=100, step=50, key=K + "sample_every")
@@ -331,6 +352,9 @@ def samples(arena: Arena) -> None:
         with col.container(key=f"cmp_grid_{name}"):
             if snap is None:
                 st.caption(f"{plain(name)}: no samples yet")
+            elif snap.png is not None and (problem := grid_problem(snap)):
+                # a resumed arena's grids come from its file: a damaged one is one line
+                st.error(plain(f"{name}: {problem}"), icon=":material/broken_image:")
             elif snap.png is not None:
                 st.image(snap.png, caption=f"{name} ({arm.cfg.rule}) at step {snap.step:,}",
                          width="stretch")

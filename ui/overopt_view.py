@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import streamlit as st
 
+from core.engine.samples import SnapshotImageError, snapshot_image
 from ui import charts
 from ui.text import plain
 
@@ -100,13 +101,15 @@ def choose_frames(snapshot_steps, table: dict[int, dict[str, float]], start: int
 
 
 def first_row_png(png: bytes, image_hw: tuple[int, int], k: int = PER_FRAME,
-                  zoom: int = 3) -> bytes:
+                  zoom: int = 3, step: int | None = None) -> bytes:
     """The first k images of a snapshot grid (core.engine.samples.grid_png), as one row,
-    enlarged `zoom` times with nearest-neighbour (crisp pixels at any display size)."""
+    enlarged `zoom` times with nearest-neighbour (crisp pixels at any display size).
+    The grid is checked and decoded by snapshot_image: SnapshotImageError (naming `step`)
+    for a damaged or oversized one."""
     from PIL import Image
 
     h, w = image_hw
-    with Image.open(io.BytesIO(png)) as img:
+    with snapshot_image(png, step) as img:
         cols = max(1, min(k, (img.width - GRID_PAD) // (w + GRID_PAD)))
         row = img.crop((0, 0, GRID_PAD + cols * (w + GRID_PAD), h + 2 * GRID_PAD))
         row = row.resize((row.width * zoom, row.height * zoom), Image.NEAREST)
@@ -158,7 +161,7 @@ class Built:
     table: dict
     peak: int | None
     frames: list[Frame]
-    pictures: list[bytes]
+    pictures: list[bytes | str]        # a PNG, or why the snapshot cannot be shown
     has_gold: bool
     start: int                         # the step the fine-tune began
 
@@ -200,7 +203,11 @@ def build(trainer) -> Built:
     for frame in frames:
         snap = trainer.snapshots.at_step(frame.step)
         if snap.png is not None:
-            pictures.append(first_row_png(snap.png, tuple(trainer.data.image_shape[1:])))
+            try:   # a resumed run's grids come from its file
+                pictures.append(first_row_png(snap.png, tuple(trainer.data.image_shape[1:]),
+                                              step=snap.step))
+            except SnapshotImageError as exc:
+                pictures.append(str(exc))
         else:
             pictures.append(scatter_png(snap.points, snap.extent, real))
     return Built(charts.overoptimisation_figure({"": data}),
@@ -266,7 +273,10 @@ def filmstrip(built: Built, is_image: bool) -> None:
                 label.caption(frame_caption(frame))
                 if frame.suggested:
                     label.markdown(f":orange[**{PEAK_LABEL}**]")
-                image.image(picture, width="stretch")
+                if isinstance(picture, str):
+                    image.error(plain(picture), icon=":material/broken_image:")
+                else:
+                    image.image(picture, width="stretch")
     else:
         per_row = 4
         for first in range(0, len(built.frames), per_row):

@@ -6,27 +6,21 @@ first and the newest), which thins the history evenly, never randomly.
 """
 from __future__ import annotations
 
+import functools
 import io
 import math
-import struct
 import threading
-import zlib
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from core.io.schema import PNG_SIGNATURE, CheckpointError
+# The grid PNG rule (signature, caps, CRCs, IEND) is declared once, in the schema, which
+# checks every snapshot at load; snapshot_image applies it again to any bytes it is given.
+# The caps are re-exported for callers that size pictures by them.
+from core.io.schema import MAX_GRID_BYTES, MAX_GRID_SIDE, CheckpointError, png_problem  # noqa: F401
 
 HEATMAP_RES = 48  # D heatmap resolution for 2-D data (48 x 48 logits per snapshot)
-# The largest grid the lab writes: 64 fixed-noise samples (core.engine.run.FIXED_IMAGES)
-# in 8 columns, each at most 128 px (TrainConfig.image_size's range) plus make_grid's
-# 2 px padding: 8 * 130 + 2 = 1,042 px a side. 4,096 leaves room for about 4x that a
-# side and still caps one decoded grid at 48 MiB of pixels (the schema's header check
-# alone lets 16,384 a side through: 768 MiB as RGB, for a file of a few hundred KB).
-MAX_GRID_SIDE = 4096
-MAX_GRID_BYTES = 3 * MAX_GRID_SIDE ** 2    # decoded: a 4,096-square RGB grid at 8 bits
-_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}  # PNG colour type -> samples per pixel
 
 
 @dataclass(frozen=True)
@@ -60,12 +54,13 @@ class SnapshotImageError(CheckpointError):
 
 
 def snapshot_image(png: bytes, step: int | None = None):
-    """An untrusted snapshot grid PNG as a fully loaded PIL image. Its size is checked
-    against the caps and every chunk against its CRC before a pixel is decompressed;
-    anything wrong is one SnapshotImageError naming the snapshot's step."""
+    """An untrusted snapshot grid PNG as a fully loaded PIL image. Its structure is
+    checked by the schema's rule (core.io.schema.png_problem: the size against the caps,
+    every chunk against its CRC, the IEND) before a pixel is decompressed; anything wrong
+    is one SnapshotImageError naming the snapshot's step."""
     from PIL import Image
 
-    problem = _png_problem(memoryview(png))
+    problem = png_problem(png)
     if problem is None:
         try:
             img = Image.open(io.BytesIO(png), formats=["PNG"])
@@ -79,40 +74,16 @@ def snapshot_image(png: bytes, step: int | None = None):
                              "damaged or not from GAN RL Lab")
 
 
-def _png_problem(png: memoryview) -> str | None:
-    """What is wrong with a PNG's structure, found without decompressing anything: the
-    IHDR size against the caps, a cut (no IEND) and a changed byte (a chunk's CRC;
-    Pillow checks none for the pixel data)."""
-    if png[:8] != PNG_SIGNATURE:
-        return "is not PNG data"
-    pos, first = 8, True
-    while pos + 12 <= len(png):
-        length, kind = struct.unpack_from(">I4s", png, pos)
-        end = pos + 12 + length
-        if end > len(png):
-            break
-        if zlib.crc32(png[pos + 4:end - 4]) != struct.unpack_from(">I", png, end - 4)[0]:
-            return f"fails the CRC check of its {kind.decode('latin-1')!r} chunk (a changed byte)"
-        if first and (problem := _ihdr_problem(kind, bytes(png[pos + 8:end - 4]))):
-            return problem
-        if kind == b"IEND":
-            return None
-        pos, first = end, False
-    return "is cut short (it ends before its IEND chunk)"
-
-
-def _ihdr_problem(kind: bytes, data: bytes) -> str | None:
-    if kind != b"IHDR" or len(data) != 13:
-        return "does not start with a valid IHDR chunk"
-    width, height, depth, colour = struct.unpack(">IIBB", data[:10])
-    if not (1 <= width <= MAX_GRID_SIDE and 1 <= height <= MAX_GRID_SIDE):
-        return (f"claims {width:,} x {height:,} pixels; a snapshot grid has at most "
-                f"{MAX_GRID_SIDE:,} a side")
-    if colour not in _CHANNELS or depth not in (1, 2, 4, 8, 16):
-        return f"has an invalid colour type {colour} or bit depth {depth}"
-    if width * height * _CHANNELS[colour] * depth // 8 > MAX_GRID_BYTES:
-        return (f"would decode to more than {MAX_GRID_BYTES // 2**20} MiB "
-                f"({width:,} x {height:,}, colour type {colour}, {depth}-bit)")
+@functools.lru_cache(maxsize=16)
+def grid_problem(snap: Snapshot) -> str | None:
+    """snapshot_image's verdict on an image snapshot's grid (snap.png), as its one-line
+    message, or None where the grid decodes. Remembered for the last 16 snapshots asked
+    about (a Snapshot is immutable), so a page that shows the same grid on every refresh
+    decodes it once."""
+    try:
+        snapshot_image(snap.png, snap.step).close()
+    except SnapshotImageError as exc:
+        return str(exc)
     return None
 
 

@@ -6,18 +6,24 @@ Image runs: each snapshot's grid, upscaled nearest-neighbour (pixels stay crisp)
 points (dark) when given, drawn with Pillow (fast enough for 60 frames; the colours
 match the dashboard's scatter). Every frame carries its step. No MP4: nothing
 installed encodes video offline (Pillow writes GIF, WebP and APNG only).
+
+A GIF's frames all sit in memory until it is encoded, and a checkpoint may hold 1,000
+snapshots of grids up to 4,096 px a side (50 MB a frame): one GIF keeps at most
+MAX_GIF_FRAME_BYTES of frames, taking every k-th snapshot (and always the last) when
+all of them would not fit; gif_snapshots() says which, before anything is decoded.
 """
 from __future__ import annotations
 
 import io
 import re
+import struct
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from core.engine.samples import Snapshot, SnapshotStore, snapshot_image
+from core.engine.samples import MAX_GRID_SIDE, Snapshot, SnapshotStore, snapshot_image
 
 MIN_WIDTH = 512         # frames are upscaled to at least this many pixels wide
 TOY_SIZE = 512          # side of a 2-D frame's plot square
@@ -25,6 +31,12 @@ LABEL_HEIGHT = 32       # the band above each frame that shows the step
 HOLD_LAST = 4           # the last frame stays this many frame times: the loop's end shows
 REAL_COLOUR = (34, 34, 34)
 FAKE_COLOUR = (255, 127, 14)
+# Decoded frames one GIF may hold (their pixels, as kept until the GIF is encoded; the
+# encoder adds at most a palette byte a pixel for colour frames), counted by
+# frame_bytes' upper bound: the lab's digit grids (242 px, upscaled 3x to 726 px) count
+# 1.65 MB a frame, so 325 fit (as grey frames they use a third of that); a 2-D run's
+# 512 px plots 0.84 MB, so 640; grids of 4,096 px a side, 50 MB, so 10.
+MAX_GIF_FRAME_BYTES = 512 * 2**20
 
 
 def _font(size: int = 20):
@@ -115,15 +127,58 @@ def frame(snap: Snapshot, real: np.ndarray | None = None,
     return _labelled(picture, snap.step)
 
 
+def frame_bytes(snap: Snapshot, min_width: int = MIN_WIDTH) -> int:
+    """An upper bound on the bytes of snap's labelled frame, from its PNG header alone
+    (nothing is decoded): colour grids count 3 bytes a pixel, even the grey ones that
+    frame() keeps as 1. A header that cannot be read counts as the largest grid (the
+    frame itself then fails in snapshot_image, naming the step)."""
+    if snap.png is None:
+        side = max(min_width, TOY_SIZE)
+        return side * (side + LABEL_HEIGHT) * 3
+    head = snap.png[:26]
+    width, height, colour = MAX_GRID_SIDE, MAX_GRID_SIDE, 2
+    if len(head) == 26 and head[12:16] == b"IHDR":
+        width, height = struct.unpack(">II", head[16:24])
+        colour = head[25]
+        if not (1 <= width <= MAX_GRID_SIDE and 1 <= height <= MAX_GRID_SIDE):
+            width, height = MAX_GRID_SIDE, MAX_GRID_SIDE
+    factor = max(1, -(-min_width // width))       # as upscale() does
+    channels = 1 if colour in (0, 4) else 3       # grey (with alpha) -> "L"; else RGB
+    return width * factor * (height * factor + LABEL_HEIGHT) * channels
+
+
+def gif_snapshots(snapshots: Sequence[Snapshot], min_width: int = MIN_WIDTH,
+                  budget: int = MAX_GIF_FRAME_BYTES) -> list[Snapshot]:
+    """The snapshots one GIF shows: all of them when their frames fit in `budget` bytes
+    (frame_bytes), else every k-th from the first, for the smallest k that fits, and
+    always the last (the run's latest state). Raises ValueError where even the last
+    snapshot's frame alone is over the budget."""
+    snaps = list(snapshots)
+    if not snaps:
+        return []
+    sizes = [frame_bytes(s, min_width) for s in snaps]
+    last = len(snaps) - 1
+    for k in range(1, len(snaps) + 1):
+        picks = list(range(0, last, k)) + [last]
+        if sum(sizes[i] for i in picks) <= budget:
+            return [snaps[i] for i in picks]
+    if sizes[last] <= budget:
+        return [snaps[last]]
+    raise ValueError(f"one frame of this run is {sizes[last] / 2**20:,.0f} MiB, over the "
+                     f"{budget / 2**20:,.0f} MiB a GIF may hold; use a smaller min_width")
+
+
 def progression_gif(snapshots: Sequence[Snapshot], *, fps: float = 4.0,
-                    real: np.ndarray | None = None, min_width: int = MIN_WIDTH) -> bytes:
-    """An animated GIF, one frame per snapshot in order, looping forever; a damaged
-    snapshot grid raises SnapshotImageError naming its step."""
+                    real: np.ndarray | None = None, min_width: int = MIN_WIDTH,
+                    budget: int = MAX_GIF_FRAME_BYTES) -> bytes:
+    """An animated GIF, one frame per snapshot in order (every k-th and the last where
+    all would hold more than `budget` bytes of frames: see gif_snapshots), looping
+    forever; a damaged snapshot grid raises SnapshotImageError naming its step."""
     if not snapshots:
         raise ValueError("no snapshots yet: a run takes its first one at step 0")
     if not 0 < fps <= 50:
         raise ValueError(f"fps = {fps} is out of range; allowed: (0, 50]")
-    frames = [frame(s, real, min_width) for s in snapshots]
+    frames = [frame(s, real, min_width) for s in gif_snapshots(snapshots, min_width, budget)]
     ms = max(20, round(1000 / fps))    # GIF delays are in 10 ms units; 20 ms is the floor
     durations = [ms] * (len(frames) - 1) + [ms * HOLD_LAST]
     buf = io.BytesIO()

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import struct
+import zlib
 
 import torch
 
@@ -52,7 +53,6 @@ MAX_FIXED_Z = 65_536              # rows of fixed noise (the engine uses 64 or 1
 MAX_SNAPSHOT_POINTS = 65_536      # generated points in one 2-D snapshot
 MAX_HEATMAP_RES = 1_024           # side of a snapshot's D heatmap (the engine uses 48)
 MAX_PNG_BYTES = 64 * 2**20        # one snapshot grid, PNG encoded
-MAX_PNG_SIDE = 16_384             # pixels per side of a snapshot grid
 MAX_METRIC_COLUMNS = 1_000
 MAX_TEXT = 10_000                 # characters of one event, run id, rule, ...
 MAX_NAME = 200
@@ -62,6 +62,20 @@ MAX_SNAPSHOTS = 1_000             # the largest max_snapshots a config allows (a
                                   # run may hold more than its own until it next thins)
 CUDA_RNG_STATE_LEN = 16           # torch.Generator("cuda").get_state(): seed + offset
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# Snapshot grid PNGs (core.engine.samples.grid_png), checked here at load and again by
+# samples.snapshot_image before any is decoded: png_problem() below is the one rule.
+# The largest grid the lab writes: 64 fixed-noise samples (core.engine.run.FIXED_IMAGES)
+# in 8 columns, each at most 128 px (TrainConfig.image_size's range) plus make_grid's
+# 2 px padding: 8 * 130 + 2 = 1,042 px a side. 4,096 leaves room for about 4x that a
+# side and still caps one decoded grid at 48 MiB of pixels.
+MAX_GRID_SIDE = 4_096
+MAX_GRID_BYTES = 3 * MAX_GRID_SIDE ** 2    # decoded: a 4,096-square RGB grid at 8 bits
+PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}  # PNG colour type -> samples per pixel
+# Chunks in one grid PNG: Pillow writes 64 KiB IDAT chunks (a lab grid has a few dozen),
+# libpng 8 KiB ones; 8,192 holds a MAX_GRID_BYTES grid stored uncompressed in 8 KiB
+# chunks, and bounds the check's loop (64 MiB of empty 12-byte chunks would be 5.6
+# million turns, seconds per snapshot).
+MAX_PNG_CHUNKS = 8_192
 MT_STATE_N = 624                  # mt19937 words; see the CPU generator state check
 
 # Adam flags a GAN RL Lab optimiser never sets: a saved state that turns one on would
@@ -601,7 +615,7 @@ def _check_snapshots(name: str, items, step: int, dim: int, is_image: bool) -> N
         if "step" not in item:
             _fail(name, f"{where} has no step")
         _check_fields(name, where, item, SNAPSHOT_FIELDS)
-        _check_int(name, f"{where} step", item["step"], 0, step)
+        snap_step = _check_int(name, f"{where} step", item["step"], 0, step)
         if "seq" in item:
             _check_int(name, f"{where} seq", item["seq"], 0, MAX_STEP)
         needed = ("png",) if is_image else ("points", "heatmap", "extent")
@@ -610,7 +624,7 @@ def _check_snapshots(name: str, items, step: int, dim: int, is_image: bool) -> N
                 _fail(name, f"{where} has no {key!r}; snapshots of "
                       f"{'image' if is_image else '2-D'} data hold {', '.join(needed)}")
         if "png" in item:
-            _check_png(name, f"{where} png", item["png"])
+            _check_png(name, f"{where} png", item["png"], snap_step)
         if "points" in item:
             pts = item["points"]
             field = f"{where} points"
@@ -640,19 +654,60 @@ def _check_snapshots(name: str, items, step: int, dim: int, is_image: bool) -> N
                 _fail(name, f"{field} {list(ext)} is empty (needs xmin < xmax, ymin < ymax)")
 
 
-def _check_png(name: str, field: str, t) -> None:
+def _check_png(name: str, field: str, t, step: int) -> None:
     _check_tensor(name, field, t, (torch.uint8,), ndim=1)
     n = t.numel()
     if not 33 <= n <= MAX_PNG_BYTES:   # signature + IHDR chunk alone are 33 bytes
         _fail(name, f"{field} has {n:,} bytes; a PNG grid has 33 to {MAX_PNG_BYTES:,}")
     _check_layout(name, field, t)
-    head = t[:24].numpy().tobytes()
-    if head[:8] != PNG_SIGNATURE or head[12:16] != b"IHDR":
-        _fail(name, f"{field} is not PNG data")
-    width, height = struct.unpack(">II", head[16:24])
-    if not (1 <= width <= MAX_PNG_SIDE and 1 <= height <= MAX_PNG_SIDE):
-        _fail(name, f"{field} claims {width:,} x {height:,} pixels; a snapshot grid has at "
-              f"most {MAX_PNG_SIDE:,} per side")
+    problem = png_problem(t.numpy())   # a view of the tensor's bytes: nothing is copied
+    if problem is not None:
+        _fail(name, f"{field} {problem} (the sample grid of step {step:,})")
+
+
+def png_problem(png) -> str | None:
+    """What is wrong with a snapshot grid PNG's structure (bytes, or any 1-D byte
+    buffer), found without decompressing anything: the signature, an IHDR that is
+    invalid or over the caps (MAX_GRID_SIDE a side, MAX_GRID_BYTES decoded), a changed
+    byte (every chunk's CRC; Pillow checks none for the pixel data), a cut (no IEND) and
+    more than MAX_PNG_CHUNKS chunks (so the check itself is bounded). None when it is
+    sound; otherwise the text completes "its sample grid PNG ..."."""
+    png = memoryview(png).cast("B")
+    if bytes(png[:8]) != PNG_SIGNATURE:
+        return "is not PNG data"
+    pos, first, chunks = 8, True, 0
+    while pos + 12 <= len(png):
+        chunks += 1
+        if chunks > MAX_PNG_CHUNKS:
+            return f"has more than {MAX_PNG_CHUNKS:,} chunks; a snapshot grid has far fewer"
+        length, kind = struct.unpack_from(">I4s", png, pos)
+        end = pos + 12 + length
+        if end > len(png):
+            break
+        # the header first: a bomb is named by its size even where its CRC is wrong too
+        if first and (problem := _ihdr_problem(kind, bytes(png[pos + 8:end - 4]))):
+            return problem
+        if zlib.crc32(png[pos + 4:end - 4]) != struct.unpack_from(">I", png, end - 4)[0]:
+            return f"fails the CRC check of its {kind.decode('latin-1')!r} chunk (a changed byte)"
+        if kind == b"IEND":
+            return None
+        pos, first = end, False
+    return "is cut short (it ends before its IEND chunk)"
+
+
+def _ihdr_problem(kind: bytes, data: bytes) -> str | None:
+    if kind != b"IHDR" or len(data) != 13:
+        return "does not start with a valid IHDR chunk"
+    width, height, depth, colour = struct.unpack(">IIBB", data[:10])
+    if not (1 <= width <= MAX_GRID_SIDE and 1 <= height <= MAX_GRID_SIDE):
+        return (f"claims {width:,} x {height:,} pixels; a snapshot grid has at most "
+                f"{MAX_GRID_SIDE:,} a side")
+    if colour not in PNG_CHANNELS or depth not in (1, 2, 4, 8, 16):
+        return f"has an invalid colour type {colour} or bit depth {depth}"
+    if width * height * PNG_CHANNELS[colour] * depth // 8 > MAX_GRID_BYTES:
+        return (f"would decode to more than {MAX_GRID_BYTES // 2**20} MiB "
+                f"({width:,} x {height:,}, colour type {colour}, {depth}-bit)")
+    return None
 
 
 # -- messages --------------------------------------------------------------------------------

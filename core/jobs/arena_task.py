@@ -20,6 +20,7 @@ import torch
 from core.engine.arena import Arena
 from core.engine.config import TrainConfig
 from core.engine.metric_info import METRICS
+from core.engine.samples import Snapshot, snapshot_image
 from core.engine.trainer import torch_threads
 from core.io.checkpoint import to_bytes
 
@@ -112,13 +113,16 @@ def side_by_side_png(arena: Arena) -> bytes:
     """Every arm's latest fixed-noise samples, side by side, labelled."""
     snaps = {name: arm.snapshots.latest() for name, arm in arena.arms.items()}
     if arena.data.is_image:
-        return _join_grids({n: s.png for n, s in snaps.items()})
+        return _join_grids(snaps)
     return _scatter_panels(arena.data, snaps)
 
 
-def _join_grids(pngs: dict[str, bytes]) -> bytes:
+def _join_grids(snaps: dict[str, Snapshot]) -> bytes:
+    """The arms' grids side by side; each checked and decoded by snapshot_image (an
+    arena resumed from a file carries that file's grids): SnapshotImageError, naming
+    the step, for a damaged or oversized one."""
     from PIL import Image, ImageDraw
-    images = {n: Image.open(io.BytesIO(b)).convert("L") for n, b in pngs.items()}
+    images = {n: snapshot_image(s.png, s.step).convert("L") for n, s in snaps.items()}
     w = max(im.width for im in images.values())
     h = max(im.height for im in images.values())
     pad, top = 10, 18
