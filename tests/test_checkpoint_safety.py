@@ -320,6 +320,8 @@ RUN_CASES = [
     # fields no GAN RL Lab file holds: refused, so nothing unchecked rides along
     ("unknown_top_field", lambda s: put(s, ("stowaway",), [[]] * 1000),
      r"holds an unknown field 'stowaway' \(1 such\); a run state has only: config"),
+    ("unknown_optimizer_field", lambda s: put(s, ("g_optimizer", "stowaway"), torch.zeros(9)),
+     r"holds an unknown field 'stowaway' \(1 such\); g_optimizer has only: state, "),
     ("unknown_metrics_field", lambda s: put(s, ("metrics", "extra"), 1),
      r"holds an unknown field 'extra' \(1 such\); metrics has only: columns, events"),
     ("unknown_rng_field", lambda s: put(s, ("rng", "cuda"), torch.zeros(16, dtype=torch.uint8)),
@@ -509,6 +511,8 @@ def _arena_cases():
         ("arena_init_hashes", lambda s: put(s, ("init_hashes",), {"ppo": "abc"}),
          r"init_hashes names the text 'ppo', which is not an arm"),
         ("arena_missing_config", lambda s: drop(s, ("config",)), r"is missing config"),
+        ("arena_rule_not_its_arms", lambda s: put(s, ("rule",), "bogus"),
+         r"its rule 'bogus' is not its arms' rules 'bce,reinforce'"),
         ("arena_unknown_field", lambda s: put(s, ("best_arm",), "bce"),
          r"holds an unknown field 'best_arm' \(1 such\); an arena checkpoint has only"),
     ]
@@ -1078,3 +1082,13 @@ def test_a_run_keeps_at_most_the_events_a_file_may_hold():
     for i in range(MAX_EVENTS + 5):
         log.add_event(i, "rule: bce -> reinforce")
     assert len(log.events) == MAX_EVENTS and log.events[0][0] == 5
+
+
+def test_a_file_too_large_for_a_checkpoint_is_refused_before_it_is_read(tmp_path):
+    from core.io.checkpoint import MAX_FILE_BYTES
+
+    path = tmp_path / "huge.safetensors"
+    with open(path, "wb") as fh:   # sparse: no disk space, no time
+        fh.truncate(MAX_FILE_BYTES + 1)
+    with pytest.raises(CheckpointError, match="more than a checkpoint can be"):
+        load_checkpoint(path)

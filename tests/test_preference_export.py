@@ -3,6 +3,7 @@ conventions, read back by Hugging Face `datasets`, imported into a fresh store e
 from __future__ import annotations
 
 import numpy as np
+import pyarrow as pa
 import pytest
 
 from core.cli.main import main
@@ -83,3 +84,37 @@ def test_a_foreign_readme_is_never_overwritten(tmp_path):
         store.add_many(_judgements("ring8"))
         _, card = export(store, tmp_path / "p.parquet", "ring8")
     assert card.name == "p.README.md" and (tmp_path / "README.md").read_text() == "my own notes"
+
+
+@pytest.mark.parametrize("change, says", [
+    (lambda t: t.set_column(t.schema.get_field_index("judgement"), "judgement",
+                            pa.array([7] * t.num_rows, pa.int64())), "not the pairs of one"),
+    (lambda t: t.set_column(t.schema.get_field_index("judgement"), "judgement",
+                            pa.array([None] * t.num_rows, pa.int64())), "judgement None"),
+])
+def test_a_file_whose_rows_do_not_form_clicks_is_refused(tmp_path, change, says):
+    import pyarrow.parquet as pq
+
+    with PreferenceStore(tmp_path / "a.sqlite") as store:
+        store.add_many(_judgements("ring8"))
+        export(store, tmp_path / "p.parquet", "ring8")
+    table = pq.read_table(tmp_path / "p.parquet")
+    pq.write_table(change(table), tmp_path / "bad.parquet")
+    with pytest.raises(DatasetFileError, match=says):
+        read_judgements(tmp_path / "bad.parquet")
+
+
+def test_stats_and_export_name_the_damaged_rows_they_leave_out(tmp_path, capsys):
+    import sqlite3
+
+    db = tmp_path / "a.sqlite"
+    with PreferenceStore(db) as store:
+        store.add_many(_judgements("ring8"))
+    con = sqlite3.connect(db)
+    con.execute("UPDATE judgements SET choice = 'maybe' WHERE id = 2")
+    con.commit()
+    con.close()
+    for args in (["feedback", "stats"], ["feedback", "export", "--out",
+                                         str(tmp_path / "p.parquet")]):
+        assert main([*args, "--db", str(db)]) == 0
+        assert "warning: 1 damaged row skipped: row 2" in capsys.readouterr().err

@@ -66,9 +66,11 @@ def cmd_feedback_export(args: argparse.Namespace) -> int:
     store = _existing_store(args.db)
     try:
         data = _data_of(store, args.data)
-        rows, card = export(store, out, data, args.criterion)
+        skipped: list[str] = []
+        rows, card = export(store, out, data, args.criterion, skipped)
     finally:
         store.close()
+    _warn_skipped(skipped)
     print(f"wrote {out}: {rows} pairs of {data} (TRL and Pick-a-Pic columns), card {card}")
     return 0
 
@@ -108,9 +110,11 @@ def cmd_feedback_stats(args: argparse.Namespace) -> int:
     try:
         data = _data_of(store, args.data)
         criterion = _one_criterion(store, data, args.criterion)
-        rows = store.judgements(data=data, criterion=criterion)
+        skipped: list[str] = []
+        rows = store.judgements(data=data, criterion=criterion, skipped=skipped)
     finally:
         store.close()
+    _warn_skipped(skipped)
     prob_left = None
     if args.oracle:
         dataset = load_by_name(data)
@@ -130,6 +134,13 @@ def cmd_feedback_stats(args: argparse.Namespace) -> int:
     for a, b, kappa, shared in kappas(rows):
         print(f"Cohen's kappa {short(a)} vs {short(b)}: {kappa:.2f} on {shared} shared pairs")
     return 0
+
+
+def _warn_skipped(skipped: list[str]) -> None:
+    from core.feedback.preferences import skipped_line
+
+    if skipped:
+        print(f"warning: {skipped_line(skipped)}", file=sys.stderr)
 
 
 def _pct(share: float) -> str:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import io
 import json
+import warnings
 from collections import defaultdict
 from datetime import datetime, timezone
 from pathlib import Path
@@ -95,11 +96,11 @@ def _feature(t: pa.DataType) -> dict:
     return {"dtype": name, "_type": "Value"}
 
 
-def to_parquet(store: PreferenceStore, data: str,
-               criterion: str | None = None) -> tuple[bytes, list[dict]]:
+def to_parquet(store: PreferenceStore, data: str, criterion: str | None = None,
+               skipped: list[str] | None = None) -> tuple[bytes, list[dict]]:
     """One data set's judged pairs (of one criterion, if given) as Parquet bytes, and
-    the rows written."""
-    judgements = store.judgements(data=data, criterion=criterion)
+    the rows written; damaged rows are left out and described in `skipped`."""
+    judgements = store.judgements(data=data, criterion=criterion, skipped=skipped)
     rows = [row for j in judgements for row in rows_of(j)]
     if not rows:
         raise PreferenceStoreError(f"no judged pairs of {data}"
@@ -112,10 +113,10 @@ def to_parquet(store: PreferenceStore, data: str,
 
 
 def export(store: PreferenceStore, path: str | Path, data: str,
-           criterion: str | None = None) -> tuple[int, Path]:
+           criterion: str | None = None, skipped: list[str] | None = None) -> tuple[int, Path]:
     """Write the Parquet file and its card (README.md beside it). Returns (pair rows
     written, card path)."""
-    raw, rows = to_parquet(store, data, criterion)
+    raw, rows = to_parquet(store, data, criterion, skipped)
     path = Path(path)
     write_atomic(raw, path)
     card = _card_path(path)
@@ -192,8 +193,11 @@ def read_judgements(path: str | Path) -> list[Judgement]:
                                f"({type(exc).__name__}: {str(exc)[:120]})") from None
     groups: dict[int, list[dict]] = defaultdict(list)
     for r in rows:
+        if not isinstance(r["judgement"], int):
+            raise DatasetFileError(f"{path}: a row has judgement {r['judgement']!r}; each "
+                                   "row names the click it comes from (an integer)")
         groups[r["judgement"]].append(r)
-    return [_judgement(g, path) for _, g in sorted(groups.items(), key=lambda kv: kv[0] or 0)]
+    return [_judgement(g, path) for _, g in sorted(groups.items())]
 
 
 def _judgement(rows: list[dict], path: Path) -> Judgement:
@@ -203,6 +207,12 @@ def _judgement(rows: list[dict], path: Path) -> Judgement:
         k = int(first["k"])
         if not 2 <= k <= 4:
             raise ValueError(f"k = {k}")
+        # a click's pairs: 1 for a pair, k - 1 for best-of-k, each sample placed once
+        places = {(int(r["index_0"]), int(r["index_1"])) for r in rows}
+        if len(rows) != (1 if k == 2 else k - 1) or len(places) != len(rows) or any(
+                (r["k"], r["choice"]) != (first["k"], first["choice"]) for r in rows):
+            raise ValueError(f"its {len(rows)} rows are not the pairs of one click of {k} "
+                             "samples (is the judgement column intact?)")
         samples, z = [None] * k, [None] * k
         for r in rows:
             for side in (0, 1):
@@ -219,7 +229,9 @@ def _judgement(rows: list[dict], path: Path) -> Judgement:
 
 def _sample(cell) -> np.ndarray:
     if isinstance(cell, dict):   # a PNG: its size is checked before it is decoded
-        image = Image.open(io.BytesIO(cell["bytes"]), formats=["PNG"])
+        with warnings.catch_warnings():   # Pillow's bomb warning: an error here, one line
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(cell["bytes"]), formats=["PNG"])
         if max(image.size) > MAX_SIDE:
             raise ValueError(f"an image of {image.size[0]} x {image.size[1]} pixels")
         pixels = np.asarray(image)

@@ -804,7 +804,7 @@ class PreferenceStore:
         with self._locked() as conn:
             rows = conn.execute(f"SELECT criterion, COUNT(*) FROM {_TABLE}{where} GROUP BY "
                                 "criterion ORDER BY COUNT(*) DESC", args).fetchall()
-        return {str(c): int(n) for c, n in rows}
+        return {c: int(n) for c, n in rows if isinstance(c, str)}   # damaged rows: not one
 
     def _select(self, skipped: list[str] | None, **filters) -> list[Judgement]:
         where, args = _where(**filters)

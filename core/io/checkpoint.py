@@ -42,7 +42,7 @@ from typing import Any, BinaryIO
 import numpy as np
 import torch
 
-from core.base.files import write_atomic
+from core.base.files import read_bounded, write_atomic
 from core.engine.config import OptimConfig
 from core.engine.models import make_adam
 from core.io import format as ckpt_format
@@ -181,12 +181,22 @@ def _special_file(path: str | Path) -> bool:
     return os.path.exists(path) and not os.path.isdir(path) and not os.path.isfile(path)
 
 
+MAX_FILE_BYTES = 512 * 2**20   # the page's upload limit; real checkpoints are a few tens of MB
+
+
 def _read_all(source) -> bytes:
+    """At most MAX_FILE_BYTES, checked before reading: a 1 GB file cost 1.6 GB of
+    memory only to be refused."""
     if isinstance(source, (bytes, bytearray)):
-        return bytes(source)
-    if isinstance(source, (str, Path)):
-        return Path(source).read_bytes()
-    return source.read()
+        raw = bytes(source)
+    elif isinstance(source, (str, Path)):
+        return read_bounded(source, MAX_FILE_BYTES, "checkpoint")
+    else:
+        raw = source.read(MAX_FILE_BYTES + 1)
+    if len(raw) > MAX_FILE_BYTES:
+        raise OSError(f"it is more than {MAX_FILE_BYTES:,} bytes, more than a checkpoint "
+                      "can be")
+    return raw
 
 
 # -- helpers for loaders and summaries --------------------------------------------------------

@@ -166,6 +166,7 @@ def _validate_arena(state: dict, name: str) -> None:
             if key not in arms:
                 _fail(name, f"init_hashes names {_describe(key)}, which is not an arm")
             _check_text(name, f"init_hashes[{key!r}]", value, MAX_TEXT)
+    rules: list[str] = []
     for arm_name, arm in arms.items():
         where = f"{name} (arm {arm_name!r})"
         if not isinstance(arm, dict):
@@ -174,11 +175,17 @@ def _validate_arena(state: dict, name: str) -> None:
         if "step" in arm and _check_int(where, "step", arm["step"], 0, MAX_STEP) != step:
             _fail(where, f"step {arm['step']:,} differs from the arena's step {step:,}")
         arm_cfg = _validate_run(arm, where)
+        rules.append(arm_cfg.rule)
         for field in ARENA_SHAPE_FIELDS:
             if getattr(arm_cfg, field) != getattr(cfg, field):
                 _fail(where, f"config {field} = {getattr(arm_cfg, field)!r} differs from the "
                       f"arena's {getattr(cfg, field)!r}; every arm shares the arena's data "
                       "and network sizes")
+    # `info` shows this field: it must say what the arms are (arm names may differ
+    # from their rules: a live rule switch keeps an arm's name)
+    if state.get("rule") is not None and state["rule"] != ",".join(rules):
+        _fail(name, f"its rule {_clip(str(state['rule']), 60)!r} is not its arms' rules "
+                    f"{','.join(rules)!r}")
 
 
 def _validate_run(state, name: str) -> TrainConfig:
@@ -384,6 +391,7 @@ def _check_optimizer(name: str, field: str, opt, which: str, n_params: int) -> N
     for key in ("state", "param_groups"):
         if key not in opt:
             _fail(name, f"{field} has no {key!r}; it is not an Adam state dict")
+    _check_fields(name, field, opt, ("state", "param_groups"))
     groups = opt["param_groups"]
     if not isinstance(groups, list) or len(groups) != 1 or not isinstance(groups[0], dict):
         _fail(name, f"{field} param_groups is {_describe(groups)}, but must be a list of one "
