@@ -91,7 +91,9 @@ def cmd_feedback_import(args: argparse.Namespace) -> int:
 
 
 def _data_of(store, wanted: str | None) -> str:
-    names = sorted({j.data for j in store.judgements()})
+    """The data set asked for, or the only known one judged (rows naming a data set
+    this lab does not have are left out, as reward train does)."""
+    names = sorted({j.data for j in store.judgements() if j.data in DATASETS})
     if wanted is None and len(names) != 1:
         raise UsageError(f"{store.path} holds judgements of {', '.join(names)}; choose one "
                          "with --data" if names else f"{store.path} holds no judgements")
