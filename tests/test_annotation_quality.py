@@ -109,9 +109,7 @@ def test_a_careful_and_a_noisy_judge_are_told_apart_and_the_noisy_one_left_out(t
     summary = (f"self-agreement careful {careful.self_agreement:.2f} vs noisy "
           f"{noisy.self_agreement:.2f}; oracle agreement {careful.oracle_agreement:.2f} vs "
           f"{noisy.oracle_agreement:.2f}; reward model on 1,000 exact pairs: {accuracy}")
-    with capsys.disabled():   # the numbers, for a person reading -s output
-        print(summary)
-    assert accuracy["careful only"] > accuracy["both"]
+    assert accuracy["careful only"] > accuracy["both"], summary
     # the CLI leaves the noisy judge out by its self-agreement, and says so
     assert main(["reward", "train", "--db", str(db), "--out", str(tmp_path / "rm.pt"),
                  "--min-self-agreement", "0.7"]) == 0

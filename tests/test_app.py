@@ -467,8 +467,8 @@ def test_checkpoints_page_lists_and_saves_live_comparisons(app_env):
     (saved,) = (app_env / arena.run_id).glob("step_*.safetensors")
     assert at.dataframe[0].value.iloc[0]["rule"] == "bce,reinforce", "one file, every arm"
     arena.stop()
-    at.run()
-    assert not any(arena.run_id in m.value for m in at.get("markdown")), "only live ones"
+    at.run()   # a finished comparison stays listed, to save it (or one arm) later
+    assert any(f"`{arena.run_id}` · **stopped**" in m.value for m in at.get("markdown"))
 
 
 # -- a run that failed or diverged ----------------------------------------------------------
