@@ -26,7 +26,7 @@ def test_type_a_criterion_judge_undo_count_and_export(server, page):
     trainer.save_checkpoint(root / "checkpoints" / "ds_digits" / "step_1.pt")
     page.goto(f"{url}/feedback")
     page.locator(".st-key-fb_left button").wait_for()
-    box = page.locator(".st-key-fb_criterion input")
+    box = page.locator(".st-key-fb_criterion_mnist5k input")
     box.click()
     box.fill(CRITERION)          # a criterion of one's own: typed, not picked
     box.press("Enter")

@@ -336,12 +336,19 @@ def damaged_rows(db: PreferenceStore) -> str:
     return st.session_state[key]
 
 
+def criterion_key(data: str) -> str:
+    """One criterion box per data set: a question about digits is not one about points,
+    and switching the generator must not carry it over."""
+    return f"fb_criterion_{data}"
+
+
 def criterion_input(db: PreferenceStore, data: DataSet) -> str:
     """The question judged, typed or picked (this data set's earlier ones first)."""
     judged = [c for c in db.criteria(data.name) if c]
     presets = CRITERIA["image" if data.is_image else "2d"]
     options = list(dict.fromkeys([*judged, *presets]))
-    chosen = st.selectbox("Criterion", options, key="fb_criterion", accept_new_options=True,
+    chosen = st.selectbox("Criterion", options, key=criterion_key(data.name),
+                          accept_new_options=True,
                           help="What you are judging, stored with every pair: a reward model "
                                "learns one criterion, so keep it the same for a session")
     return (chosen or "").strip()[:MAX_CRITERION]
@@ -447,7 +454,8 @@ class RewardJob:
             self.message = (f"Saved {out}{asked}: {summary}."
                             + (f" {damaged}." if damaged else ""))
         except Exception as exc:   # shown on the page; the store is untouched
-            self.state, self.message = "failed", f"{type(exc).__name__}: {exc}"
+            asked = f" (criterion: {criterion!r})" if criterion else ""
+            self.state, self.message = "failed", f"{type(exc).__name__}: {exc}{asked}"
 
     def stop(self) -> None:
         self._stop.set()

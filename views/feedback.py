@@ -78,7 +78,8 @@ if (current is None or current["label"] != label or current["k"] != k
         st.error(f"Cannot sample from {plain(label)}: {plain(exc)}", icon=":material/error:")
         st.stop()
     current = st.session_state[fv.CURRENT] = fv.next_comparison(
-        db, source, k, model, round_, judge, st.session_state.get("fb_criterion") or "")
+        db, source, k, model, round_, judge,
+        st.session_state.get(fv.criterion_key(source.data.name)) or "")
 
 criterion = fv.criterion_input(db, current["data"])
 fv.progress(db, judge, current["data"].name, criterion)
