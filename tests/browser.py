@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import signal
 import socket
@@ -115,6 +116,31 @@ def chromium_browser(executable: str):
             browser.close()
 
 
+def save_artifacts(request, pages) -> None:
+    """GANLAB_E2E_ARTIFACTS=dir (bench/browser_soak.py sets it): when a browser test
+    fails, a full-page screenshot and the text of each of its tabs, and the server's
+    log, go to dir, to see what the page showed when a wait ran out. Called by the page
+    fixtures before they close their browser context."""
+    folder = os.environ.get("GANLAB_E2E_ARTIFACTS")
+    report = getattr(request.node, "report_call", None)
+    if not folder or report is None or not report.failed:
+        return
+    stem = re.sub(r"[^\w.-]+", "_", request.node.nodeid)[-120:]
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    for i, pg in enumerate(pages):
+        try:
+            pg.screenshot(path=str(Path(folder) / f"{stem}.{i}.png"), full_page=True,
+                          timeout=10_000)
+            (Path(folder) / f"{stem}.{i}.txt").write_text(
+                pg.url + "\n\n" + pg.locator("body").inner_text(timeout=10_000))
+        except Exception as exc:   # a closed tab, a hung page: the report still stands
+            (Path(folder) / f"{stem}.{i}.txt").write_text(f"no artifact: {exc!r}")
+    if "server" in request.fixturenames:   # what the server said (the module's so far)
+        log = request.getfixturevalue("server")[1] / "streamlit.log"
+        if log.exists():
+            shutil.copyfile(log, Path(folder) / f"{stem}.streamlit.log")
+
+
 # -- page helpers (Streamlit puts a widget's key in the class "st-key-<key>") --------------
 def status_text(page) -> str:
     return page.locator(".st-key-status_line").first.inner_text()
@@ -125,26 +151,45 @@ def status_step(page) -> int:
     return int(text.split("step", 1)[1].split("·", 1)[0].strip().replace(",", ""))
 
 
-def wait_status(page, word: str, timeout_ms: int = 30_000) -> None:
+def wait_status(page, word: str, timeout_ms: float | None = 30_000,
+                key: str = "status_line") -> None:
+    """Wait until the status line (the Train page's, or the widget `key`'s) says `word`;
+    timeout_ms None: the page's default timeout."""
     page.wait_for_function(
-        "w => { const e = document.querySelector('.st-key-status_line');"
-        " return e && e.innerText.includes(w); }", arg=word, timeout=timeout_ms)
+        "([k, w]) => { const e = document.querySelector('.st-key-' + k);"
+        " return !!e && e.innerText.includes(w); }", arg=[key, word], timeout=timeout_ms)
 
 
-CHART_POINTS_JS = """title => {
-  const c = (window.ganlabCharts ? window.ganlabCharts() : []).find(c => c.title === title);
-  return c ? c.points : -1;
-}"""
+# static/live_chart.js defines window.ganlabCharts when it has loaded, some time after
+# the page's first paint, and a chart's element may be replaced on a rerun (its title is
+# "" until its data comes again). Every chart expression here reads the hook through
+# CHARTS, which is [] until then, and every wait asks for a chart by title and treats a
+# missing one as "not yet": no wait can throw before the page is ready.
+CHARTS = "(typeof window.ganlabCharts === 'function' ? window.ganlabCharts() : [])"
 
 
 def charts(page) -> list[dict]:
-    """What every live chart on the page shows (static/live_chart.js: ganlabCharts)."""
-    return page.evaluate("() => window.ganlabCharts ? window.ganlabCharts() : []")
+    """What every live chart on the page shows now (static/live_chart.js: ganlabCharts);
+    [] before the chart script has loaded. A read, not a wait: see wait_charts."""
+    return page.evaluate(f"() => {CHARTS}")
 
 
-def chart_points(page, title: str = "Losses") -> int:
-    """Steps drawn by the live chart with this title (-1: no such chart)."""
-    return page.evaluate(CHART_POINTS_JS, title)
+def wait_charts(page, test: str, arg=None, timeout_ms: float | None = None):
+    """Poll `test`, a JS function (charts, arg) => value, over the page's charts (the
+    list `charts` returns) until its value is truthy; return that value, so what is
+    checked next is what the wait saw (a second read could land mid-rerun)."""
+    handle = page.wait_for_function(f"([a]) => ({test})({CHARTS}, a)", arg=[arg],
+                                    timeout=timeout_ms)
+    return handle.json_value()
+
+
+def wait_chart(page, title: str = "Losses", test: str = "c => true", arg=None,
+               timeout_ms: float | None = None) -> dict:
+    """Wait until the chart with this title is on the page and `test`, a JS function
+    (chart, arg) => bool, holds for it; return that chart (a dict as in `charts`)."""
+    return wait_charts(page, "(cs, [t, a]) => { const c = cs.find(c => c.title === t);"
+                             f" return c && ({test})(c, a) ? c : false; }}",
+                       [title, arg], timeout_ms)
 
 
 def select_option(page, key: str, option: str) -> None:
@@ -171,19 +216,33 @@ def stop(page, key: str = "btn_stop") -> None:
 
 def wait_points_above(page, n: int, title: str = "Losses") -> int:
     """Wait until the chart's first trace has more than n points; return the count seen
-    by that same check (a second read could land mid-redraw, when it is -1)."""
+    by that same check (a second read could land mid-rerun, when the chart is missing)."""
+    return wait_chart(page, title, "(c, n) => c.points > n", n)["points"]
+
+
+def wait_step_above(page, n: int) -> int:
+    """Wait until the status line shows a step past n; return that step."""
     handle = page.wait_for_function(
-        f"([t, n]) => {{ const k = ({CHART_POINTS_JS})(t); return k > n ? k : false; }}",
-        arg=[title, n])
+        "n => { const e = document.querySelector('.st-key-status_line');"
+        " const m = e && e.innerText.match(/step ([\\d,]+)/);"
+        " const k = m ? parseInt(m[1].replace(/,/g, '')) : -1; return k > n ? k : false; }",
+        arg=n)
     return int(handle.json_value())
 
 
 def wait_input_value(page, key: str, value) -> None:
     """Wait until a widget shows a value the server set (e.g. a preset callback's):
     interacting before that reaches the browser would send the stale value back."""
-    page.wait_for_function(
-        "([k, v]) => { const e = document.querySelector('.st-key-' + k + ' input');"
-        " return e && e.value === v; }", arg=[key, str(value)])
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    try:
+        page.wait_for_function(
+            "([k, v]) => { const e = document.querySelector('.st-key-' + k + ' input');"
+            " return e && e.value === v; }", arg=[key, str(value)])
+    except PlaywrightTimeout:
+        shown = page.evaluate("k => { const e = document.querySelector('.st-key-' + k + ' input');"
+                              " return e ? e.value : null; }", key)
+        raise AssertionError(f"the widget {key!r} shows {shown!r}, not {str(value)!r}") from None
 
 
 def choose_data(page, data: str) -> None:

@@ -37,10 +37,19 @@ def page_size() -> dict:
     return {"width": 1400, "height": 1000}
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Note each phase's report on the test item (the `page` fixture reads it)."""
+    report = yield
+    setattr(item, f"report_{report.when}", report)
+    return report
+
+
 @pytest.fixture
-def page(browser, page_size):
+def page(browser, page_size, request):
     context = browser.new_context(viewport=page_size, accept_downloads=True)
     pg = context.new_page()
     pg.set_default_timeout(LIVE_MS)
     yield pg
+    b.save_artifacts(request, context.pages)
     context.close()

@@ -75,10 +75,7 @@ def test_train_controls_and_reload(server, page):
 
     b.click(page, "btn_resume")
     b.wait_status(page, "running")
-    page.wait_for_function(
-        "n => { const e = document.querySelector('.st-key-status_line');"
-        " const m = e && e.innerText.match(/step ([\\d,]+)/);"
-        " return m && parseInt(m[1].replace(/,/g, '')) > n; }", arg=held)
+    b.wait_step_above(page, held)
 
     # A reload (the run id is in the URL) re-attaches to the same live run.
     before = b.status_step(page)
@@ -142,13 +139,11 @@ def test_checkpoint_download_upload_resume_and_bad_file(server, page, tmp_path):
     b.click(page, "upload_resume")
     page.wait_for_url(re.compile(r"[?&]run=resume-"))
     b.wait_status(page, "running")
-    page.wait_for_function(
-        "n => { const e = document.querySelector('.st-key-status_line');"
-        " const m = e && e.innerText.match(/step ([\\d,]+)/);"
-        " return m && parseInt(m[1].replace(/,/g, '')) > n; }", arg=step)
-    # the resumed run's charts mark where it came from: each label inside its plot
-    page.wait_for_function("() => window.ganlabCharts().some(c => c.labels.length)")
-    labels = [lab for c in b.charts(page) for lab in c["labels"]]
+    b.wait_step_above(page, step)
+    # the resumed run's charts mark where it came from: each label inside its plot (the
+    # labels the wait saw: the chart script may still be loading when the page shows)
+    labels = b.wait_charts(
+        page, "cs => { const l = cs.flatMap(c => c.labels); return l.length ? l : false; }")
     assert any(lab["text"].startswith("from ") for lab in labels), labels
     for lab in labels:
         assert lab["left"] - 1 <= lab["x0"] < lab["x1"] <= lab["right"] + 1, lab

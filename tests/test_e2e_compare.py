@@ -15,19 +15,12 @@ import pytest
 
 from ui.live_chart import MAX_POINTS
 
-ARM_POINTS_JS = """arm => {
-  const c = (window.ganlabCharts ? window.ganlabCharts() : []).find(c => c.title === 'Losses');
-  return c && c.sources[arm] !== undefined ? c.sources[arm] : -1;
-}"""
-
 
 def wait_grows(page, arm: str, than: int) -> int:
     """Wait until the arm's line on the Losses chart has more than `than` points; return
     the count that check saw."""
-    handle = page.wait_for_function(
-        f"([a, n]) => {{ const k = ({ARM_POINTS_JS})(a); return k > n ? k : false; }}",
-        arg=[arm, than])
-    return int(handle.json_value())
+    chart = b.wait_chart(page, "Losses", "(c, [a, n]) => c.sources[a] > n", [arm, than])
+    return chart["sources"][arm]
 
 
 @pytest.fixture
@@ -46,8 +39,7 @@ def test_compare_bce_vs_reinforce_on_ring8(server, page):
     b.set_number(page, "cmp_batch", 2048)       # slow enough that the point count grows
     b.click(page, "cmp_start")
     page.wait_for_url(re.compile(r"[?&]arena="))
-    page.wait_for_function("() => { const e = document.querySelector('.st-key-cmp_status_line');"
-                           " return e && e.innerText.includes('running'); }")
+    b.wait_status(page, "running", None, key="cmp_status_line")
 
     # both arms' traces on the same chart, each growing over refreshes
     counts = {arm: wait_grows(page, arm, 0) for arm in ("bce", "reinforce")}
@@ -68,7 +60,6 @@ def test_compare_bce_vs_reinforce_on_ring8(server, page):
         page.screenshot(path=shot)
 
     b.stop(page, "cmp_stop")
-    page.wait_for_function("() => { const e = document.querySelector('.st-key-cmp_status_line');"
-                           " return e && e.innerText.includes('stopped'); }")
+    b.wait_status(page, "stopped", None, key="cmp_status_line")
     for arm in ("bce", "reinforce"):
         assert wait_grows(page, arm, 0) > 0   # the charts stay after the run ends

@@ -4,6 +4,7 @@ Fixtures: tests/conftest.py."""
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import browser as b
 
@@ -42,7 +43,24 @@ def judge_and_fine_tune(page, url, root, cfg, folder: str, oracle: str, pairs: i
     page.locator(".st-key-fb_source input").click()
     page.get_by_role("option", name=f"file {folder}/step_20.pt", exact=True).click()
     page.locator(".st-key-fb_left button").wait_for()   # the pair is shown
+    # ... of this generator (the page showed another's before the pick)
+    page.get_by_text(f"samples from file {folder}/step_20.pt", exact=False).wait_for()
+    # The page shows the database's latest reward-model job in every session, so the one
+    # an earlier test trained (its chart, message and Fine-tune button) can still be
+    # there: wait for this job's outcome, a message naming a file that was not there
+    # before, or a new error message (the job failed: say why at once).
+    models = root / "checkpoints" / "reward_models"
+    files = [str(f) for f in models.glob("*.pt")]
+    alerts = page.locator("[data-testid=stAlert]").all_inner_texts()
     page.locator(".st-key-fb_train button").first.click()
+    outcome = page.wait_for_function(
+        "([files, alerts]) => { for (const e of document.querySelectorAll('[data-testid=stAlert]')) {"
+        " const t = e.innerText, m = t.match(/\\bSaved (\\S+\\.pt)/);"
+        " if (m && !files.includes(m[1])) return {saved: m[1]};"
+        " if (/\\b\\w+Error: /.test(t) && !alerts.includes(t)) return {error: t}; }"
+        " return false; }", arg=[files, alerts]).json_value()
+    assert "saved" in outcome, f"the reward model did not train: {outcome['error']}"
+    assert Path(outcome["saved"]).is_file()
     page.get_by_text("held-out accuracy").first.wait_for()
     page.locator(".st-key-fb_finetune button").first.click()
     page.wait_for_url("**/compare?arena=*")
@@ -149,7 +167,7 @@ def test_a_digit_fine_tune_shows_base_and_arms_on_the_same_z_in_the_browser(serv
     page.wait_for_url("**/feedback*")
     page.locator(".st-key-fb_left button").wait_for()
     page.get_by_text("· arm rlhf at step", exact=False).wait_for()   # the caption
-    assert page.locator(".st-key-fb_round input").input_value() == "1"
+    b.wait_input_value(page, "fb_round", 1)   # the sidebar's widget follows a moment later
     page.go_back()
     page.get_by_text("Base vs fine-tuned, same z").wait_for()
     # "Blind-test rlhf": the Feedback page's blind test, the arm against its own start
