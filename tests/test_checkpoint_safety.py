@@ -511,6 +511,9 @@ def _arena_cases():
         ("arena_init_hashes", lambda s: put(s, ("init_hashes",), {"ppo": "abc"}),
          r"init_hashes names the text 'ppo', which is not an arm"),
         ("arena_missing_config", lambda s: drop(s, ("config",)), r"is missing config"),
+        ("arms_swapped", edit(lambda s: s["arms"].update(bce=s["arms"]["reinforce"],
+                                                         reinforce=s["arms"]["bce"])),
+         r"the arm named 'bce' holds a reinforce run, and its log shows no switch from bce"),
         ("arena_rule_not_its_arms", lambda s: put(s, ("rule",), "bogus"),
          r"its rule 'bogus' is not its arms' rules 'bce,reinforce'"),
         ("arena_unknown_field", lambda s: put(s, ("best_arm",), "bce"),
@@ -1092,3 +1095,15 @@ def test_a_file_too_large_for_a_checkpoint_is_refused_before_it_is_read(tmp_path
         fh.truncate(MAX_FILE_BYTES + 1)
     with pytest.raises(CheckpointError, match="more than a checkpoint can be"):
         load_checkpoint(path)
+
+
+def test_an_arm_switched_live_keeps_its_name_and_its_file_loads():
+    from core.engine.arena import Arena
+    from core.io.checkpoint import load_checkpoint
+
+    arena = Arena(preset("recommended", data="ring8", **TINY), ["bce", "reinforce"])
+    arena.step()
+    arena.set_rule("bce", "reinforce")   # the arm named bce now runs reinforce
+    arena.step()
+    state = load_checkpoint(to_bytes(arena.state_dict(), "arena"))
+    assert state["arms"]["bce"]["config"]["rule"] == "reinforce"

@@ -18,6 +18,7 @@ than the sizes the config implies (a finiteness mask of one tensor at a time).
 from __future__ import annotations
 
 import math
+import re
 import struct
 import zlib
 
@@ -26,6 +27,7 @@ import torch
 from core.data.datasets import sample_shape
 from core.engine.config import ConfigError, TrainConfig
 from core.engine.metric_log import MAX_EVENTS
+from core.engine.rules import RULES
 
 SCHEMA_VERSION = 2          # 2: safetensors (.safetensors); 1: torch.save (.pt)
 LEGACY_SCHEMA_VERSION = 1
@@ -175,6 +177,7 @@ def _validate_arena(state: dict, name: str) -> None:
         if "step" in arm and _check_int(where, "step", arm["step"], 0, MAX_STEP) != step:
             _fail(where, f"step {arm['step']:,} differs from the arena's step {step:,}")
         arm_cfg = _validate_run(arm, where)
+        _check_arm_name(where, arm_name, arm, arm_cfg.rule)
         rules.append(arm_cfg.rule)
         for field in ARENA_SHAPE_FIELDS:
             if getattr(arm_cfg, field) != getattr(cfg, field):
@@ -186,6 +189,21 @@ def _validate_arena(state: dict, name: str) -> None:
     if state.get("rule") is not None and state["rule"] != ",".join(rules):
         _fail(name, f"its rule {_clip(str(state['rule']), 60)!r} is not its arms' rules "
                     f"{','.join(rules)!r}")
+
+
+def _check_arm_name(where: str, arm_name: str, arm: dict, rule: str) -> None:
+    """An arm named after a rule ('bce', 'reinforce-2', 'rlhf:kl_weight=0.5') holds that
+    rule's run, or its log shows the live switch from it (a switch keeps the name): so
+    `extract --arm bce` never hands over another rule's arm in silence."""
+    named = re.sub(r"-\d+$", "", arm_name.split(":")[0].strip())
+    if named not in RULES or named == rule:
+        return
+    switches = [text for _, text in arm["metrics"].get("events", [])
+                if isinstance(text, str) and text.startswith("rule: ")]
+    if not (switches and switches[0].startswith(f"rule: {named} -> ")
+            and switches[-1].endswith(f"-> {rule}")):
+        _fail(where, f"the arm named {_clip(arm_name, 60)!r} holds a {rule} run, and its log "
+                     f"shows no switch from {named}; an arm is named after its rule")
 
 
 def _validate_run(state, name: str) -> TrainConfig:
