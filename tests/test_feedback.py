@@ -274,7 +274,7 @@ def test_feedback_to_reward_model_to_fine_tune_comparison(feedback_env):
         at.number_input(key="fb_round").set_value(1).run()
         at.button(key="fb_left").click().run()
         simulate(store, source.G, data, make_oracle("upper", data), n=30, noise=0.1, seed=1)
-        at.text_input(key="fb_out").set_value(str(feedback_env / "round1.pt"))
+        at.text_input(key="fb_out_ring8").set_value(str(feedback_env / "round1.pt"))
         train_on_page(at, jobs)
         assert [j.round for j in store.judgements()][40] == 1
         step, end = arena.step_count, arena.end_step

@@ -99,7 +99,7 @@ st.subheader("Reward model")
 job = fv.jobs().get(db_path)
 out = st.text_input("Save as", value=str(default_file(fv.default_path().parent /
                                                     "reward_models", current["data"].name)),
-                    key="fb_out", help="A new file: a model a run may be using is never "
+                    key=f"fb_out_{current['data'].name}", help="A new file: a model a run may be using is never "
                                        "replaced")
 row = st.container(horizontal=True, key="fb_model_row")   # wraps; columns cut the labels
 if row.button("Train reward model", key="fb_train", disabled=job is not None and
