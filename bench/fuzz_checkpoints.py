@@ -78,6 +78,7 @@ os.environ.setdefault("GANLAB_TORCH_THREADS", "1")
 
 import torch  # noqa: E402
 from helpers import put  # noqa: E402  (tests/helpers.py)
+from peak_memory import Memory  # noqa: E402  (bench/peak_memory.py)
 
 from core.cli.main import main  # noqa: E402
 from core.engine.config import preset  # noqa: E402
@@ -644,35 +645,6 @@ def commands(path: Path, work: Path) -> dict:
 
 def _files(folder: Path) -> set:
     return {p for p in folder.rglob("*")}
-
-
-def _status_kb(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    return 0
-
-
-class Memory:
-    """Each call's peak resident memory above what the process held when it started."""
-
-    def __init__(self):
-        try:
-            Path("/proc/self/clear_refs").write_text("5")
-            self.exact = True
-        except OSError:
-            self.exact = False
-
-    def start(self) -> int:
-        if self.exact:
-            Path("/proc/self/clear_refs").write_text("5")   # VmHWM := VmRSS
-            return _status_kb("VmRSS")
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-
-    def growth_mb(self, start: int) -> float:
-        end = _status_kb("VmHWM") if self.exact else resource.getrusage(
-            resource.RUSAGE_SELF).ru_maxrss
-        return max(0, end - start) / 1024
 
 
 def run_one(argv: list, timeout: int) -> tuple[str, str, str]:

@@ -67,6 +67,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT)]
 os.environ.setdefault("GANLAB_TORCH_THREADS", "1")
 
+from peak_memory import Memory  # noqa: E402  (bench/peak_memory.py)
 
 from core.cli.main import main  # noqa: E402
 
@@ -601,39 +602,42 @@ def _locked(db: Path):
         conn.close()
 
 
+def _varint(buf: bytes, pos: int) -> tuple[int, int]:
+    """(value, position after it) of an unsigned LEB128 varint."""
+    shift = value = 0
+    while True:
+        b = buf[pos]
+        pos += 1
+        value |= (b & 0x7F) << shift
+        if not b & 0x80:
+            return value, pos
+        shift += 7
+
+
 def _thrift_skip(buf: bytes, pos: int, kind: int) -> int:
     """Past one value of Thrift's compact protocol (what Parquet's footer is written in)."""
-    def varint(p):
-        shift = value = 0
-        while True:
-            b = buf[p]
-            p += 1
-            value |= (b & 0x7F) << shift
-            if not b & 0x80:
-                return value, p
-            shift += 7
     if kind in (1, 2):            # a bool field: the value is in the field header
         return pos
     if kind == 3:
         return pos + 1
     if kind in (4, 5, 6):
-        return varint(pos)[1]
+        return _varint(buf, pos)[1]
     if kind == 7:
         return pos + 8
     if kind == 8:
-        n, pos = varint(pos)
+        n, pos = _varint(buf, pos)
         return pos + n
     if kind in (9, 10):
         head = buf[pos]
         pos += 1
         n, elem = head >> 4, head & 0x0F
         if n == 15:
-            n, pos = varint(pos)
+            n, pos = _varint(buf, pos)
         for _ in range(n):
             pos = pos + 1 if elem in (1, 2) else _thrift_skip(buf, pos, elem)
         return pos
     if kind == 11:
-        n, pos = varint(pos)
+        n, pos = _varint(buf, pos)
         if n:
             kv = buf[pos]
             pos += 1
@@ -657,14 +661,7 @@ def _thrift_fields(buf: bytes, pos: int):
         if delta:
             fid += delta
         else:   # a full i16 field id, zigzag varint
-            shift = value = 0
-            while True:
-                b = buf[pos]
-                pos += 1
-                value |= (b & 0x7F) << shift
-                if not b & 0x80:
-                    break
-                shift += 7
+            value, pos = _varint(buf, pos)
             fid = (value >> 1) ^ -(value & 1)
         end = _thrift_skip(buf, pos, kind)
         yield fid, kind, pos, end
@@ -1099,35 +1096,6 @@ def _make_checkpoints(tmp: Path) -> tuple[Path, Path]:
 
 
 COLS = ["tried", "ok", "clear", "trace", "other", "silent", "refused", "hang", "files"]
-
-
-def _status_kb(name: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(name + ":"):
-            return int(line.split()[1])
-    return 0
-
-
-class Memory:
-    """Each case's peak resident memory above what the process held when it started."""
-
-    def __init__(self):
-        try:
-            Path("/proc/self/clear_refs").write_text("5")
-            self.exact = True
-        except OSError:
-            self.exact = False
-
-    def start(self) -> int:
-        if self.exact:
-            Path("/proc/self/clear_refs").write_text("5")   # VmHWM := VmRSS
-            return _status_kb("VmRSS")
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-
-    def growth_mb(self, start: int) -> float:
-        end = _status_kb("VmHWM") if self.exact else resource.getrusage(
-            resource.RUSAGE_SELF).ru_maxrss
-        return max(0, end - start) / 1024
 
 
 def main_bench() -> int:

@@ -279,23 +279,24 @@ def undo(db: PreferenceStore, judge: str) -> None:
             "step": gone.step, "fingerprint": gone.generator, "round": gone.round}
 
 
-def progress(db: PreferenceStore, judge: str, data: str, criterion: str) -> None:
+def progress(db: PreferenceStore, judge: str, data: str, criterion: str) -> int:
     """The counter: this judge's training pairs on this data set and criterion (a
-    best-of-4 click is 3 pairs; skips apart), and everyone's."""
+    best-of-4 click is 3 pairs; skips apart), and everyone's (returned)."""
     mine, everyone = db.tally(judge, data, criterion), db.tally(data=data, criterion=criterion)
     skipped = f", {mine['skips']} skipped" if mine["skips"] else ""
     st.progress(min(1.0, mine["pairs"] / TARGET),
                 text=f"{plain(judge)}: {mine['pairs']} pairs of {data} judged of a suggested "
                      f"{TARGET}{skipped} ({everyone['pairs']} by everyone in "
                      f"{plain(db.path.name)})")
+    return everyone["pairs"]
 
 
-def dataset_buttons(row, db: PreferenceStore, data: str, criterion: str) -> None:
+def dataset_buttons(row, db: PreferenceStore, data: str, criterion: str, pairs: int) -> None:
     """Export this criterion's pairs as a shareable dataset (Parquet in the TRL and
     Pick-a-Pic conventions), or import one into this database."""
     from core.feedback.export import to_parquet
 
-    if db.tally(data=data, criterion=criterion)["pairs"]:
+    if pairs:   # this criterion's, by everyone
         row.download_button("Dataset (Parquet)", key="fb_parquet", on_click="ignore",
                             data=lambda: to_parquet(db, data, criterion)[0],
                             file_name=f"{data}-preferences.parquet",

@@ -39,8 +39,7 @@ def final_quality(log) -> dict:
 
 def table(runs: dict[str, tuple[dict, dict]]) -> pd.DataFrame:
     """Rows: settings, then final quality; a column per run; `differs` marks the rows
-    whose values are not all the same (the quality rows always differ in spirit: they
-    are results, so they are kept whatever)."""
+    whose values are not all the same."""
     settings = {name: flat(cfg) for name, (cfg, _) in runs.items()}
     keys = list(dict.fromkeys(k for s in settings.values() for k in s))
     rows = {k: [str(settings[n].get(k, "–")) for n in runs] for k in keys}

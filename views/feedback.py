@@ -82,7 +82,7 @@ if (current is None or current["label"] != label or current["k"] != k
         st.session_state.get(fv.criterion_key(source.data.name)) or "")
 
 criterion = fv.criterion_input(db, current["data"])
-fv.progress(db, judge, current["data"].name, criterion)
+judged = fv.progress(db, judge, current["data"].name, criterion)
 fv.messages()
 asked = criterion or "Which sample is better?"
 st.markdown(f"**{plain(asked)}**" + ("" if k == 2 else " (pick the best of the four)"))
@@ -107,7 +107,7 @@ if row.button("Train reward model", key="fb_train", disabled=job is not None and
     fv.jobs()[db_path] = job = fv.RewardJob(db, current["data"], None, Path(out), criterion)
 row.download_button("Judgements CSV", data=db.to_csv, file_name="preferences.csv",
                    mime="text/csv", key="fb_csv", on_click="ignore")
-fv.dataset_buttons(row, db, current["data"].name, criterion)
+fv.dataset_buttons(row, db, current["data"].name, criterion, judged)
 if job is not None and job.state == "done":
     source = sources[label]()
     steps = fv.fine_tune_steps(current["data"].is_image)
