@@ -65,9 +65,9 @@ def cmd_feedback_export(args: argparse.Namespace) -> int:
     out = check_out_file("--out", args.out)
     store = _existing_store(args.db)
     try:
-        data = _data_of(store, args.data)
         skipped: list[str] = []
-        rows, card = export(store, out, data, args.criterion, skipped)
+        data = _data_of(store, args.data, skipped)
+        rows, card = export(store, out, data, args.criterion)
     finally:
         store.close()
     _warn_skipped(skipped)
@@ -90,13 +90,18 @@ def cmd_feedback_import(args: argparse.Namespace) -> int:
     return 0
 
 
-def _data_of(store, wanted: str | None) -> str:
-    """The data set asked for, or the only known one judged (rows naming a data set
-    this lab does not have are left out, as reward train does)."""
-    names = sorted({j.data for j in store.judgements() if j.data in DATASETS})
+def _data_of(store, wanted: str | None, skipped: list[str], judge: str | None = None) -> str:
+    """The data set asked for, or the only known one judged. Damaged rows, and rows
+    naming a data set this lab does not have, are left out and added to `skipped`."""
+    rows = store.judgements(judge=judge, skipped=skipped)
+    skipped += [f"row {j.id}: data {short(j.data)!r} is not a known data set"
+                for j in rows if j.data not in DATASETS]
+    names = sorted({j.data for j in rows if j.data in DATASETS})
     if wanted is None and len(names) != 1:
-        raise UsageError(f"{store.path} holds judgements of {', '.join(names)}; choose one "
-                         "with --data" if names else f"{store.path} holds no judgements")
+        raise UsageError(_with_skipped(
+            f"{store.path} holds judgements of {', '.join(names)}; choose one with --data"
+            if names else f"{store.path} holds no usable judgements: judge on the "
+            "Feedback page or run python -m core feedback simulate", skipped))
     return wanted or names[0]
 
 
@@ -110,10 +115,10 @@ def cmd_feedback_stats(args: argparse.Namespace) -> int:
 
     store = _existing_store(args.db)
     try:
-        data = _data_of(store, args.data)
-        criterion = _one_criterion(store, data, args.criterion)
         skipped: list[str] = []
-        rows = store.judgements(data=data, criterion=criterion, skipped=skipped)
+        data = _data_of(store, args.data, skipped)
+        criterion = _one_criterion(store, data, args.criterion)
+        rows = store.judgements(data=data, criterion=criterion)
     finally:
         store.close()
     _warn_skipped(skipped)
@@ -184,7 +189,6 @@ def cmd_reward_train(args: argparse.Namespace) -> int:
     from core.data.datasets import load_by_name
     from core.engine.config import ConfigError
     from core.feedback.loop import train_from_store
-    from core.feedback.preferences import PreferenceStore, default_path, skipped_line
     from core.feedback.reward_model import RewardModelError, new_file, verdict
 
     out = check_out_file("--out", args.out)
@@ -192,23 +196,10 @@ def cmd_reward_train(args: argparse.Namespace) -> int:
         new_file(out)
     except RewardModelError as exc:
         raise UsageError(str(exc)) from None
-    db = Path(args.db or default_path())
-    if not db.exists():   # opening would create an empty database only to refuse it
-        raise UsageError(f"{db}: no preference database there yet: judge on the Feedback "
-                         "page or run python -m core feedback simulate")
-    store = PreferenceStore(db)
+    store = _existing_store(args.db)
     skipped: list[str] = []   # damaged rows the store left out, reported below
     try:
-        rows = store.judgements(judge=args.judge, skipped=skipped)
-        skipped += [f"row {j.id}: data {short(j.data)!r} is not a known data set"
-                    for j in rows if j.data not in DATASETS]
-        names = sorted({j.data for j in rows if j.data in DATASETS})
-        if args.data is None and len(names) != 1:
-            raise UsageError(_with_skipped(
-                f"{store.path} holds judgements of {', '.join(names)}; choose one with --data"
-                if names else f"{store.path} holds no usable judgements: judge on the "
-                "Feedback page or run python -m core feedback simulate", skipped))
-        data = load_by_name(args.data or names[0])
+        data = load_by_name(_data_of(store, args.data, skipped, args.judge))
         criterion = _one_criterion(store, data.name, args.criterion)
         exclude = _unreliable(store, data.name, criterion, args.min_self_agreement)
         model = train_from_store(store, data, judge=args.judge, skipped=skipped,
@@ -218,8 +209,7 @@ def cmd_reward_train(args: argparse.Namespace) -> int:
         raise UsageError(_with_skipped(one_line(exc), skipped)) from None
     finally:
         store.close()
-    if skipped:
-        print(f"warning: {skipped_line(skipped)}", file=sys.stderr)
+    _warn_skipped(skipped)
     path = model.save(out)
     good, summary = verdict(model.metrics)
     print(f"wrote {path}: features {model.metrics['features']}, {summary}",
