@@ -87,6 +87,8 @@ def main() -> int:
     if args.runs < 1:
         parser.error("--runs must be at least 1")
     out = args.out or Path(tempfile.mkdtemp(prefix="browser_soak-"))
+    if out.exists() and any(out.glob("run*")):   # an earlier soak's runs would mix in
+        parser.error(f"--out {out} holds an earlier soak's runs: name a new folder")
     out.mkdir(parents=True, exist_ok=True)
     unlisted = sorted(str(f.relative_to(ROOT)) for f in (ROOT / "tests").glob("test_e2e*.py")
                       if str(f.relative_to(ROOT)) not in FILES)

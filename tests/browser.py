@@ -207,11 +207,19 @@ def click(page, key: str) -> None:
     page.locator(f".st-key-{key} button").first.click()
 
 
+STATUS_OF_STOP = {"btn_stop": "status_line", "cmp_stop": "cmp_status_line"}
+
+
 def stop(page, key: str = "btn_stop") -> None:
     """Stop asks for confirmation (ui/run_view.py stop_button): open its popover
-    (`<key>_menu`), then press "Really stop" (`key`)."""
+    (`<key>_menu`), then press "Really stop" (`key`); return once the status line says
+    the run ended. A click sent while the stop's rerun is still drawing the page can be
+    lost to it (seen in CI: a page switch clicked right after Stop never rendered)."""
     click(page, f"{key}_menu")
     page.locator(f".st-key-{key} button").first.click()
+    page.wait_for_function(
+        "k => { const e = document.querySelector('.st-key-' + k);"
+        " return !!e && /stopped|finished/.test(e.innerText); }", arg=STATUS_OF_STOP[key])
 
 
 def wait_points_above(page, n: int, title: str = "Losses") -> int:
