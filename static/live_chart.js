@@ -6,19 +6,30 @@
 // quality evaluation). The chart lives across messages, so the user's zoom, hidden
 // series, log scale and hover survive every update. Streamlit calls render() again on
 // the same element whenever the data or the theme changes.
+//
+// A zoomed chart asks for the rows of its x range at full resolution (component state
+// "zoom"); the answer ("detail" on a source) is drawn inside that range until un-zoomed.
+// Zoom and log y are kept per chart and run in localStorage, so a reload keeps them.
 
 const MAX_POINTS = 1000;            // per source; thinned back to this past 2x
 const STATIC = new URL("app/static/", document.baseURI).href;
 const LINK_KEY = "ganlab.linkx";    // localStorage: x axes linked across charts
+const VIEW_KEY = "ganlab.view.";    // localStorage: + chart key@run -> {zoom, log}
 const groups = new Map();           // group name -> Set of charts (for linked x)
 const groupZoom = new Map();        // group name -> [min, max] the user zoomed to
 const charts = new WeakMap();       // component root -> chart
 const live = new Set();             // every chart, for the page's inspection hook below
 
 // What each chart on the page shows, for tests and benches (read-only).
+// inView: points drawn inside the x range; detail: rows of the zoomed range held;
+// hover: the step under the cursor (null when not hovered); dots: a quality chart.
 window.ganlabCharts = () => [...live].filter((c) => c.box.isConnected).map((c) => ({
   title: c.titleEl.textContent, points: c.plot ? c.plot.data[0].length : 0,
   x: c.plot ? [c.plot.scales.x.min, c.plot.scales.x.max] : null, zoomed: c.zoomed,
+  inView: c.plot ? c.plot.data[0].filter(
+    (v) => v >= c.plot.scales.x.min && v <= c.plot.scales.x.max).length : 0,
+  detail: [...c.sources.values()].reduce((n, s) => n + (s.detail ? s.detail.x.length : 0), 0),
+  hover: c.hoverX, persist: c.spec ? c.spec.persist : null, dots: !!(c.spec && c.spec.points),
   log: c.log, lines: c.plot ? c.plot.series.length - 1 : 0,
   sources: Object.fromEntries([...c.sources].map(([id, s]) => [
     ((c.spec.sources.find((x) => x.id === id) || {}).label) || id, s.x.length])),
@@ -41,6 +52,14 @@ function loadUPlot() {
 }
 
 function linkedX() { return localStorage.getItem(LINK_KEY) !== "off"; }
+
+function loadView(key) {
+  try { return JSON.parse(localStorage.getItem(VIEW_KEY + key)) || {}; } catch { return {}; }
+}
+
+function sameRange(a, b) {
+  return a === b || (!!a && !!b && a[0] === b[0] && a[1] === b[1]);
+}
 
 // -- data helpers ----------------------------------------------------------------------
 // Keep the first and last point and, per bucket, each column's min and max (spikes stay).
@@ -67,6 +86,20 @@ function thin(src, maxPoints) {
   const idx = [...keep].sort((a, b) => a - b);
   src.x = idx.map((i) => src.x[i]);
   src.ys = src.ys.map((y) => idx.map((i) => y[i]));
+}
+
+// A source's rows as drawn: its overview, with the rows of the zoomed range (if held)
+// replacing the overview's there.
+function withDetail(s) {
+  const d = s.detail;
+  if (!d || !d.x.length) return s;
+  const a = d.x[0], b = d.x[d.x.length - 1];
+  const before = s.x.findIndex((v) => v >= a);
+  const i0 = before < 0 ? s.x.length : before;
+  let i1 = i0;
+  while (i1 < s.x.length && s.x[i1] <= b) i1++;
+  return { x: [...s.x.slice(0, i0), ...d.x, ...s.x.slice(i1)],
+           ys: s.ys.map((y, k) => [...y.slice(0, i0), ...d.ys[k], ...y.slice(i1)]) };
 }
 
 // Debiased exponential moving average over the non-null points (TensorBoard's).
@@ -131,6 +164,7 @@ function rgba(hex, alpha) {
   return `rgba(${r},${g},${b},${alpha})`;
 }
 
+const NOT_SYNCED = new Set(["mousedown", "mouseup", "dblclick"]);
 const DASH = { solid: undefined, dash: [6, 4], dot: [2, 3], dashdot: [6, 3, 2, 3] };
 
 // -- one chart -------------------------------------------------------------------------
@@ -142,6 +176,8 @@ class LiveChart {
     this.hidden = new Set();      // series labels the user switched off in the legend
     this.log = false;
     this.zoomed = false;
+    this.zoomAsked = null;        // the x range whose rows this element asked for
+    this.hoverX = null;           // the step under the cursor, held across updates
     this.plot = null;
     this.structure = "";
     const box = document.createElement("div");
@@ -157,7 +193,11 @@ class LiveChart {
     this.plotEl = box.querySelector(".lc-plot");
     this.legendEl = box.querySelector(".lc-legend");
     this.msgEl = box.querySelector(".lc-msg");
-    box.querySelector(".lc-log").onclick = () => { this.log = !this.log; this.rebuild(); };
+    box.querySelector(".lc-log").onclick = () => {
+      this.log = !this.log;
+      this.saveView();
+      this.rebuild();
+    };
     box.querySelector(".lc-link").onclick = () => {
       localStorage.setItem(LINK_KEY, linkedX() ? "off" : "on");
       for (const set of groups.values()) for (const c of set) c.drawTools();
@@ -168,11 +208,13 @@ class LiveChart {
   }
 
   update(data, setStateValue) {
+    this.setState = setStateValue;
     if (data.chart) this.spec = data.chart;   // sent when it changes, else kept
     if (!this.spec) {                          // a new element that missed it: resync
       setStateValue("resync", (data.resync || 0) + 1);
       return;
     }
+    if (this.restoredFor !== this.spec.persist) this.restoreView();
     this.smoothing = data.smoothing || 0;
     if (data.events) this.events = data.events;   // sent when they change, else kept
     this.titleEl.textContent = this.spec.title;
@@ -193,11 +235,50 @@ class LiveChart {
         gap = true;    // this element is new (or missed a message): ask for everything
         continue;
       }
+      // the rows of the range this element asked for; an answer to an older ask is late
+      if (p.detail) s.detail = sameRange([p.detail.lo, p.detail.hi], this.zoomAsked) ? p.detail : null;
       thin(s, MAX_POINTS);
     }
     for (const id of [...this.sources.keys()]) if (!ids.has(id)) this.sources.delete(id);
     if (gap) setStateValue("resync", (data.resync || 0) + 1);
     this.draw();
+  }
+
+  // The user's zoom and log y of this chart for this run, from before a reload.
+  restoreView() {
+    this.restoredFor = this.spec.persist;
+    const v = this.spec.persist ? loadView(this.spec.persist) : {};
+    this.log = !!v.log;
+    const zoom = Array.isArray(v.zoom) && v.zoom.length === 2 ? v.zoom : null;
+    this.zoomed = !!zoom;
+    this.pendingX = zoom;
+    if (zoom && linkedX()) groupZoom.set(this.spec.group, zoom);
+    this.askDetail(zoom);
+  }
+
+  saveView() {
+    if (!this.spec || !this.spec.persist) return;
+    const v = {};
+    if (this.log) v.log = true;
+    if (this.zoomed && this.zoomAsked) v.zoom = this.zoomAsked;
+    if (Object.keys(v).length) localStorage.setItem(VIEW_KEY + this.spec.persist, JSON.stringify(v));
+    else localStorage.removeItem(VIEW_KEY + this.spec.persist);
+  }
+
+  // Ask the server for the rows of this x range (null: none, back to the overview).
+  askDetail(range) {
+    const r = range ? [range[0], range[1]] : null;
+    if (sameRange(r, this.zoomAsked)) return;
+    this.zoomAsked = r;
+    if (!r) for (const s of this.sources.values()) s.detail = null;
+    if (this.setState) this.setState("zoom", r);
+  }
+
+  // The user zoomed this chart (or a linked one) to [min, max].
+  zoomTo(range) {
+    this.zoomed = true;
+    this.askDetail(range);
+    this.saveView();
   }
 
   joinGroup(name) {
@@ -231,7 +312,10 @@ class LiveChart {
 
   buildData() {
     const order = this.spec.sources.filter((s) => this.sources.has(s.id));
-    const [x, cols] = join(order.map((s) => this.sources.get(s.id)));
+    const [x, cols] = join(order.map((s) => {
+      const src = this.sources.get(s.id);
+      return this.zoomed ? withDetail(src) : src;
+    }));
     const lines = this.series();
     const data = [x];
     const smoothOn = this.smoothing > 0;
@@ -262,9 +346,10 @@ class LiveChart {
     const data = this.buildData();
     const shared = linkedX() && groupZoom.get(this.group);
     if (shared && !this.zoomed) {   // a chart that appeared after its peers were zoomed
-      this.zoomed = true;
       this.pendingX = shared;
+      this.zoomTo(shared);
     }
+    const hover = this.hoverX;
     if (!this.plot || key !== this.structure) {
       this.structure = key;
       this.theme = theme;
@@ -273,11 +358,23 @@ class LiveChart {
       const keep = this.pendingX ||
         (this.zoomed ? [this.plot.scales.x.min, this.plot.scales.x.max] : null);
       this.pendingX = null;
-      this.plot.setData(data, !this.zoomed);
-      if (keep) this.plot.setScale("x", { min: keep[0], max: keep[1] });
+      // at once, not in uPlot's microtask: the cursor is put back on its step below
+      this.plot.batch(() => {
+        this.plot.setData(data, !this.zoomed);
+        if (keep) this.plot.setScale("x", { min: keep[0], max: keep[1] });
+      });
     }
+    // new rows move the steps under a resting mouse: keep the readout on the hovered one
+    if (hover != null) this.holdCursor(hover);
     this.drawTools();
-    this.drawLegend(null);
+    this.drawLegend(this.hoverX != null ? this.plot.cursor.idx : null);
+  }
+
+  holdCursor(step) {
+    const u = this.plot;
+    const left = u.valToPos(step, "x");
+    if (!(left >= 0 && left <= u.over.clientWidth)) return;   // zoomed out of view
+    u.setCursor({ left, top: Math.max(0, u.cursor.top) }, true, false);
   }
 
   rebuild() { this.structure = ""; this.draw(); }
@@ -318,7 +415,11 @@ class LiveChart {
       height: this.spec.height || 220,
       series, bands,
       legend: { show: false },
-      cursor: { sync: { key: "ganlab-" + this.group, setSeries: false },
+      // Only the hover is shared: uPlot also publishes a drag's mousedown/mouseup and a
+      // double-click, and each peer then zoomed (or un-zoomed) itself, "link x" or not.
+      // Linked zoom is propagateX's and resetZoom's.
+      cursor: { sync: { key: "ganlab-" + this.group, setSeries: false,
+                        filters: { pub: (type) => !NOT_SYNCED.has(type) } },
                 drag: { x: true, y: false, setScale: true }, focus: { prox: 16 } },
       scales: { x: { time: false },
                 y: this.log ? { distr: 3 } : (yr ? { range: () => yr } : { auto: true }) },
@@ -329,14 +430,18 @@ class LiveChart {
           font: "11px sans-serif", size: 52, values: (u, vals) => vals.map(fmt) },
       ],
       hooks: {
-        setCursor: [(u) => this.drawLegend(u.cursor.idx)],
+        setCursor: [(u) => {
+          const i = u.cursor.idx;
+          this.hoverX = u.cursor.left >= 0 && i != null ? u.data[0][i] : null;
+          this.drawLegend(i);
+        }],
         // a drag-selection zooms x; the scale's hook fires after it (uPlot commits
         // in a microtask), so the selection is noted first
         setSelect: [(u) => { if (u.select.width > 0) this.selecting = true; }],
         setScale: [(u, key) => {
           if (key !== "x" || !this.selecting) return;
           this.selecting = false;
-          this.zoomed = true;   // the user's range: kept across updates
+          this.zoomTo([u.scales.x.min, u.scales.x.max]);   // kept across updates
           this.propagateX(u);
         }],
         draw: [(u) => this.drawEvents(u)],
@@ -345,7 +450,8 @@ class LiveChart {
     this.plot = new U(opts, data, this.plotEl);
     const x = this.pendingX || prevX;
     this.pendingX = null;
-    if (x) this.plot.setScale("x", { min: x[0], max: x[1] });
+    this.hoverX = null;    // a new plot has no cursor until the mouse moves (or draw holds it)
+    if (x) this.plot.batch(() => this.plot.setScale("x", { min: x[0], max: x[1] }));
     this.box.style.color = t.text;
   }
 
@@ -355,7 +461,7 @@ class LiveChart {
     groupZoom.set(this.group, [min, max]);
     for (const c of this.peers()) {
       c.syncing = true;
-      c.zoomed = true;
+      c.zoomTo([min, max]);
       c.plot.setScale("x", { min, max });
       c.syncing = false;
     }
@@ -363,7 +469,10 @@ class LiveChart {
 
   resetZoom(user) {
     this.zoomed = false;
-    if (this.plot) this.plot.setData(this.plot.data, true);
+    this.pendingX = null;
+    this.askDetail(null);
+    this.saveView();
+    if (this.plot) this.plot.setData(this.buildData(), true);
     if (user && linkedX()) {
       groupZoom.delete(this.group);
       for (const c of this.peers()) c.resetZoom(false);

@@ -174,3 +174,125 @@ def test_dark_theme_chart_text_is_readable(server, page_dark):
     assert contrast(blend(theme["text"], bg), bg) >= 7, theme
     assert contrast(blend(theme["axis"], bg), bg) >= 4.5, theme
     b.stop(page_dark, "btn_stop")
+
+
+# -- issue 22: charts that hold still under the cursor ---------------------------------------
+def plot_of(page, title: str = "Losses"):
+    """The chart's plot area, found again right before each action (see above)."""
+    return page.locator(".lc", has_text=title).first.locator(".u-over")
+
+
+def tool(page, name: str, title: str = "Losses"):
+    return page.locator(".lc", has_text=title).first.locator(f".lc-{name}")
+
+
+def test_the_hover_readout_holds_its_step_while_rows_arrive(server, page):
+    url, _ = server
+    start(page, url)
+    # the first evaluation puts metric cards above the charts: hover after it, so the
+    # page does not move the chart from under the mouse
+    page.get_by_text("modes covered").first.wait_for()
+    wait_refreshes(page, 1)
+    plot = plot_of(page)
+    box = plot.bounding_box()
+    plot.hover(position={"x": box["width"] * 0.5, "y": box["height"] / 2})
+    step = b.wait_chart(page, "Losses", "c => c.hover !== null")["hover"]
+    # the linked step charts show the same step (the shared cursor); the quality
+    # charts' elements may be replaced when another one joins their row
+    peers = {c["title"]: c["hover"] for c in b.charts(page)
+             if c["title"] not in ("Losses", "") and not c["dots"] and c["hover"] is not None}
+    assert peers, b.charts(page)
+    # the history grows, and with it the x range under the resting mouse
+    after = wait_refreshes(page, 3)
+    assert after["hover"] == step, (step, after["hover"])
+    assert f"step {step:,}" in after["legend"], after["legend"]
+    now = {c["title"]: c for c in b.charts(page)}
+    held = {t: now[t]["hover"] for t in peers if t in now}
+    assert held and held == {t: peers[t] for t in held}, (peers, held)
+    b.stop(page, "btn_stop")
+
+
+def test_with_link_x_off_a_drag_zooms_one_chart_only(server, page):
+    url, _ = server
+    start(page, url)
+    b.wait_charts(page, "cs => cs.filter(c => c.x !== null).length > 2")
+    tool(page, "link").click()
+    page.wait_for_function("() => localStorage.getItem('ganlab.linkx') === 'off'")
+    drag_zoom(page)
+    zoomed = b.wait_chart(page, "Losses", "c => c.zoomed")
+    wait_refreshes(page, 2)
+    drawn = b.wait_charts(page, "cs => cs.length > 2 && cs.every(c => c.x !== null) && cs")
+    others = [c for c in drawn if c["title"] != "Losses"]
+    assert others and not any(c["zoomed"] for c in others), others
+    assert all(c["x"][0] <= 2 and c["x"][1] > zoomed["x"][1] for c in others), \
+        "the other charts still show the whole run"
+
+    # linked again: a drag zooms every chart, a double-click un-zooms them all
+    tool(page, "link").click()
+    page.wait_for_function("() => localStorage.getItem('ganlab.linkx') === 'on'")
+    drag_zoom(page)
+    linked = b.wait_charts(
+        page, "cs => { const l = cs.find(c => c.title === 'Losses');"
+              " return l && cs.length > 2 && cs.every(c => c.zoomed && c.x"
+              " && c.x[0] === l.x[0] && c.x[1] === l.x[1]) && cs; }")
+    assert {c["title"] for c in drawn} <= {c["title"] for c in linked}
+    plot_of(page).dblclick()
+    b.wait_charts(page, "cs => cs.length > 2 && !cs.some(c => c.zoomed)")
+    b.stop(page, "btn_stop")
+
+
+def test_zooming_into_a_thinned_range_draws_every_row_there(server, page):
+    url, _ = server
+    page.goto(url)
+    b.choose_data(page, "ring8")             # its recommended batch: fast
+    b.click(page, "btn_start")
+    page.wait_for_url(re.compile(r"[?&]run="))
+    b.wait_status(page, "running")
+    b.wait_step_above(page, 1_500)
+    b.click(page, "btn_pause")
+    b.wait_status(page, "paused")
+    page.reload()     # the first draw: the whole history thinned to 1,000 rows
+    step = b.status_step(page)
+    overview = b.wait_chart(page, "Losses", "c => c.points > 0 && !c.zoomed")
+    assert overview["points"] <= 1_000 < step, (overview["points"], step)
+
+    drag_zoom(page)
+    # every logged step inside the zoomed range is drawn (one row per step)
+    zoomed = b.wait_chart(
+        page, "Losses", "c => c.zoomed && c.detail > 0 &&"
+                        " c.inView === Math.floor(c.x[1]) - Math.ceil(c.x[0]) + 1")
+    assert zoomed["inView"] >= 150, zoomed
+    assert zoomed["points"] > overview["points"], "more rows than the overview had"
+
+    plot_of(page).dblclick()                  # back to the thinned overview
+    back = b.wait_chart(page, "Losses", "c => !c.zoomed && c.detail === 0")
+    assert back["points"] == overview["points"], (back["points"], overview["points"])
+    assert back["x"][0] <= 2 and back["x"][1] >= step - 1
+
+
+def test_a_reload_keeps_the_zoom_and_log_y(server, page):
+    url, _ = server
+    start(page, url)
+    drag_zoom(page)
+    zoomed = b.wait_chart(page, "Losses", "c => c.zoomed")
+    tool(page, "log").click()
+    b.wait_chart(page, "Losses", "c => c.log")
+    others = {c["title"] for c in b.charts(page) if c["title"] not in ("Losses", "")}
+
+    page.reload()
+    again = b.wait_chart(page, "Losses", "c => c.zoomed && c.log && c.points > 0 && c.detail > 0")
+    assert again["x"] == pytest.approx(zoomed["x"]), (again["x"], zoomed["x"])
+    # the linked charts kept their zoom; log y was switched on Losses only
+    after = b.wait_charts(page, "(cs, ts) => ts.every(t => cs.some(c => c.title === t"
+                                " && c.zoomed)) && cs", sorted(others))
+    assert not any(c["log"] for c in after if c["title"] != "Losses")
+
+    # un-zoomed and log y off: a reload shows the whole run again
+    plot_of(page).dblclick()
+    tool(page, "log").click()
+    b.wait_chart(page, "Losses", "c => !c.zoomed && !c.log")
+    page.reload()
+    b.wait_chart(page, "Losses", "c => c.points > 0")
+    fresh = b.wait_chart(page, "Losses", "c => c.points > 0 && c.x[0] <= 2")
+    assert not fresh["zoomed"] and not fresh["log"]
+    b.stop(page, "btn_stop")

@@ -26,6 +26,7 @@ from ui.run_view import flash_error
 from ui.text import code, plain
 
 QUERY_KEY = "arena"
+COMPARED_PARAM = "compared"   # st.query_params: "Compared steps only" is on
 SESSION_KEY = "attached_arena"
 # The data sets that need no files, 2-D first: they compare in seconds
 DATA_CHOICES = tuple(sorted(DATASETS.names(needs_root=None),
@@ -395,9 +396,16 @@ def live_view(arena: Arena) -> None:
     smoothing = row.slider("EMA smoothing", 0.0, 0.99, 0.9, 0.01, key="cmp_smoothing",
                            help="Raw values faint, smoothed bold; one colour per arm, the "
                            "history before the fork in grey")
+    # kept in the URL too, so a reload keeps it (a new session starts from the URL)
+    if "cmp_compared_only" not in st.session_state and st.query_params.get(COMPARED_PARAM):
+        st.session_state["cmp_compared_only"] = True
     compared_only = row.toggle("Compared steps only", key="cmp_compared_only",
                                width="content",
                                help="Hide the warm-up (or the forked run's past)")
+    if compared_only and st.query_params.get(COMPARED_PARAM) != "1":
+        st.query_params[COMPARED_PARAM] = "1"
+    elif not compared_only and COMPARED_PARAM in st.query_params:
+        del st.query_params[COMPARED_PARAM]
 
     def body() -> None:
         status(arena)

@@ -14,6 +14,12 @@ quality evaluation may have filled it in since) and the new rows thinned to
 DELTA_ROWS. A browser element that did not see the previous message (a remount, a
 page switch) asks for a resync through its component state, and the next run sends
 "full" again. A reload or a second tab is a new session: it starts with "full".
+
+Zoom detail: thinning hides rows, so a zoomed chart puts its x range in its component
+state ("zoom": [min, max], null when un-zoomed) and the next run sends each source's
+rows of that range ("detail": every row, thinned to MAX_POINTS only if still more), once
+per range (and again after a resync); the browser draws them inside the range while it
+stays zoomed. Refreshes in between carry no detail.
 """
 from __future__ import annotations
 
@@ -96,6 +102,39 @@ def source_payload(key: str, spec: charts.ChartSpec, src: Source, sent: dict,
             "x": steps.tolist(), "ys": [compact(cols[c]) for c in names]}
 
 
+def zoom_range(state) -> tuple[float, float] | None:
+    """The x range a chart's browser element asked detail for, or None (its component
+    state "zoom"; anything but two finite increasing numbers is no zoom)."""
+    zoom = (state or {}).get("zoom")
+    try:
+        lo, hi = (float(v) for v in zoom)
+    except (TypeError, ValueError):
+        return None
+    return (lo, hi) if math.isfinite(lo) and math.isfinite(hi) and lo < hi else None
+
+
+def range_rows(log: MetricLog, lo: float, hi: float, first_row: int = 0,
+               end_row: int | None = None) -> tuple[int, int]:
+    """Rows [start, end) of `log` whose steps lie in [lo, hi] plus one row either side
+    (the lines run on to the plot's edges), within [first_row, end_row)."""
+    end = len(log) if end_row is None else min(end_row, len(log))
+    start = log.row_of_step(math.ceil(lo) - 1) - 1      # steps are integers that grow
+    stop = log.row_of_step(math.floor(hi)) + 1
+    start = min(max(start, first_row), end)
+    return start, max(start, min(stop, end))
+
+
+def detail_payload(spec: charts.ChartSpec, src: Source, zoom: tuple[float, float],
+                   max_rows: int = MAX_POINTS) -> dict:
+    """One source's rows of a zoomed range at full resolution (thinned to max_rows only
+    if there are still more)."""
+    names = columns(spec)
+    start, end = range_rows(src.log, *zoom, src.first_row, src.end_row)
+    steps, cols = src.log.rows(names, start, end, max_rows)
+    return {"lo": zoom[0], "hi": zoom[1], "x": steps.tolist(),
+            "ys": [compact(cols[c]) for c in names]}
+
+
 def _styles(src: Source, n: int) -> list[dict]:
     if src.color is None:
         return [{"color": charts.PALETTE[i % len(charts.PALETTE)], "dash": "solid"}
@@ -106,10 +145,14 @@ def _styles(src: Source, n: int) -> list[dict]:
 
 def chart_data(key: str, spec: charts.ChartSpec, sources: list[Source], sent: dict, *,
                resync: int = 0, smoothing: float, events, group: str, points: bool = False,
-               height: int = HEIGHT) -> dict:
-    """What one chart element is sent in this run (no Streamlit: benches call it)."""
+               height: int = HEIGHT, zoom: tuple[float, float] | None = None) -> dict:
+    """What one chart element is sent in this run (no Streamlit: benches call it).
+    `zoom`: the x range the element is zoomed to (zoom_range), whose rows it gets once."""
     names = columns(spec)
-    chart = {"title": spec.title, "metrics": names,
+    # the browser keeps the user's zoom and log y per chart and run (the run id is the
+    # source ids' part before any ":arm")
+    run = sources[0].id.split(":")[0] if sources else ""
+    chart = {"title": spec.title, "metrics": names, "persist": f"{key}@{run}",
              "labels": [METRICS.entry(n).title if n in METRICS else n for n in names],
              "band": len(spec.metrics) if spec.band else None,
              "y_range": list(spec.y_range) if spec.y_range else None,
@@ -118,6 +161,12 @@ def chart_data(key: str, spec: charts.ChartSpec, sources: list[Source], sent: di
                           "styles": _styles(s, len(spec.metrics))} for s in sources]}
     data = {"smoothing": float(smoothing), "resync": resync,
             "sources": [source_payload(key, spec, s, sent, resync) for s in sources]}
+    for src, payload in zip(sources, data["sources"]):
+        # a zoomed range's rows once per range; again with a full history (a resync)
+        asked = (zoom, resync)
+        if zoom is not None and (payload["full"] or sent.get((key, src.id, "zoom")) != asked):
+            payload["detail"] = detail_payload(spec, src, zoom)
+        sent[(key, src.id, "zoom")] = asked
     # the chart's description and the events only when they changed (or the browser
     # resynced): a refresh sends the new rows, not the whole history again
     described = (json.dumps(chart, sort_keys=True), resync)
@@ -138,8 +187,10 @@ def live_chart(key: str, spec: charts.ChartSpec, sources: list[Source], **option
     state = st.session_state.get(key)
     resync = int((state or {}).get("resync") or 0)
     sent = st.session_state.setdefault(SENT, {})
-    data = chart_data(key, spec, sources, sent, resync=resync, **options)
-    _COMPONENT(key=key, data=data, on_resync_change=lambda: None)
+    data = chart_data(key, spec, sources, sent, resync=resync, zoom=zoom_range(state),
+                      **options)
+    _COMPONENT(key=key, data=data, on_resync_change=lambda: None,
+               on_zoom_change=lambda: None)
 
 
 def chart_list(columns_logged) -> list[tuple[str, charts.ChartSpec, dict]]:
