@@ -6,7 +6,13 @@ each one's median steps/s is reported. The engine is measured both ways it can
 compute G's gradient: the rules' hand-written fast path (the default where a rule
 has one) and their autograd loss (what a rule without a fast path runs). The engine ships with 1 thread per training
 thread (core.engine.trainer.torch_threads); the source loop runs with torch's default (all
-cores). The last line is that ratio: the product as shipped vs the source as written.
+cores). That ratio, the product as shipped vs the source as written, is printed next.
+
+The last line is the engine against the physical limit: the matrix products of one bce
+step (recorded from a real step, then run back to back into preallocated outputs, same
+shapes and strides) at 1 thread, measured in the same rounds as the engine. A step
+cannot be faster than its own matrix products; engine / limit says how much of the
+rest (element-wise work, the optimiser, Python) is left. reinforce / bce follows it.
 
     python bench/engine.py [--steps 1000] [--rounds 3] [--threads 1,2]
 """
@@ -19,6 +25,7 @@ import time
 from pathlib import Path
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import seed_loop  # noqa: E402  (bench/ is on sys.path when run as a script)
@@ -41,10 +48,62 @@ def engine_steps_per_s(steps: int, rule: str = "bce", fast: bool = True) -> floa
     return steps / (time.perf_counter() - start)
 
 
+GEMMS = {torch.ops.aten.mm.default: torch.mm, torch.ops.aten.mm.out: torch.mm,
+         torch.ops.aten.addmm.default: torch.addmm, torch.ops.aten.addmm.out: torch.addmm}
+
+
+class GemmRecorder(TorchDispatchMode):
+    """Records the matrix products run under it: (torch function, [(shape, stride)])."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gemms: list = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func in GEMMS:
+            self.gemms.append((GEMMS[func], [(tuple(a.shape), a.stride()) for a in args
+                                             if isinstance(a, torch.Tensor)]))
+        return func(*args, **(kwargs or {}))
+
+
+def step_gemms(rule: str = "bce") -> list:
+    """The matrix products of one engine step (fast path) at the source preset."""
+    trainer = Trainer(preset("source", rule=rule, device="cpu", sample_every=10**9,
+                             eval_every=0))
+    for _ in range(3):
+        trainer.step()
+    recorder = GemmRecorder()
+    with recorder:
+        trainer.step()
+    return recorder.gemms
+
+
+def gemm_limit_steps_per_s(steps: int, gemms: list) -> float:
+    """Steps/s if a step were only its matrix products: each one on preallocated
+    operands of the recorded shapes and strides, into a preallocated output."""
+    calls = []
+    for fn, operands in gemms:
+        tensors = [torch.randn(0).new_empty_strided(shape, stride).normal_()
+                   for shape, stride in operands]
+        a, b = tensors[-2:]
+        out = torch.empty(a.shape[0], b.shape[1])
+        calls.append((fn, tensors, out))
+    for _ in range(20):
+        for fn, tensors, out in calls:
+            fn(*tensors, out=out)
+    start = time.perf_counter()
+    for _ in range(steps):
+        for fn, tensors, out in calls:
+            fn(*tensors, out=out)
+    return steps / (time.perf_counter() - start)
+
+
 def measure(threads: int, steps: int, rounds: int) -> dict[str, float]:
     """Median steps/s of the seed loop and of each rule x gradient path."""
     torch.set_num_threads(threads)
     runs = {"seed loop": lambda: seed_loop.run(steps)}
+    gemms = step_gemms("bce")
+    runs["bce GEMM limit"] = lambda: gemm_limit_steps_per_s(steps, gemms)
     for rule in ("bce", "reinforce"):
         n = steps if rule == "bce" else steps // 2
         runs[f"{rule} fast"] = lambda r=rule, n=n: engine_steps_per_s(n, r, fast=True)
@@ -58,7 +117,8 @@ def measure(threads: int, steps: int, rounds: int) -> dict[str, float]:
     med = {name: statistics.median(v) for name, v in seen.items()}
     ref = med["seed loop"]
     print(f"{threads} thread(s), median: " + ", ".join(
-        f"{name} {v:.1f}" + ("" if name == "seed loop" else f" ({v / ref:.2f}x)")
+        f"{name} {v:.1f}" + ("" if name in ("seed loop", "bce GEMM limit") else
+                             f" ({v / ref:.2f}x)")
         for name, v in med.items()), flush=True)
     for rule in ("bce", "reinforce"):
         print(f"  {rule}: autograd / fast path = "
@@ -82,6 +142,11 @@ def main() -> None:
     eng = results[shipped]["bce fast"]
     print(f"engine ({shipped} thread) / seed loop (torch default, {default_threads} threads) "
           f"= {eng / ref:.2f}x")
+    one = results.get(1)
+    if one:
+        print(f"1 thread: reinforce / bce = {one['reinforce fast'] / one['bce fast']:.2f}; "
+              f"bce engine / GEMM limit = {one['bce fast']:.0f} / {one['bce GEMM limit']:.0f} "
+              f"= {one['bce fast'] / one['bce GEMM limit']:.2f}")
 
 
 if __name__ == "__main__":

@@ -108,6 +108,32 @@ def test_manual_backward_matches_autograd(tanh_out):
         torch.testing.assert_close(a, b)
 
 
+def test_fused_adam_step_is_what_the_optimiser_step_does():
+    """The engine calls Adam's fused kernel directly (core/engine/step.py): same weights,
+    same state and a skipped step skipped, as torch's own opt.step() with found_inf."""
+    from core.engine.config import OptimConfig
+    from core.engine.models import make_adam
+    from core.engine.step import fused_adam_step
+
+    torch.manual_seed(0)
+    start = torch.randn(50)
+    params = [torch.nn.Parameter(start.clone()) for _ in range(2)]
+    opts = [make_adam(p, OptimConfig(lr=1e-2, beta1=0.5)) for p in params]
+    for i in range(6):
+        grad = torch.randn(50)
+        skip = torch.tensor(1.0 if i == 3 else 0.0)
+        for p in params:
+            p.grad = grad.clone()
+        opts[0].found_inf = skip
+        opts[0].step()
+        fused_adam_step(opts[1], skip)
+    torch.testing.assert_close(params[1], params[0], rtol=0, atol=0)
+    ours, theirs = opts[1].state_dict()["state"][0], opts[0].state_dict()["state"][0]
+    assert float(ours["step"]) == float(theirs["step"]) == 5.0   # the skipped one not counted
+    for key in ("exp_avg", "exp_avg_sq"):
+        torch.testing.assert_close(ours[key], theirs[key], rtol=0, atol=0)
+
+
 def test_discriminator_learns_to_separate_on_ring8():
     # G nearly frozen, so the test isolates D's update: it must tell the ring from G's
     # initial blob within a few hundred steps (a live G would chase it, by design).

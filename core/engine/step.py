@@ -70,9 +70,31 @@ def guarded_step(opt: torch.optim.Optimizer, grad_norm: torch.Tensor) -> torch.T
     Returns the 0/1 'skipped' flag; the weights stay as they were before a bad step.
     """
     bad = (~torch.isfinite(grad_norm)).float()
-    opt.found_inf = bad
-    opt.step()
+    fused_adam_step(opt, bad)
     return bad
+
+
+def fused_adam_step(opt: torch.optim.Adam, found_inf: torch.Tensor) -> None:
+    """What opt.step() does for the lab's one-tensor fused Adam (make_adam), without
+    the optimiser's per-call Python (group checks, device grouping, profiler hooks):
+    the same kernel on the same state tensors, so state_dict and checkpoints are
+    unchanged. The first step goes through opt.step(), which creates the state."""
+    group = opt.param_groups[0]
+    (param,) = group["params"]
+    state = opt.state.get(param)
+    if not state or group["amsgrad"] or group["maximize"] or not group["fused"] \
+            or group.get("decoupled_weight_decay"):
+        opt.found_inf = found_inf
+        opt.step()
+        return
+    step = state["step"]
+    step.add_(1)
+    torch._fused_adam_([param], [param.grad], [state["exp_avg"]], [state["exp_avg_sq"]], [],
+                       [step], amsgrad=False, lr=group["lr"], beta1=group["betas"][0],
+                       beta2=group["betas"][1], weight_decay=group["weight_decay"],
+                       eps=group["eps"], maximize=False, grad_scale=None,
+                       found_inf=found_inf)
+    step.sub_(found_inf)   # a skipped step does not count (as opt.step() does)
 
 
 def clip_(grad: torch.Tensor, max_norm: float) -> torch.Tensor:
@@ -107,7 +129,7 @@ def draw_batch(x: torch.Tensor, cfg, gen: torch.Generator) -> tuple:
     """A real batch (random indices into the preloaded tensor) and its z."""
     idx = torch.randint(x.shape[0], (cfg.batch_size,), generator=gen, device=x.device)
     z = torch.randn(cfg.batch_size, cfg.latent_dim, generator=gen, device=x.device)
-    return x[idx], z
+    return torch.index_select(x, 0, idx), z   # x[idx]'s rows, without advanced indexing
 
 
 _CHECKED: set = set()   # (rule, fast path) pairs whose outputs were checked once
