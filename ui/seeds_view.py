@@ -82,26 +82,33 @@ def form() -> Plan:
         step=500, key=K + "seeds_eval_every",
         help="Each seed's quality is its last evaluation: make the step budget a "
              "multiple of this"))
-    where = st.radio("Run on", (ON_POOL, ON_RAY), key=K + "backend", horizontal=True,
+    backend, address, ok = where_to_run(K)
+    return Plan(n, backend, address, eval_every, ok)
+
+
+def where_to_run(prefix: str) -> tuple[str, str | None, bool]:
+    """(backend, Ray address, ok): the process pool or Ray, checked before a job starts
+    (the sweep form asks the same, with its own prefix)."""
+    where = st.radio("Run on", (ON_POOL, ON_RAY), key=prefix + "backend", horizontal=True,
                      help="Process pool: one worker per CPU core of this server. Ray: "
                           "a running cluster (ray start --head), or a local Ray")
     if where == ON_POOL:
-        return Plan(n, "local", eval_every=eval_every)
-    address = st.text_input("Ray address", key=K + "ray_address",
+        return "local", None, True
+    address = st.text_input("Ray address", key=prefix + "ray_address",
                             placeholder="auto or HOST:PORT; empty starts a local Ray",
                             help="auto: the cluster `ray start` runs on this machine; "
                                  "HOST:PORT: the head node's address").strip()
     if importlib.util.find_spec("ray") is None:
         st.error(f"Ray is not installed here: pip install -r {RAY_REQUIREMENTS}",
                  icon=":material/error:")
-        return Plan(n, "ray", address or None, eval_every, ok=False)
+        return "ray", address or None, False
     if address and address != "auto":
         try:
             parse_address(address)     # a malformed one is refused here, not by the job
         except RunnerError as exc:     # the message quotes the address: plain text
             st.error(plain(exc), icon=":material/error:")
-            return Plan(n, "ray", None, eval_every, ok=False)
-    return Plan(n, "ray", address or None, eval_every)
+            return "ray", None, False
+    return "ray", address or None, True
 
 
 def start_button(cfg: TrainConfig | None, arms: list, warmup: int, plan: Plan) -> None:

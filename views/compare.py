@@ -1,7 +1,7 @@
 """Compare: update rules side by side, in lockstep, from an identical start."""
 import streamlit as st
 
-from ui import compare_view, run_view, runs_panel, seeds_view
+from ui import compare_view, gradient_view, run_view, runs_panel, seeds_view, sweep_view
 from ui.text import code
 
 st.title("Compare update rules")
@@ -17,10 +17,12 @@ if wanted and arena is None and job is None:
     st.warning(f"Seed comparison {code(wanted)} is not in this server (it may have been "
                "restarted). Start a new one.")
     seeds_view.detach()
+sweep = sweep_view.current() if arena is None and job is None else None   # sweep_view.py
 
 with st.sidebar:
-    if job is not None:
-        st.caption("A comparison over seeds: New comparison to configure another.")
+    if job is not None or sweep is not None:
+        st.caption("A comparison over seeds or a sweep: New comparison to configure "
+                   "another.")
     elif arena is None:
         st.subheader("New comparison")
         cfg, arms, warmup = compare_view.form()
@@ -31,18 +33,23 @@ with st.sidebar:
 
 run_view.show_flash()
 runs_panel.show(next((j.run_id for j in (arena, job) if j is not None), None))
-if job is not None:
+if sweep is not None:
+    sweep_view.view(sweep)
+elif job is not None:
     seeds_view.job_view(job)
 elif arena is None and plan.seeds > 1:
     seeds_view.start_button(cfg, arms, warmup, plan)
     st.info(f"{plan.seeds} seeds: one arena per seed (same weights and batches for every "
             "arm within a seed), run as independent tasks; the charts and the paired "
             "verdict build up as seeds finish.")
+    sweep_view.launcher(cfg, arms, warmup)   # or a grid of settings x seeds
 elif arena is None:
     compare_view.start_buttons(cfg, arms, warmup)
     st.info("Every arm starts from the same weights and sees the same batches and z at "
             "every step; only the generator update rule differs. Choose the arms in the "
             "sidebar, then **Start comparison**.")
+    sweep_view.launcher(cfg, arms, warmup)
 else:
     compare_view.controls(arena)
     compare_view.live_view(arena)
+    gradient_view.show(arena)   # 2-D data: each sample's update under each rule

@@ -92,7 +92,11 @@ SUMMARY_METRICS = METRICS.names(summary=True)   # the mean +- s.e. table's rows
 def final_values(log, window: int = FINAL_WINDOW) -> dict[str, float]:
     """An arm's final metrics: step-metric means over the last `window` steps, and the
     last value of each quality (q_*) column."""
-    frame = log.to_frame()
+    return frame_finals(log.to_frame(), window)
+
+
+def frame_finals(frame, window: int = FINAL_WINDOW) -> dict[str, float]:
+    """final_values of a metric table (a saved run's metrics.csv read back)."""
     if frame.empty:
         return {}
     out = {}

@@ -132,7 +132,11 @@ def _fmt(value) -> str:
 def run_sweep(cfg: TrainConfig, arms: list, grid: list[tuple[str, list]], seeds: list[int],
               out: Path, warmup_steps: int = 0, backend: str = "local",
               workers: int | None = None, address: str | None = None,
-              hook=None) -> SweepResult:
+              hook=None, log=None, should_stop=None, on_result=None,
+              on_failure=None) -> SweepResult:
+    """Every (grid point, seed) task, then the tables and pictures. log, should_stop and
+    on_failure go to run_tasks; on_result(result) runs after a task's folder is written
+    (a page's background job counts progress and re-reads the folder with them)."""
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -150,15 +154,19 @@ def run_sweep(cfg: TrainConfig, arms: list, grid: list[tuple[str, list]], seeds:
                   warmup_steps=warmup_steps, run_id=f"{out.name}-p{i}-seed{seed}",
                   point={"index": i, **p}, hook=hook)
              for i, p in enumerate(points) for seed in seeds]
-    print(f"sweep: {len(points)} grid point(s) x {len(seeds)} seed(s) = {len(tasks)} tasks: "
-          f"{' vs '.join(labels)} on {cfg.data}", file=sys.stderr, flush=True)
+    say = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+    say(f"sweep: {len(points)} grid point(s) x {len(seeds)} seed(s) = {len(tasks)} tasks: "
+        f"{' vs '.join(labels)} on {cfg.data}")
     finals: dict[tuple[int, int], dict] = {}
 
     def collect(result) -> None:
         write_result(out / result.task.key, result)
         finals[(result.task.point["index"], result.task.seed)] = result.finals
+        if on_result is not None:
+            on_result(result)
 
-    failures = run_tasks(tasks, collect, backend=backend, workers=workers, address=address)
+    failures = run_tasks(tasks, collect, backend=backend, workers=workers, address=address,
+                         log=log, on_failure=on_failure, should_stop=should_stop)
     table = sweep_table(points, seeds, finals)
     (out / "sweep.csv").write_bytes(csv_bytes(table))
     metric, better = ranking_metric(table)
@@ -280,3 +288,41 @@ def heatmap(table: pd.DataFrame, points: list[dict], metric: str, path: Path) ->
     fig.savefig(path, format="png", bbox_inches="tight")
     plt.close(fig)
     return path
+
+
+# -- a page's value lists ------------------------------------------------------------------
+def parse_values(key: str, text: str, cfg: TrainConfig, example: str = "") -> list:
+    """'1e-4, 3e-4' typed for one field -> [1e-4, 3e-4], each value tried on cfg; a
+    ValueError names the field, the bad value and how to write the list."""
+    how = "Write the values separated by commas" + (f", e.g. {example}" if example else "")
+    if not text.strip():
+        raise ValueError(f"{key}: no values. {how}.")
+    if ";" in text or "=" in text:
+        raise ValueError(f"{key}: {text.strip()!r} holds ';' or '='. {how}.")
+    try:
+        ((_, values),) = parse_grid([f"{key}={text}"], cfg)
+    except ValueError as exc:
+        # parse_grid says "KEY=VALUE: why" of a bad value, "KEY: why" of the list
+        head, _, why = str(exc).partition(": ")
+        bad = head.partition("=")[2]
+        said = f"{bad!r} does not fit ({why})" if bad else why
+        raise ValueError(f"{key}: {said}. {how}.") from None
+    return values
+
+
+def grid_of(fields: list[tuple[str, str]], cfg: TrainConfig,
+            examples: dict | None = None) -> list[tuple[str, list]]:
+    """[(key, typed values), ...] -> a grid for run_sweep, or a ValueError saying what
+    to change (a key twice, lr beside g_opt.lr, a bad value, too many cells)."""
+    grid: list[tuple[str, list]] = []
+    for key, text in fields:
+        clash = [k for k, _ in grid if set(expand({k: 0})) & set(expand({key: 0}))]
+        if clash:
+            raise ValueError(f"{key} and {clash[0]} set the same setting; sweep one of them")
+        grid.append((key, parse_values(key, text, cfg, (examples or {}).get(key, ""))))
+    if not grid:
+        raise ValueError("choose a setting to sweep and its values")
+    count = math.prod(len(v) for _, v in grid)
+    if count > MAX_POINTS:
+        raise ValueError(f"{count} grid cells; use at most {MAX_POINTS}")
+    return grid
