@@ -7,9 +7,11 @@ data/ import nothing else of core.
                range and choice checks), options.py (option(), Options: validated from
                their metadata), files.py (atomic writes)
     data/      datasets.py: the DATASETS registry (loader, shape, is_2d, preset) and
-               the loaders: embedded MNIST, torchvision, image folders, 2-D mixtures
+               the loaders: embedded MNIST, torchvision, image folders, 2-D mixtures;
+               points.py (the user's own 2-D points: CSV checks, scaling)
     quality/   metrics.py (each q_* metric registered with its compute function),
-               classifier.py (the image judge), then evaluate.py (the Evaluator, the
+               classifier.py (the image judge), coverage.py (k-NN precision and
+               coverage of 2-D points without modes), then evaluate.py (the Evaluator, the
                run's quality hook), offline.py (score a checkpoint), paired.py
     feedback/  preferences.py (the judgement store), oracles.py, reward_model.py,
                loop.py (simulated feedback, training from the store, the blind test)
@@ -17,7 +19,8 @@ data/ import nothing else of core.
                reinforce, rlhf), config.py (TrainConfig, presets), models.py, step.py,
                samples.py, metric_log.py, run.py, trainer.py, arena.py
     io/        format.py (safetensors + checksum), checkpoint.py (save, load),
-               schema.py (validate a loaded checkpoint),
+               schema.py (validate a loaded checkpoint), saved_points.py (the
+               user's points a checkpoint carries),
                animate.py (snapshots -> GIF)
     jobs/      arena_task.py (one seed of one config, as bytes), backends.py (serial,
                local pool, Ray), multi_seed.py, sweep.py, seed_job.py (for the UI)

@@ -103,7 +103,7 @@ def test_train_page_defaults(app_env):
     assert at.title[0].value == "Train"
     assert at.selectbox(key="cfg_data").value == "mnist5k"
     assert set(at.selectbox(key="cfg_data").options) == {
-        "mnist5k", "ring8", "grid25", "mnist", "fashion-mnist", "folder"}
+        "mnist5k", "ring8", "grid25", "mnist", "fashion-mnist", "folder", "points"}
     assert not at.button(key="btn_start").disabled
 
 

@@ -15,7 +15,6 @@ import pandas as pd
 import streamlit as st
 import torch
 
-from core.data.datasets import load_dataset
 from core.engine.arena import extract_arm
 from core.engine.rules import RULES
 from core.engine.samples import SnapshotImageError, SnapshotStore, snapshot_image
@@ -30,7 +29,8 @@ from core.io.checkpoint import (
     to_bytes,
 )
 from core.io.format import looks_like_pickle, read_meta
-from core.io.schema import CheckpointError, config_of
+from core.io.saved_points import dataset_of
+from core.io.schema import CheckpointError
 from ui import charts, runs, widgets
 from ui.text import code, plain
 
@@ -232,7 +232,7 @@ def show_samples(state: dict, key: str) -> None:
             return
         st.image(snap.png, caption=f"Fixed-noise samples at step {snap.step:,}", width=360)
     else:
-        real = load_dataset(config_of(state)).x[:1000].numpy()
+        real = dataset_of(state).x[:1000].numpy()   # a points run's own saved points
         st.plotly_chart(charts.toy_figure(real, snap.points, snap.heatmap, snap.extent,
                                           title=f"step {snap.step:,}", height=380),
                         key=f"{key}_toy", width="content")

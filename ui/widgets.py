@@ -24,6 +24,7 @@ from core.engine.config import (
     preset_problems,
 )
 from core.engine.rules import RULES
+from ui import points_input
 from ui.form_problems import Slots
 from ui.text import plain
 
@@ -34,9 +35,11 @@ APPLIED = KEY + "_preset_applied"   # the values the preset last put into the fo
 
 def _preset_values(name: str, data: str) -> dict:
     """The widget values a preset sets ("recommended" has per-data-set values)."""
+    # a placeholder root where one is required: a data set's preset never depends on it
+    root = "-" if DATASETS.entry(data).extra.get("needs_root") == "required" else ""
     try:
-        cfg = preset(name, data=data)
-    except ConfigError:   # e.g. folder without a path yet: the preset's general values
+        cfg = preset(name, data=data, data_root=root)
+    except ConfigError:   # the preset's general values
         cfg = preset(name)
     return {"g_lr": cfg.g_opt.lr, "d_lr": cfg.d_opt.lr, "g_beta1": cfg.g_opt.beta1,
             "d_beta1": cfg.d_opt.beta1, "batch": cfg.batch_size}
@@ -177,8 +180,11 @@ def config_form() -> tuple[TrainConfig | None, str | None]:
                         help="\n\n".join(f"**{e.name}**: {e.help}" for e in DATASETS.entries()))
     slots.add("data", "Data set")
     is_2d = bool(DATASETS.entry(data).extra.get("is_2d"))
-    root = ""
-    if DATASETS.entry(data).extra.get("needs_root"):
+    root, root_problem = "", None
+    if data == "points":   # the user's own: draw, upload or a path (ui/points_input.py)
+        root, root_problem = points_input.picker(k)
+        slots.add("data_root", "Points")
+    elif DATASETS.entry(data).extra.get("needs_root"):
         label = "Data root" if data != "folder" else "Image folder or .zip"
         root = st.text_input(label, key=k + "root",
                              placeholder="data/" + data if data != "folder" else "path/to/images",
@@ -243,7 +249,8 @@ def config_form() -> tuple[TrainConfig | None, str | None]:
                           value=100, step=50)
     eval_every = number(
         st, "eval_every", "Quality metrics every (steps, 0 = off)", "eval_every",
-        "2-D data: modes covered, % high quality, reverse KL. Images: classifier-based "
+        "2-D mixtures: modes covered, % high quality, reverse KL; your own points: "
+        "k-NN precision and coverage of the drawing. Images: classifier-based "
         "scores (the classifier is trained once per data set on first use: slow).",
         value=TrainConfig.eval_every, step=500)
     changes = {
@@ -254,9 +261,13 @@ def config_form() -> tuple[TrainConfig | None, str | None]:
         "device": device, "steps": int(steps), "sample_every": int(sample_every),
         "eval_every": int(eval_every), **options, **shared}
     try:
+        if root_problem:   # the points picker's own words, not "needs data_root"
+            raise ConfigError(root_problem)
         return preset(name, **changes), None
     except ConfigError as exc:
         problems = preset_problems(name, **changes) or {"": str(exc)}
+        if root_problem:
+            problems["data_root"] = root_problem
     slots.fill(problems)
     return None, "\n".join(problems.values())
 

@@ -2,7 +2,7 @@
 import streamlit as st
 
 from ui import guide, run_view, runs, runs_panel, share_link, train_view, widgets
-from ui.text import code
+from ui.text import code, plain
 
 st.title("Train")
 trainer = runs.current_run()
@@ -24,6 +24,8 @@ with st.sidebar:
         st.subheader("This run")
         widgets.rule_switch(trainer)
         widgets.config_summary(trainer.cfg)
+        if trainer.data.note:   # the user's own points: how they were scaled
+            st.caption(plain(trainer.data.note))
 
 run_view.show_flash()
 runs_panel.show(trainer.run_id if trainer is not None else None)

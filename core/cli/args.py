@@ -122,7 +122,8 @@ def _value(key: str, text: str):
 def add_run_options(p: argparse.ArgumentParser) -> None:
     """Options shared by train and compare."""
     p.add_argument("--data", choices=list(DATASETS), help="data set (default mnist5k)")
-    p.add_argument("--data-root", help="root folder for mnist / fashion-mnist / folder data")
+    p.add_argument("--data-root", help="root folder for mnist / fashion-mnist / folder data; "
+                                      "for points, a CSV file of x,y rows")
     p.add_argument("--preset", choices=list(PRESETS), default="source")
     p.add_argument("--config", help="JSON file with a full config (TrainConfig.to_dict())")
     p.add_argument("--steps", type=as_int, help="number of training steps")

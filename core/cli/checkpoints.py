@@ -123,9 +123,9 @@ def cmd_animate(args: argparse.Namespace) -> int:
         raise UsageError(f"{source} holds no sample snapshots to animate")
     cfg = config_of(state)
     real = None
-    if cfg.is_2d:   # the toy sets are generated in memory: cheap to draw the real points
-        from core.data.datasets import load_by_name
-        real = load_by_name(cfg.data).x[:1000].float().numpy()
+    if cfg.is_2d:   # toy sets are generated in memory, user points saved in the file
+        from core.io.saved_points import dataset_of
+        real = dataset_of(state).x[:1000].float().numpy()
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_bytes(progression_gif(snaps, fps=args.fps, real=real))
     print(f"wrote {out}: {len(snaps)} frames, steps {snaps[0].step:,} to "

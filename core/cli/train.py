@@ -16,6 +16,7 @@ from core.cli.checkpoints import scatter_png
 from core.cli.checks import UsageError, check_out_dir
 from core.engine.rules import RULES
 from core.io.checkpoint import config_of
+from core.io.saved_points import resume_note
 
 
 class Progress:
@@ -59,6 +60,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     if trainer.data.skipped:
         print(f"skipped {trainer.data.skipped} file(s) of {cfg.data_root}: "
               f"{', '.join(trainer.data.skipped_names[:10])}", file=sys.stderr)
+    if trainer.data.note:   # user points: how they were scaled
+        print(f"data: {trainer.data.note}", file=sys.stderr)
     interrupted = []
     # Ctrl-C and SIGTERM (a scheduler, `kill`) both stop the loop, save and exit 130
     previous = {sig: signal.signal(sig, lambda *_: interrupted.append(True))
@@ -139,8 +142,11 @@ def _trainer_from_checkpoint(path: str, args, out: Path):
     for key in FIXED_ON_RESUME:
         changes.pop(key, None)
     rule = changes.pop("rule", None)
-    return _configured(lambda: Trainer.from_checkpoint(
+    trainer = _configured(lambda: Trainer.from_checkpoint(
         state, rule=rule, run_id=Path(os.path.abspath(out)).name, run_dir=out, **changes))
+    if note := resume_note(state):   # the CSV moved or changed: its saved points are used
+        print(note, file=sys.stderr)
+    return trainer
 
 
 def write_run_outputs(trainer, out: Path) -> None:

@@ -11,6 +11,7 @@ import importlib.util
 import io
 import math
 import os
+import stat
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,7 @@ import numpy as np
 import torch
 
 from core.base.registry import Registry
+from core.data import points as user_points
 
 
 class DataError(ValueError):
@@ -36,6 +38,8 @@ class DataSet:
     mode_std: float | None = None
     skipped: int = 0                  # folder data: files that could not be read
     skipped_names: tuple = ()         # folder data: which, and why
+    raw: torch.Tensor | None = None   # user points: (N, 2) float64 as given (saved in checkpoints)
+    note: str = ""                    # what loading did to the data, for the UI and CLI
 
     @property
     def dim(self) -> int:
@@ -275,6 +279,26 @@ def _toy(name: str, modes: torch.Tensor, std: float) -> DataSet:
     return DataSet(name, points, which, None, modes=modes, mode_std=std)
 
 
+# -- the user's own 2-D points (checked and scaled in core/data/points.py) -------------
+def points_dataset(raw: np.ndarray, source: str) -> DataSet:
+    """A DataSet of the user's points as given (float64 (N, 2)); `source` names them."""
+    try:
+        x, note = user_points.scaled(raw)
+    except user_points.PointsError as exc:
+        raise DataError(f"points: {exc}") from None
+    return DataSet("points", torch.from_numpy(x), None, None,
+                   raw=torch.from_numpy(np.ascontiguousarray(raw, dtype=np.float64)),
+                   note=f"{source}: {note}")
+
+
+def load_points(root: str, size: int = 28) -> DataSet:
+    try:
+        raw = user_points.read_csv(root)
+    except user_points.PointsError as exc:
+        raise DataError(f"points: {exc}") from None
+    return points_dataset(raw, root)
+
+
 # -- registry -------------------------------------------------------------------------
 # loader(root, image_size) -> DataSet. Required: label, help, is_2d (2-D points: scatter
 # pictures, mode metrics where the set has modes) and shape(image_size): one sample's
@@ -327,6 +351,15 @@ DATASETS.register("fashion-mnist", lambda root, size: _load_torchvision("fashion
 DATASETS.register("folder", load_folder, label="your images", needs_root="required",
                   shape=lambda size: (1, size, size), is_2d=False,
                   help="your own images: a folder path or a .zip")
+# A drawing is a handful of strokes: bigger steps than ring8 learn it in a few hundred
+# steps; a 2-D latent as on the toys (the same reasons, see TOY_PRESET).
+DATASETS.register("points", load_points, label="your 2-D points (draw or CSV)",
+                  needs_root="required", shape=lambda size: (2,), is_2d=True,
+                  root_hint="the path of a CSV file of x,y rows",
+                  preset={**TOY_PRESET, "g_opt": {"lr": 1e-3, "beta1": 0.5},
+                          "d_opt": {"lr": 1e-3, "beta1": 0.5}},
+                  help="your own 2-D points: draw them, or a CSV of x,y rows "
+                       f"({user_points.MIN_POINTS} to {user_points.MAX_POINTS:,})")
 
 
 def sample_shape(name: str, image_size: int = 28) -> tuple:
@@ -335,8 +368,18 @@ def sample_shape(name: str, image_size: int = 28) -> tuple:
 
 
 @functools.lru_cache(maxsize=8)
-def _cached(name: str, root: str, size: int) -> DataSet:
+def _cached(name: str, root: str, size: int, stamp: tuple | None) -> DataSet:
     return DATASETS[name](root, size)
+
+
+def _stamp(root: str) -> tuple | None:
+    """A file root's size and change time, part of the cache key: a CSV rewritten in
+    place is read again, not served from the cache."""
+    try:
+        info = os.stat(root)
+    except OSError:
+        return None
+    return (info.st_size, info.st_mtime_ns) if stat.S_ISREG(info.st_mode) else None
 
 
 def load_dataset(cfg) -> DataSet:
@@ -347,4 +390,5 @@ def load_dataset(cfg) -> DataSet:
 
 def load_by_name(name: str, root: str = "", size: int = 28) -> DataSet:
     DATASETS.entry(name)   # a clear error for an unknown name
-    return _cached(name, os.path.abspath(root) if root else "", size)
+    root = os.path.abspath(root) if root else ""
+    return _cached(name, root, size, _stamp(root) if root else None)

@@ -25,6 +25,7 @@ import zlib
 import torch
 
 from core.data.datasets import sample_shape
+from core.data.points import points_problem
 from core.engine.config import ConfigError, TrainConfig
 from core.engine.metric_log import MAX_EVENTS
 from core.engine.rules import RULES
@@ -39,7 +40,7 @@ ARENA_KEYS = ("config", "step", "arms")
 FILE_FIELDS = ("schema_version", "kind", "torch_version", "saved_at", "run_id", "rule",
                "notes")
 RUN_FIELDS = (*RUN_KEYS, *FILE_FIELDS, "rule_start", "generator_ema", "generator_ref",
-              "rule_state", "snapshots")
+              "rule_state", "snapshots", "data_points")
 ARENA_FIELDS = (*ARENA_KEYS, *FILE_FIELDS, "fork_step", "batch_hash", "init_hashes")
 METRICS_FIELDS = ("columns", "events")
 RNG_FIELDS = ("data", "noise")
@@ -244,7 +245,22 @@ def _validate_run(state, name: str) -> TrainConfig:
     _check_metrics(name, state["metrics"], step)
     if "snapshots" in state:
         _check_snapshots(name, state["snapshots"], step, dim, is_image)
+    if "data_points" in state:
+        _check_data_points(name, state["data_points"], cfg)
     return cfg
+
+
+def _check_data_points(name: str, t, cfg: TrainConfig) -> None:
+    """The user's own points a run trained on (core/io/saved_points.py): float64 (N, 2),
+    finite, as many as a points CSV may hold, and only in a run on data = points."""
+    if cfg.data != "points":
+        _fail(name, f"holds data_points, but its data is {cfg.data!r}; only runs on "
+                    "data = 'points' save their points")
+    _check_tensor(name, "data_points", t, (torch.float64,), ndim=2)
+    _check_layout(name, "data_points", t)
+    problem = points_problem(t.numpy())
+    if problem:
+        _fail(name, f"data_points {problem}")
 
 
 MAX_RULE_STATE = 8   # tensors a rule keeps of its own (the latent rule: its map and Adam)

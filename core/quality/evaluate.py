@@ -17,7 +17,13 @@ from torch import nn
 from core.data.datasets import DataSet
 from core.engine.rules import RULES
 from core.quality.classifier import Classifier, load_or_train_classifier, one_thread
-from core.quality.metrics import IMAGE_METRICS, TOY_METRICS, EvalSamples, compute_all
+from core.quality.metrics import (
+    IMAGE_METRICS,
+    POINT_METRICS,
+    TOY_METRICS,
+    EvalSamples,
+    compute_all,
+)
 
 EVAL_SAMPLES = 2500        # the PacGAN / VEEGAN sample size
 EVAL_SEED = 4242           # fixed z: successive evaluations differ only by the weights
@@ -64,11 +70,14 @@ class Evaluator:
     def metrics(self) -> tuple[str, ...]:
         if self.unavailable:
             return ()
-        return TOY_METRICS if self.data.modes is not None else IMAGE_METRICS
+        if self.data.modes is not None:
+            return TOY_METRICS
+        return IMAGE_METRICS if self.data.is_image else POINT_METRICS
 
     @property
     def ready(self) -> bool:
-        return self.unavailable is None and (self.data.modes is not None
+        # only images wait for a classifier; 2-D points are scored as they are
+        return self.unavailable is None and (not self.data.is_image
                                              or self.classifier is not None)
 
     def prepare(self, log=None) -> "Evaluator":
@@ -109,10 +118,8 @@ class Evaluator:
 
 
 def _unavailable_reason(data: DataSet) -> str | None:
-    if data.modes is not None:
-        return None
-    if not data.is_image:
-        return f"{data.name}: no quality metrics for this kind of data"
+    if data.modes is not None or not data.is_image:
+        return None   # 2-D: mode counts, or k-NN precision and coverage without modes
     if data.labels is None:
         return (f"{data.name}: no labels, so no classifier: class coverage, class KL, "
                 "confidence and classifier FD are unavailable")

@@ -17,6 +17,11 @@ the generator's mean output G(z) (never the policy noise of the reinforce rule):
                     2.079, log 25 = 3.219), empty bins of q contribute 0 (0 log 0 = 0).
                     NaN when no sample is high quality (the histogram is empty).
 
+2-D points without known modes (the user's own, data = "points"), on the same n
+samples of G(z), against the drawn points' k-NN balls (core/quality/coverage.py):
+    q_precision     % of samples inside some drawn point's 5-NN ball (fidelity)
+    q_coverage      % of drawn points whose 5-NN ball holds a sample (diversity)
+
 Images with labels (mnist5k, mnist, fashion-mnist): a small CNN classifier, trained
 once per data set on a seeded split and cached under checkpoints/classifiers/, used
 frozen on n generated images:
@@ -44,6 +49,7 @@ import numpy as np
 import torch
 
 from core.engine.metric_info import METRICS
+from core.quality.coverage import precision_coverage, reference_of
 
 HQ_STDS = 3.0              # "high quality": within 3 std of the nearest mode
 CONFIDENT = 0.9            # max-softmax above which a prediction counts for coverage
@@ -127,6 +133,10 @@ class EvalSamples:
         return toy_quality(self.points, self.data.modes, self.data.mode_std)
 
     @cached_property
+    def coverage(self) -> dict[str, float]:
+        return precision_coverage(self.points, reference_of(self.data))
+
+    @cached_property
     def classified(self) -> tuple[torch.Tensor, torch.Tensor]:
         return self.classifier.outputs(self.points)
 
@@ -144,8 +154,9 @@ def _class(name: str):
 
 
 _m = METRICS.register
-# kind: which data a metric needs ("toy": a Gaussian mixture's modes; "image": labelled
-# images and their classifier); compute(EvalSamples) -> float.
+# kind: which data a metric needs ("toy": a Gaussian mixture's modes; "points": 2-D
+# points without modes; "image": labelled images and their classifier);
+# compute(EvalSamples) -> float.
 _m("q_high_quality", label="high-quality samples", unit="%", better="higher", kind="toy",
    chart="Quality", compute=_toy("q_high_quality"),
    help="Share of samples within 3 std of their nearest mode")
@@ -155,6 +166,14 @@ _m("q_modes", label="modes covered", better="higher", kind="toy", chart="Quality
 _m("q_reverse_kl", label="reverse KL to uniform", unit="nats", better="lower", kind="toy",
    chart="Quality", compute=_toy("q_reverse_kl"),
    help="KL(generated mode histogram || uniform); 0 = every mode equally")
+_m("q_precision", label="precision (k-NN)", unit="%", better="higher", kind="points",
+   chart="Quality", compute=lambda s: s.coverage["q_precision"],
+   help="Share of samples inside the disc around some drawn point that reaches its 5th "
+        "nearest drawn neighbour: samples where the drawing is (Kynkaanniemi et al. 2019)")
+_m("q_coverage", label="coverage (k-NN)", unit="%", better="higher", kind="points",
+   chart="Quality", compute=lambda s: s.coverage["q_coverage"],
+   help="Share of drawn points whose disc (out to their 5th nearest drawn neighbour) "
+        "holds at least one sample: how much of the drawing G reaches (Naeem et al. 2020)")
 _m("q_classes", label="classes covered", better="higher", kind="image", chart="Quality",
    compute=_class("q_classes"),
    help="Classes (of 10) that get at least 20% of a uniform share of the confident "
@@ -177,7 +196,8 @@ _m("q_accuracy", label="classifier accuracy", unit="%", kind="image", chart="Qua
 
 TOY_METRICS = METRICS.names(kind="toy")
 IMAGE_METRICS = METRICS.names(kind="image")
-QUALITY_METRICS = TOY_METRICS + IMAGE_METRICS
+POINT_METRICS = METRICS.names(kind="points")
+QUALITY_METRICS = TOY_METRICS + IMAGE_METRICS + POINT_METRICS
 
 
 def compute_all(names, samples: EvalSamples) -> dict[str, float]:

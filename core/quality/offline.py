@@ -3,8 +3,9 @@ from __future__ import annotations
 
 from torch import nn
 
-from core.data.datasets import DataSet, load_dataset
+from core.data.datasets import DataSet
 from core.engine.models import build_models
+from core.io.saved_points import dataset_of
 from core.io.schema import CheckpointError, config_of
 from core.quality.evaluate import EVAL_SAMPLES, evaluator_for
 
@@ -13,7 +14,7 @@ def generator_from_state(state: dict, ema: bool = False) -> tuple[nn.Module, Dat
     """The generator of a run state (a checkpoint or one arena arm), on the CPU; with
     `ema`, its EMA weights (a checkpoint saved before EMA existed has none: an error)."""
     cfg = config_of(state)
-    data = load_dataset(cfg)
+    data = dataset_of(state)   # a points run's own saved points
     G, _ = build_models(cfg, data.dim, data.is_image)
     if ema and "generator_ema" not in state:
         raise CheckpointError("this checkpoint holds no EMA weights (saved before EMA "
