@@ -24,6 +24,7 @@ from core.engine.config import (
     preset_problems,
 )
 from core.engine.rules import RULES
+from core.engine.schedule import LR_SCHEDULES
 from ui import points_input
 from ui.form_problems import Slots
 from ui.text import plain
@@ -136,7 +137,8 @@ SHARED = "Shared by every rule"
 
 
 def fairness_options(key: str, *, slots: Slots | None = None) -> dict:
-    """Settings that apply to every rule alike: gradient clip, what D sees, EMA."""
+    """Settings that apply to every rule alike: gradient clip, what D sees, EMA, the
+    learning-rate schedule and the R1 penalty."""
     def slot(field: str, label: str) -> None:
         if slots is not None:
             slots.add(field, label, section=SHARED)
@@ -162,8 +164,19 @@ def fairness_options(key: str, *, slots: Slots | None = None) -> dict:
                                   key=key + "ema_samples",
                                   help="The sample grid and the quality metrics use the "
                                        "averaged weights instead of G's current ones")
+        schedule = st.selectbox("Learning-rate schedule", LR_SCHEDULES, key=key + "lr_schedule",
+                                help="Both learning rates over the step budget: constant, "
+                                     "or decayed to 0 at the last step (linear, cosine). "
+                                     "Needs a step budget; in a comparison it spans the "
+                                     "compared steps")
+        slot("lr_schedule", "Learning-rate schedule")
+        r1 = st.number_input("R1 penalty on real data (0 = off)", value=0.0, step=0.1,
+                             format="%.3g", key=key + "r1",
+                             help="gamma/2 times D's squared input gradient on real samples "
+                                  "(Mescheder et al. 2018): keeps D smooth near the data")
+        slot("r1", "R1 penalty")
     return {"grad_clip": float(clip), "d_sees": sees, "g_ema": float(ema),
-            "ema_samples": bool(ema_samples)}
+            "ema_samples": bool(ema_samples), "lr_schedule": schedule, "r1": float(r1)}
 
 
 def _auto_device() -> str:

@@ -21,6 +21,7 @@ from core.cli.checks import (
 from core.data.datasets import DATASETS
 from core.engine.config import DEVICE_NAMES, PRESETS, ConfigError, TrainConfig, preset
 from core.engine.rules import RULES
+from core.engine.schedule import LR_SCHEDULES
 from core.io.checkpoint import load_with_format, old_format_note
 
 
@@ -82,7 +83,8 @@ def overrides(args: argparse.Namespace) -> dict:
         "data_root": args.data_root, "sample_every": args.sample_every,
         "checkpoint_every": args.checkpoint_every, "eval_every": args.eval_every,
         "grad_clip": args.grad_clip, "d_sees": args.d_sees, "g_ema": args.g_ema,
-        "keep_checkpoints": args.keep_checkpoints,
+        "keep_checkpoints": args.keep_checkpoints, "lr_schedule": args.lr_schedule,
+        "r1": args.r1,
     }.items() if v is not None}
     if args.ema_samples:
         out["ema_samples"] = True
@@ -144,6 +146,10 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
                    "0.995); 0 = off")
     p.add_argument("--ema-samples", action="store_true",
                    help="snapshots and quality metrics from G's EMA weights")
+    p.add_argument("--lr-schedule", choices=LR_SCHEDULES, help="both learning rates over "
+                   "the step budget (--steps): constant (default), or decayed to 0")
+    p.add_argument("--r1", type=as_float, help="R1 penalty weight on real data, every rule "
+                   "alike; 0 = off (default)")
     for rule, flag, option, help_text in rule_flags():   # each rule's own flags
         kind = kind_of(next(f for f in option_fields(RULES[rule].Options) if f.name == option))
         p.add_argument(flag, dest=_dest(flag), help=help_text,

@@ -25,7 +25,9 @@ from core.data.datasets import load_dataset
 from core.engine.config import TrainConfig
 from core.engine.rules import RULES, takes_reward_model
 from core.engine.run import BatchStream, Run
+from core.engine.schedule import lr_scale
 from core.engine.trainer import RunControls, Status, new_run_id, resolve_device
+from core.io.saved_points import saved_dataset
 from core.io.schema import config_of
 
 HASH_LEN = 10
@@ -104,7 +106,8 @@ class Arena(RunControls):
         self.run_id = run_id or new_run_id("arena")
         self.run_dir = Path(run_dir) if run_dir else None
         self.device = resolve_device(cfg.device)
-        self.data = load_dataset(cfg)
+        saved = saved_dataset(init_state) if init_state is not None else None
+        self.data = saved if saved is not None else load_dataset(cfg)   # see saved_points
         self.lock = threading.RLock()       # guards every run, the stream and step_count
         self.stream = BatchStream(cfg, self.data, self.device)
         self.step_count = 0
@@ -152,7 +155,10 @@ class Arena(RunControls):
         """One step of every arm on the same batches (or one warm-up step)."""
         with self.lock:
             batches = self.stream.draw(self.cfg)
-            out = {run.name: run.train(batches, self.stream.fixed_z)
+            # the schedule spans the compared steps; the warm-up keeps its rates
+            scale = 1.0 if self.warmup is not None else lr_scale(
+                self.cfg.lr_schedule, self.step_count - self.fork_step, self.cfg.steps)
+            out = {run.name: run.train(batches, self.stream.fixed_z, scale)
                    for run in self.active_runs()}
             self._hash_batches(batches)
             self.step_count += 1

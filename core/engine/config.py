@@ -17,6 +17,7 @@ from typing import Any
 from core.base.validate import ConfigError, check_choice, check_range
 from core.data.datasets import DATASETS, sample_shape
 from core.engine.rules import RULES
+from core.engine.schedule import LR_SCHEDULES
 
 DEVICE_NAMES = ("auto", "cpu", "cuda")
 D_SEES = ("sample", "mean")     # what D trains on as "fake" (see TrainConfig.d_sees)
@@ -71,7 +72,7 @@ def _default_rule_options() -> tuple:
 class TrainConfig:
     """Everything that defines a run. Same config + same seed -> same run (CPU)."""
     data: str = "mnist5k"
-    data_root: str = ""            # torchvision root (mnist, fashion-mnist) or image folder/zip
+    data_root: str = ""            # torchvision root, image folder/zip, or points CSV
     image_size: int = 28           # folder data: images are resized to this square size
     latent_dim: int = 100
     g_hidden: tuple = (128, 128)
@@ -84,6 +85,8 @@ class TrainConfig:
     d_steps: int = 1               # discriminator updates per generator update
     grad_clip: float = 0.0         # G gradient-norm clip for every rule alike; 0 = off
     d_sees: str = "sample"         # D's fake batch: what G emitted, or G's mean output
+    lr_schedule: str = "constant"  # both lrs over the step budget: constant, linear, cosine
+    r1: float = 0.0                # R1 penalty weight: gamma/2 E||grad_x D(real)||^2; 0 = off
     g_ema: float = 0.995           # decay of the EMA of G's weights; 0 = no EMA
     ema_samples: bool = False      # snapshots and quality metrics from the EMA weights
     seed: int = 0
@@ -127,8 +130,9 @@ class TrainConfig:
         if not isinstance(self.data_root, str):
             raise ConfigError(f"data_root = {self.data_root!r} must be a path string")
         if DATASETS.entry(self.data).extra.get("needs_root") == "required" and not self.data_root:
-            raise ConfigError(f"data = {self.data!r} needs data_root: the path of an image "
-                              "folder or a .zip of images")
+            hint = DATASETS.entry(self.data).extra.get(
+                "root_hint", "the path of an image folder or a .zip of images")
+            raise ConfigError(f"data = {self.data!r} needs data_root: {hint}")
         check_range("image_size", self.image_size, 8, 128, integer=True)
         check_range("latent_dim", self.latent_dim, 1, 1024, integer=True)
         _check_layers("g_hidden", self.g_hidden)
@@ -150,6 +154,8 @@ class TrainConfig:
         check_range("d_steps", self.d_steps, 1, 20, integer=True)
         check_range("grad_clip", self.grad_clip, 0.0, 1e6)
         check_choice("d_sees", self.d_sees, D_SEES)
+        check_choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
+        check_range("r1", self.r1, 0.0, 1e4)
         check_range("g_ema", self.g_ema, 0.0, 0.99999)
         if not isinstance(self.ema_samples, bool):
             raise ConfigError(f"ema_samples = {self.ema_samples!r} must be true or false")

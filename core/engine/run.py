@@ -21,6 +21,7 @@ from core.engine.rules import RULES
 from core.engine.samples import Snapshot, SnapshotStore, d_heatmap, grid_png
 from core.engine.step import Nets, StepContext, draw_batch, train_step
 from core.io.checkpoint import optimizer_state_for
+from core.io.saved_points import fields_of
 from core.quality.evaluate import QualityHook
 
 FIXED_IMAGES = 64     # fixed-noise grid: 8 x 8
@@ -120,9 +121,13 @@ class Run:
         """The generator that snapshots and quality metrics use (raw or EMA)."""
         return self.G_ema if self.cfg.ema_samples and self.cfg.g_ema else self.nets.G
 
-    def train(self, batches: list[tuple], fixed_z: torch.Tensor) -> dict[str, float]:
-        """One iteration on the given batches: G and D update, EMA, log, snapshot.
-        The caller holds self.lock."""
+    def train(self, batches: list[tuple], fixed_z: torch.Tensor,
+              lr_scale: float = 1.0) -> dict[str, float]:
+        """One iteration on the given batches: G and D update, EMA, log, snapshot;
+        `lr_scale` times the configured learning rates (the owner's schedule, which
+        knows the budget). The caller holds self.lock."""
+        for opt, opt_cfg in ((self.nets.g_opt, self.cfg.g_opt), (self.nets.d_opt, self.cfg.d_opt)):
+            opt.param_groups[0]["lr"] = opt_cfg.lr * lr_scale
         ctx = StepContext(self.cfg, self.nets, self.step_count,
                           self.step_count - self.rule_start, self.noise_gen, ref=self.G_ref,
                           state=self.rule_state)
@@ -223,6 +228,7 @@ class Run:
                 **({"generator_ref": _cpu(self.G_ref.state_dict())} if self.uses_reference
                    else {}),
                 **({"rule_state": _cpu(self.rule_state)} if self.rule_state else {}),
+                **fields_of(self.data),   # the user's own points travel with the run
             }
 
     def load(self, state: dict) -> None:

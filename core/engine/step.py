@@ -105,19 +105,34 @@ def clip_(grad: torch.Tensor, max_norm: float) -> torch.Tensor:
     return norm
 
 
+def add_r1_grad_(nets: Nets, real: torch.Tensor, gamma: float) -> None:
+    """Add the gradient of the R1 penalty gamma/2 E||grad_x D(real)||^2 (Mescheder et
+    al. 2018) to D's gradient buffer. A gradient of a gradient: autograd does this one
+    (double backward through the MLP), only when the penalty is on."""
+    params = list(nets.D.parameters())
+    with torch.enable_grad():
+        x = real.detach().requires_grad_(True)
+        (grad_x,) = torch.autograd.grad(nets.D(x).sum(), x, create_graph=True)
+        penalty = 0.5 * gamma * grad_x.pow(2).sum(1).mean()
+        grads = torch.autograd.grad(penalty, params, materialize_grads=True)  # biases: 0
+    nets.d_flat.grad.add_(torch.cat([g.reshape(-1) for g in grads]))
+
+
 def discriminator_step(nets: Nets, real: torch.Tensor, fake: torch.Tensor,
-                       update: bool = True) -> dict:
+                       update: bool = True, r1: float = 0.0) -> dict:
     """One BCE step of D on real vs fake (one forward over both); with update=False
-    only its metrics (a rule that freezes D).
+    only its metrics (a rule that freezes D). `r1` > 0 adds the R1 penalty on real data.
 
     The loss is BCE(real, 1) + BCE(fake, 0), each a batch mean: what is logged as
-    d_loss is exactly what is differentiated."""
+    d_loss is exactly what is differentiated (plus the penalty, when on)."""
     n_real = real.shape[0]
     logits, acts = nets.D.forward_cached(torch.cat([real, fake]))
     labels = torch.zeros_like(logits)
     labels[:n_real] = 1.0
     probs = torch.sigmoid(logits)
     nets.D.backward_manual(acts, logits, (probs - labels) / n_real)
+    if r1 > 0 and update:
+        add_r1_grad_(nets, real, r1)
     d_norm = nets.d_flat.grad.norm()
     skipped = guarded_step(nets.d_opt, d_norm) if update else torch.zeros(())
     loss = F.binary_cross_entropy_with_logits(logits, labels, reduction="sum") / n_real
@@ -173,7 +188,7 @@ def train_step(nets: Nets, batches: list[tuple], ctx: StepContext,
             mu, g_acts = nets.G.forward_cached(z)
         sample, extra = rule.emit(mu, ctx)
         d_out = discriminator_step(nets, real, mu if cfg.d_sees == "mean" else sample,
-                                   update_d)
+                                   update_d, cfg.r1)
     if own:
         with torch.enable_grad():
             g_out = rule.own_update(mu, extra, ctx)

@@ -101,7 +101,7 @@ class StepByStep:
                 mu = nets.G(z)
                 sample, _ = RULES[rule].emit(mu, ctx)
                 discriminator_step(nets, real, mu if cfg.d_sees == "mean" else sample,
-                                   RULES[rule].trains_d(ctx.options))
+                                   RULES[rule].trains_d(ctx.options), cfg.r1)
         self.d_steps += 1
         self._fields = self._means = None
 

@@ -21,11 +21,13 @@ from pathlib import Path
 
 import torch
 
-from core.data.datasets import load_dataset
+from core.data.datasets import DataSet, load_dataset
 from core.engine.config import ConfigError, TrainConfig
 from core.engine.rules import RULES
 from core.engine.run import RESEEDED, BatchStream, Run
+from core.engine.schedule import lr_scale
 from core.io.checkpoint import SUFFIX, remove_stale_temp, save_checkpoint
+from core.io.saved_points import resume_note, saved_dataset
 from core.io.schema import MAX_NOTE_NAME, MAX_NOTE_TEXT, config_of
 
 STATES = ("idle", "running", "paused", "stopped", "finished", "diverged", "failed")
@@ -286,11 +288,11 @@ class Trainer(RunControls):
     """One Run on its own batch stream."""
 
     def __init__(self, cfg: TrainConfig, *, run_id: str | None = None,
-                 run_dir: str | Path | None = None) -> None:
+                 run_dir: str | Path | None = None, data: DataSet | None = None) -> None:
         self.run_id = run_id or new_run_id()
         self.run_dir = Path(run_dir) if run_dir else None
         self.device = resolve_device(cfg.device)
-        self.data = load_dataset(cfg)
+        self.data = data if data is not None else load_dataset(cfg)   # data: a checkpoint's
         self.lock = threading.RLock()     # guards the run's weights, RNGs and step
         self.stream = BatchStream(cfg, self.data, self.device)
         self.run = Run(cfg, self.data, self.device, self.lock)
@@ -311,7 +313,9 @@ class Trainer(RunControls):
     def step(self) -> dict[str, float]:
         """One training iteration (thread-safe); returns the logged values."""
         with self.lock:
-            values = self.run.train(self.stream.draw(self.cfg), self.stream.fixed_z)
+            values = self.run.train(self.stream.draw(self.cfg), self.stream.fixed_z,
+                                    lr_scale(self.cfg.lr_schedule, self.step_count,
+                                             self.cfg.steps))
             step = self.step_count
             self._tick()
         self._check_finite(step, values)
@@ -400,10 +404,13 @@ class Trainer(RunControls):
             changes["steps"] = 0
         if changes:
             cfg = cfg.replace(**changes)
-        trainer = cls(cfg, run_id=run_id, run_dir=run_dir)
+        # the user's points saved in the checkpoint, wherever its CSV is now
+        trainer = cls(cfg, run_id=run_id, run_dir=run_dir, data=saved_dataset(state))
         trainer.load_state_dict(state)
         source = state.get("run_id") or "a checkpoint"
         trainer.log.add_event(trainer.step_count, f"from {source} @ {trainer.step_count}")
+        if note := resume_note(state):
+            trainer.log.add_event(trainer.step_count, note)
         if rule:
             trainer.set_rule(rule)
         return trainer
