@@ -21,7 +21,7 @@ from core.engine.rules import RULES
 from core.engine.samples import grid_problem
 from core.engine.trainer import new_run_id
 from core.jobs.multi_seed import DEFAULT_IMAGE_WARMUP
-from ui import charts, finetune_view, live_chart, run_view, runs, widgets
+from ui import charts, finetune_view, live_chart, run_view, runs, swipe, widgets
 from ui.run_view import flash_error
 from ui.text import code, plain
 
@@ -101,7 +101,9 @@ def form() -> tuple[TrainConfig | None, list[ArmSpec], int]:
     shared = widgets.fairness_options(K)
     c1, c2 = st.columns(2)
     steps = c1.number_input("Compared steps (0 = until stopped)", value=3000, step=500,
-                            key=K + "steps")
+                            key=K + "steps",
+                            help="Per arm, after any warm-up: every arm takes each "
+                                 "compared step on the same batch")
     seed = c2.number_input("Seed", value=0, step=1, key=K + "seed")
     warmup = c1.number_input("bce warm-up steps", step=500, key=K + "warmup",
                              help="Train one bce run this long, then fork every arm from "
@@ -196,10 +198,19 @@ def status(arena: Arena) -> None:
                     f"steps/s · {arms} on {plain(arena.cfg.data)} · "
                     f"arena {code(arena.run_id)}",
                     help="Each step trains every arm once on the same batch and z")
-    if arena.cfg.steps and not arena.warming_up:
+    # one count throughout: compared steps per arm (every arm takes each lockstep step),
+    # the warm-up counted on its own; the status line's step is the global one
+    if arena.warming_up:
+        st.progress(min(1.0, s.step / max(1, arena.warmup_steps)),
+                    text=f"bce warm-up: {s.step:,} / {arena.warmup_steps:,} steps, then "
+                         + (f"{arena.cfg.steps:,} compared steps per arm"
+                            if arena.cfg.steps else "compared steps until stopped"))
+    elif arena.cfg.steps:
         done = max(0, s.step - arena.fork_step)
         st.progress(min(1.0, done / arena.cfg.steps),
-                    text=f"{done:,} / {arena.cfg.steps:,} compared steps")
+                    text=f"{done:,} / {arena.cfg.steps:,} compared steps per arm"
+                         + (f" (after the fork at step {arena.fork_step:,})"
+                            if arena.fork_step else ""))
     run_view.state_message(arena)
     hashes = arena.hashes()
     same = len(set(hashes["init"].values())) == 1
@@ -227,8 +238,9 @@ def _sources(arena: Arena, compared_only: bool) -> list[live_chart.Source]:
     """The warm-up (or the forked run's past) in grey, then one colour per arm from the
     fork on, each arm's line starting at the fork point."""
     history = f"{arena.run_id}:history"
-    if arena.warming_up:
-        return [live_chart.Source(history, "warm-up (bce)", arena.warmup.log, HISTORY_COLOR)]
+    warmup = arena.warmup   # read once: the training thread sets it to None at the fork
+    if warmup is not None:
+        return [live_chart.Source(history, "warm-up (bce)", warmup.log, HISTORY_COLOR)]
     first = next(iter(arena.arms.values()))
     fork_row = first.log.row_of_step(arena.fork_step) if arena.fork_step else 0
     out = []
@@ -243,7 +255,9 @@ def _sources(arena: Arena, compared_only: bool) -> list[live_chart.Source]:
 
 
 def metric_charts(arena: Arena, smoothing: float, compared_only: bool) -> None:
-    columns = {c for arm in arena.arms.values() for c in arm.log.columns}
+    # active_runs: during a warm-up the arms' logs are still empty; the warm-up's has
+    # the columns (else every chart stayed blank until the fork)
+    columns = {c for run in arena.active_runs() for c in run.log.columns}
     if not live_chart.metric_charts("cmp_chart_", _sources(arena, compared_only), columns,
                                     smoothing=smoothing, events=_events(arena),
                                     group="compare"):
@@ -326,12 +340,22 @@ def latest_table(arena: Arena) -> pd.DataFrame:
     return table.fillna("—").rename_axis("metric").reset_index()
 
 
-def samples(arena: Arena) -> None:
+# Each arm's grid at least 440 px (a digit ~2x its 28 px); a row holds as many as fit,
+# so two arms share a row at 1400 px and each has its own at 800 px. A style-only
+# st.html takes no space.
+# Each arm sits in the row's own flex item (a stLayoutWrapper).
+GRID_STYLE = ("<style>.st-key-cmp_grids > [data-testid='stLayoutWrapper'] {flex: 1 1 440px; "
+              "min-width: min(440px, 100%); max-width: 640px}</style>")
+
+
+def samples(arena: Arena) -> int | None:
+    """The arms' grids (and the A/B swipe) at the one snapshot step; returns that step
+    while the person browses the history, None while following the latest."""
     arms = arena.arms
     steps = sorted(set().union(*(a.snapshots.steps() for a in arms.values())))
     if not steps:
         st.caption("No samples yet.")
-        return
+        return None
     follow_key, step_key = f"cmp_follow_{arena.run_id}", f"cmp_snap_{arena.run_id}"
     # Defaults live in the widgets (value=True), never in session_state: in a live
     # browser a widget whose state was pre-set could come back at its own default
@@ -348,9 +372,11 @@ def samples(arena: Arena) -> None:
             st.session_state[step_key] = steps[-1]
         step = st.select_slider(label, options=steps, key=step_key, help=tip)
     real = arena.data.x[:1000].float().cpu().numpy() if not arena.data.is_image else None
-    for col, (name, arm) in zip(st.columns(len(arms)), arms.items()):
+    st.html(GRID_STYLE)
+    row = st.container(horizontal=True, key="cmp_grids")
+    for name, arm in arms.items():
         snap = arm.snapshots.at_step(step)
-        with col.container(key=f"cmp_grid_{name}"):
+        with row.container(key=f"cmp_grid_{name}"):
             if snap is None:
                 st.caption(f"{plain(name)}: no samples yet")
             elif snap.png is not None and (problem := grid_problem(snap)):
@@ -365,6 +391,28 @@ def samples(arena: Arena) -> None:
     if real is not None:
         st.caption("Black: real points (on top) · orange: each arm's samples on the same "
                    "fixed z · background: that arm's D(x), blue = D says fake, red = real")
+    elif len(arms) > 1:
+        ab_swipe(arena, step)
+    return None if follow or len(steps) == 1 else step
+
+
+def ab_swipe(arena: Arena, step: int) -> None:
+    """Two arms' grids at the slider's step in one frame, a divider to drag between
+    them (ui/swipe.py); the first two arms unless the person picks others."""
+    names = list(arena.arms)
+    a, b = names[:2]
+    if len(names) > 2:
+        row = st.container(horizontal=True, key="cmp_swipe_pick")
+        a = row.selectbox("Swipe: A (left)", names, index=0, key="cmp_swipe_a", width=220)
+        b = row.selectbox("B (right)", names, index=1, key="cmp_swipe_b", width=220)
+    snaps = [arena.arms[n].snapshots.at_step(step) for n in (a, b)]
+    if any(s is None or s.png is None or grid_problem(s) for s in snaps):
+        return   # the grids above say what is missing or damaged
+    st.markdown("**A/B swipe, same z**", help="Drag the divider (or focus the picture and "
+                "use the arrow keys): left of it arm A, right of it arm B, both at the "
+                "snapshot step above")
+    swipe.swipe("cmp_swipe", *(swipe.Side(f"{side}: {n} · step {s.step:,}", s.png)
+                               for side, n, s in zip("AB", (a, b), snaps)))
 
 
 def downloads(arena: Arena) -> None:
@@ -407,7 +455,13 @@ def live_view(arena: Arena) -> None:
     elif not compared_only and COMPARED_PARAM in st.query_params:
         del st.query_params[COMPARED_PARAM]
 
+    warming = arena.warming_up   # what the sidebar and the buttons were drawn for
+
     def body() -> None:
+        if arena.warming_up != warming:
+            # the fork: the sidebar's rule switches, Save checkpoint and the downloads
+            # outside this fragment were drawn disabled for the warm-up; redraw them
+            st.rerun()
         status(arena)
         left, right = run_view.side_by_side("cmp_split", 340)
         with left:
@@ -421,9 +475,10 @@ def live_view(arena: Arena) -> None:
             st.dataframe(table, key="cmp_table", width="stretch", hide_index=True,
                          height=35 * (len(table) + 1) + 3,   # every row, no scrolling
                          column_config={"metric": st.column_config.TextColumn(width=130)})
-            samples(arena)
+        # the grids full width below the split: in the 340 px column a digit was ~19 px
+        step = samples(arena)
         finetune_view.warnings(arena)
-        finetune_view.base_vs_tuned(arena)
+        finetune_view.base_vs_tuned(arena, step)
 
     run_view.live_fragment(arena, body)
     downloads(arena)

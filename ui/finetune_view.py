@@ -11,7 +11,7 @@ import streamlit as st
 import torch
 
 from core.engine.arena import Arena
-from core.engine.samples import grid_png
+from core.engine.samples import SnapshotImageError, grid_images, grid_png
 from core.quality.judges import nearest_neighbours
 from core.quality.steering import PROXY, steering_warning
 from ui.text import plain
@@ -67,7 +67,22 @@ def _criterion_of(arm) -> str:
     return str(model.metrics.get("criterion", ""))
 
 
-def base_vs_tuned(arena: Arena) -> None:
+def _tuned_at(arm, step: int, shape: tuple) -> tuple[torch.Tensor, int] | None:
+    """The arm's fixed-z samples at the snapshot step the page's slider shows (its grid
+    decoded; the first SHOWN of its z are the same z as the base's), or None where that
+    grid is missing or damaged (the grids above say so)."""
+    snap = arm.snapshots.at_step(step)
+    if snap is None or snap.png is None:
+        return None
+    try:
+        return grid_images(snap.png, shape, n=SHOWN, step=snap.step), snap.step
+    except SnapshotImageError:
+        return None
+
+
+def base_vs_tuned(arena: Arena, step: int | None = None) -> None:
+    """`step`: the Compare page's snapshot step when the person browses the history
+    (the fine-tuned side follows it); None: the arm's weights now."""
     arms = tuned_arms(arena)
     if not arms or not arena.data.is_image:
         return
@@ -77,16 +92,18 @@ def base_vs_tuned(arena: Arena) -> None:
         next(iter(arms))
     arm = arms[name]
     z = arena.stream.fixed_z[:SHOWN]
-    with arena.lock, torch.no_grad():
-        base, tuned = arm.G_ref(z).cpu(), arm.shown_G(z).cpu()
     shape = arena.data.image_shape
+    past = None if step is None else _tuned_at(arm, step, shape)
+    with arena.lock, torch.no_grad():
+        base = arm.G_ref(z).cpu()
+        tuned, when = past or (arm.shown_G(z).cpu(), arena.step_count)
     nearest, tuned_dist = _nearest_png(arena.data, tuned)
     _, base_dist = _nearest_png(arena.data, base)
     cols = st.columns(3)
     cols[0].image(grid_png(base, shape, nrow=8), width="stretch",
                   caption=f"base (step {arm.rule_start:,})")
     cols[1].image(grid_png(tuned, shape, nrow=8), width="stretch",
-                  caption=f"{name} now (step {arena.step_count:,})")
+                  caption=f"{name} {'at' if past else 'now'} (step {when:,})")
     cols[2].image(nearest, width="stretch", caption="the nearest real training image of "
                   "each fine-tuned sample")
     row = st.container(horizontal=True, key=f"cmp_ft_row_{name}")

@@ -17,7 +17,7 @@ from core.engine.metric_info import has_panel
 from core.engine.samples import SnapshotImageError, grid_problem
 from core.engine.trainer import Trainer, new_run_id
 from core.io.animate import MAX_GIF_FRAME_BYTES, gif_snapshots, large_png, progression_gif
-from ui import charts, live_chart, overopt_view, run_view, runs
+from ui import charts, live_chart, overopt_view, run_view, runs, swipe
 from ui.run_view import flash_error
 from ui.text import code, plain
 
@@ -164,6 +164,7 @@ def samples(trainer: Trainer) -> None:
     # While following, no slider is drawn: a select_slider whose options change every
     # tick re-sends its old index and jumps. Unchecking freezes the history's steps.
     follow_key, frozen_key = f"follow_{trainer.run_id}", f"steps_{trainer.run_id}"
+    frozen = None
     if st.checkbox("Follow latest", value=True, key=follow_key,
                    help="Uncheck to browse the history") or len(steps) < 2:
         st.session_state.pop(frozen_key, None)
@@ -187,6 +188,8 @@ def samples(trainer: Trainer) -> None:
                                file_name=f"{trainer.run_id}_step_{snap.step}.png",
                                mime="image/png", on_click="ignore",
                                help="This grid, upscaled to 1,024 px or more")
+            if frozen:
+                step_swipe(trainer, snap, frozen)
     else:
         live_chart.toy_picture("chart_toy", trainer.run_id, snap, _real_points(trainer),
                                f"Real vs generated at step {snap.step:,} over D(x)")
@@ -198,6 +201,26 @@ def samples(trainer: Trainer) -> None:
                        key="btn_progress_gif", file_name=f"{trainer.run_id}_progress.gif",
                        mime="image/gif", on_click="ignore",
                        help=_gif_help(trainer.snapshots.all()))
+
+
+def step_swipe(trainer: Trainer, snap, steps: list[int]) -> None:
+    """While browsing the history: the slider's step (A) against another step of the
+    same run (B, the newest by default) on the same fixed z, in one swipe frame."""
+    # a short label: the Train page's sample column is narrow at 800 px
+    if not st.checkbox("A/B swipe", key=f"swipe_on_{trainer.run_id}",
+                       help="This step against another step of the run, on the same z, in "
+                            "one frame with a divider to drag: left of it the slider's "
+                            "step, right of it the step chosen here"):
+        return
+    other = st.selectbox("B (right of the divider)", steps, index=len(steps) - 1,
+                         format_func=lambda s: f"step {s:,}",
+                         key=f"swipe_step_{trainer.run_id}")
+    b = trainer.snapshots.at_step(other)
+    if b is None or b.png is None or grid_problem(b):
+        st.caption("That step's grid cannot be shown.")
+        return
+    swipe.swipe("train_swipe", swipe.Side(f"A: step {snap.step:,}", snap.png),
+                swipe.Side(f"B: step {b.step:,}", b.png))
 
 
 def _gif_help(snaps: list) -> str:

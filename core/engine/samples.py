@@ -47,6 +47,27 @@ def grid_png(images: torch.Tensor, image_shape: tuple, nrow: int = 8) -> bytes:
     return buf.getvalue()
 
 
+def grid_images(png: bytes, image_shape: tuple, n: int | None = None, nrow: int = 8,
+                padding: int = 2, step: int | None = None) -> torch.Tensor:
+    """The inverse of grid_png: the first n images of a grid as an (n, C*H*W) tensor in
+    [-1, 1] (8-bit exact), so a past snapshot can be measured like live samples. The
+    grid is checked and decoded by snapshot_image (SnapshotImageError naming `step`)."""
+    c, h, w = image_shape
+    with snapshot_image(png, step) as img:
+        pixels = np.asarray(img.convert("L" if c == 1 else "RGB"), dtype=np.float32)
+    if pixels.ndim == 2:
+        pixels = pixels[:, :, None]
+    cols = max(1, (pixels.shape[1] - padding) // (w + padding))
+    rows = max(1, (pixels.shape[0] - padding) // (h + padding))
+    per_row = min(cols, nrow)   # make_grid narrows its rows to fewer images than nrow
+    count = min(rows * per_row, n or rows * per_row)
+    out = []
+    for i in range(count):
+        y, x = padding + (i // per_row) * (h + padding), padding + (i % per_row) * (w + padding)
+        out.append(pixels[y:y + h, x:x + w].transpose(2, 0, 1).reshape(-1))
+    return torch.from_numpy(np.stack(out) / 127.5 - 1.0).float()
+
+
 class SnapshotImageError(CheckpointError):
     """A snapshot's grid PNG is too large, cut short or damaged. A CheckpointError: the
     grid comes from a checkpoint (a live run's only from one it resumed), so the CLI and
