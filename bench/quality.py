@@ -10,10 +10,16 @@ then the published rows to compare with.
 
     python bench/quality.py [--steps 10000] [--seeds 10] [--data ring8,grid25]
                             [--rows base,linear,r1,linear+r1] [--workers 2]
+                            [--log results.jsonl]
+
+With --log each finished task is appended to that file as one JSON line, and a run
+with the same --log skips the tasks it already holds: a long table can be stopped and
+resumed, and the table is printed from every line of the file that matches the run.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import statistics
 import sys
@@ -96,21 +102,41 @@ def main() -> None:
     parser.add_argument("--rows", default="base,linear,r1,linear+r1",
                         help=f"ablation rows, from: {', '.join(ROWS)}")
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--log", type=Path, default=None,
+                        help="a JSON-lines file: each finished task is appended; tasks "
+                             "already in it are skipped")
     args = parser.parse_args()
     rows = args.rows.split(",")
     unknown = [r for r in rows if r not in ROWS]
     if unknown:
         parser.error(f"unknown row(s) {', '.join(unknown)}; rows: {', '.join(ROWS)}")
-    results: dict[tuple, list[dict]] = {}
-    tasks = [(d, r, s) for s in range(args.seeds) for d in args.data.split(",") for r in rows]
+    wanted = [(d, r, s) for s in range(args.seeds) for d in args.data.split(",") for r in rows]
+    found = {}   # (data, row, seed) -> {(rule, weights): scores}, from --log
+    if args.log and args.log.exists():
+        for line in args.log.read_text().splitlines():
+            item = json.loads(line)
+            if item["steps"] == args.steps:
+                found[(item["data"], item["row"], item["seed"])] = item["scores"]
+    tasks = [t for t in wanted if t not in found]
+    print(f"{len(wanted) - len(tasks)} of {len(wanted)} tasks already in the log",
+          file=sys.stderr, flush=True)
     with ProcessPoolExecutor(args.workers) as pool:
         futures = [pool.submit(one_task, d, r, s, args.steps) for d, r, s in tasks]
         for done, future in enumerate(as_completed(futures), 1):
             data, row, seed, scores, seconds = future.result()
-            for (rule, which), values in scores.items():
-                results.setdefault((data, row, rule, which), []).append(values)
+            found[(data, row, seed)] = {f"{rule}/{which}": v for (rule, which), v in scores.items()}
+            if args.log:
+                with args.log.open("a") as log:
+                    log.write(json.dumps({"data": data, "row": row, "seed": seed,
+                                          "steps": args.steps,
+                                          "scores": found[(data, row, seed)]}) + "\n")
             print(f"[{done}/{len(tasks)}] {data} {row} seed {seed}: {seconds:.0f} s",
                   file=sys.stderr, flush=True)
+    results: dict[tuple, list[dict]] = {}
+    for data, row, seed in wanted:
+        for key, values in found[(data, row, seed)].items():
+            rule, which = key.split("/")
+            results.setdefault((data, row, rule, which), []).append(values)
     print(table(results, args.seeds, args.steps))
 
 
