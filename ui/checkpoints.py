@@ -197,26 +197,32 @@ def choose_arm(state: dict, key: str) -> dict:
     return extract_arm(state, name)
 
 
-def actions(state: dict, key: str) -> None:
+def actions(state: dict, key: str, download=None) -> None:
     """Resume, fine-tune with another rule, or show the samples of a checkpoint (of
-    one arm, for a comparison checkpoint)."""
+    one arm, for a comparison checkpoint); download(row), if given, adds the file's
+    download button to the same row."""
     if state.get("kind") == "arena":
         state = choose_arm(state, key)
     info = checkpoint_summary(state)
     st.caption(f"run {code(info['run_id'])} · step {info['step']:,} · rule "
                f"{plain(info['rule'])} · data {plain(info['data'])}")
-    c1, c2, c3, c4 = st.columns([1, 1, 1, 1], vertical_alignment="bottom")
-    if c1.button("Resume training", key=f"{key}_resume", type="primary", width="stretch"):
+    # one row that wraps: four fixed columns cut the labels at 800 px ("Resume tr...")
+    row = st.container(horizontal=True, vertical_alignment="bottom", key=f"{key}_actions")
+    if row.button("Resume training", key=f"{key}_resume", type="primary"):
         _launch(state, None, "resume")
     others = [r for r in RULES if r != info["rule"]] or list(RULES)
-    rule = c2.selectbox("Fine-tune with rule", others, key=f"{key}_rule")
-    finetune = c3.button("Fine-tune", key=f"{key}_finetune", width="stretch",
-                         help="Continue from these weights with another update rule (RL "
-                              "fine-tuning: pretrain with bce, continue with reinforce or rlhf)")
+    rule = row.selectbox("Fine-tune with rule", others, key=f"{key}_rule", width=200)
+    finetune = row.button("Fine-tune", key=f"{key}_finetune",
+                          help="Continue from these weights with another update rule (RL "
+                               "fine-tuning: pretrain with bce, continue with reinforce or "
+                               "rlhf)")
+    samples = row.toggle("Show samples", key=f"{key}_samples", width="content")
+    if download is not None:
+        download(row)
     options = widgets.rule_options(f"{key}_opt_", [rule], "{} options for the fine-tune")
     if finetune:
         _launch(state, rule, f"finetune-{rule}", options)
-    if c4.toggle("Show samples", key=f"{key}_samples"):
+    if samples:
         show_samples(state, key)
 
 

@@ -1,4 +1,5 @@
-"""The Train page's first-visit guide: what the charts mean, what a healthy run looks like.
+"""The Train page's first-visit guide (the app's first page): what each page is for, what
+the charts mean, what a healthy run looks like.
 
 Shown in full until dismissed, while no run is on the page; otherwise a small popover
 keeps the same text at hand.
@@ -9,6 +10,20 @@ from __future__ import annotations
 import streamlit as st
 
 DISMISSED = "guide_dismissed"
+
+PAGES = """
+**The pages** (left): **Train** runs one GAN and shows it live (this page).
+**Compare** trains two or three update rules side by side, from the same weights on
+the same batches, so a difference between them is the rule's doing; many seeds give
+a verdict with error bars. **Feedback** is where people pick the better of two
+samples; a reward model learns those preferences, and an *rlhf* fine-tune trains G
+towards them. **Checkpoints** saves, downloads and uploads runs, and resumes or
+fine-tunes one.
+
+**A fine-tune needs a trained generator first**: train one with bce (about 3,000
+steps on digits), press Save checkpoint, then fine-tune it on the Checkpoints page;
+or let Compare warm up with bce and fork its arms from there.
+"""
 
 TEXT = """
 Two networks train against each other. **G** (the generator) turns random noise into
@@ -48,10 +63,12 @@ def show(full: bool = True) -> None:
     looking at?" popover: once dismissed, or while a run's charts need the space."""
     if st.session_state.get(DISMISSED) or not full:
         with st.popover("What am I looking at?", icon=":material/help:"):
+            st.markdown(PAGES)
             st.markdown(TEXT)
         return
     with st.container(border=True, key="guide"):
         st.markdown("#### What am I looking at?")
+        st.markdown(PAGES)   # the app's first page: what the other pages are for
         st.markdown(TEXT)
         st.button("Got it, hide this", key="guide_dismiss", on_click=_dismiss,
                   help="It stays at hand under \"What am I looking at?\" at the top")

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import streamlit as st
 
-from ui import compare_view, runs, runs_table, seeds_view
+from ui import compare_view, run_view, runs, runs_table, seeds_view
 from ui.text import plain
 
 TRAIN_PAGE, COMPARE_PAGE = "views/train.py", "views/compare.py"
@@ -95,13 +95,35 @@ def _edit(entry: Entry, col) -> None:
                   args=(entry.job, key), type="primary")
 
 
+def counts(items: list[Entry]) -> str:
+    """' (1 running, 1 paused)': a paused job is live (it holds a slot) but not running."""
+    states = [e.job.status.state for e in items]
+    parts = [f"{states.count(s)} {s}" for s in ("running", "paused") if s in states]
+    return f" ({', '.join(parts)})" if parts else ""
+
+
 def show(current: str | None = None) -> None:
-    """The panel, collapsed into an expander; `current` is the id the page shows."""
+    """The panel, collapsed into an expander; `current` is the id the page shows. It
+    refreshes with the page's live view (its own fragment, at the same pace) while any
+    job is live, so its states and steps move with the charts."""
+    polling = any(e.job.status.live for e in entries())
+    every = (run_view.poll_interval(current) if current else run_view.POLL_S) \
+        if polling else None
+
+    @st.fragment(run_every=every)
+    def panel() -> None:
+        _panel(current)
+        if polling and not any(e.job.status.live for e in entries()):
+            st.rerun()   # the last live one ended: redraw the page, which stops polling
+
+    panel()
+
+
+def _panel(current: str | None) -> None:
     items = entries()
-    live = sum(e.job.status.live for e in items)
-    label = (f"Runs and comparisons on this server: {len(items)}"
-             + (f" ({live} running)" if live else ""))
-    with st.expander(label, icon=":material/list:", expanded=False):
+    label = f"Runs and comparisons on this server: {len(items)}{counts(items)}"
+    # keyed: the fragment's refresh keeps it open or closed as the person left it
+    with st.expander(label, icon=":material/list:", expanded=False, key="panel_expander"):
         if not items:
             st.caption("None yet: runs started here or in another tab appear in this list.")
         for entry in items:

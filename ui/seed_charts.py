@@ -15,7 +15,7 @@ from core.jobs.arena_task import SUMMARY_METRICS
 from ui.charts import PALETTE, base_layout, metric_title
 
 POINTS = 200        # per seed line: step metrics are averaged into this many buckets
-HEIGHT = 300
+HEIGHT = 340         # room for the legend below: every mark has an entry
 
 
 def metrics_to_chart(frames: list[pd.DataFrame]) -> list[str]:
@@ -63,10 +63,12 @@ def seed_figure(by_arm: dict[str, dict[int, pd.DataFrame]], metric: str) -> go.F
         per_seed = {s: v for s, v in per_seed.items() if len(v)}
         if not per_seed:
             continue
-        for seed, series in per_seed.items():
+        # every mark has a legend entry: the thin seed lines once per arm (one entry
+        # for the group), the band, the mean; a click on one hides the arm's group
+        for j, series in enumerate(per_seed.values()):
             fig.add_trace(go.Scatter(
                 x=series.index, y=series.values, mode="lines", legendgroup=arm,
-                name=f"{arm} seed {seed}", showlegend=False, opacity=0.35,
+                name=f"{arm}: each seed (thin)", showlegend=j == 0, opacity=0.35,
                 line={"color": color, "width": 1}, hoverinfo="skip"))
         stats = band(per_seed)
         lo, hi = stats["mean"] - stats["se"], stats["mean"] + stats["se"]
@@ -74,10 +76,11 @@ def seed_figure(by_arm: dict[str, dict[int, pd.DataFrame]], metric: str) -> go.F
             fig.add_trace(go.Scatter(
                 x=[*stats.index, *stats.index[::-1]], y=[*hi, *lo[::-1]], fill="toself",
                 fillcolor=_rgba(color, 0.2), line={"width": 0}, legendgroup=arm,
-                showlegend=False, hoverinfo="skip", name=f"{arm} ± s.e."))
+                showlegend=True, hoverinfo="skip", name=f"{arm}: ± 1 s.e. band"))
         fig.add_trace(go.Scatter(
             x=stats.index, y=stats["mean"], mode="lines+markers" if metric.startswith("q_")
-            else "lines", legendgroup=arm, name=f"{arm} (mean of {len(per_seed)})",
+            else "lines", legendgroup=arm, showlegend=True,
+            name=f"{arm}: mean of {len(per_seed)} seed{'s' if len(per_seed) > 1 else ''}",
             line={"color": color, "width": 2.5}, customdata=stats["se"],
             hovertemplate=f"{arm}: %{{y:.4g}} ± %{{customdata:.2g}}<extra></extra>"))
     return base_layout(fig, metric_title(metric), HEIGHT)   # the app's chart layout

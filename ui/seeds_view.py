@@ -15,13 +15,14 @@ from dataclasses import dataclass
 import pandas as pd
 import streamlit as st
 
+from core.data.datasets import DATASETS
 from core.engine.config import TrainConfig
 from core.engine.trainer import new_run_id
 from core.jobs.backends import RAY_REQUIREMENTS, RunnerError, parse_address
 from core.jobs.multi_seed import FINAL_WINDOW, summarize, wide_table
 from core.jobs.seed_job import SeedJob
 from core.quality import paired
-from ui import run_view, runs, seed_charts
+from ui import charts, run_view, runs, seed_charts
 from ui.run_view import flash_error
 from ui.text import code, plain
 
@@ -155,16 +156,22 @@ def progress(job: SeedJob) -> None:
     where = {"local": "this machine's process pool",
              "ray": f"Ray at {code(job.address)}" if job.address else "a local Ray"}
     arms = " vs ".join(f"**{plain(a)}**" for a in job.arm_names)
-    st.markdown(f"**{s.state}** · {arms} on {plain(job.cfg.data)} · {job.total} seeds on "
-                f"{where.get(job.backend, job.backend)} · job {code(job.run_id)}")
+    st.markdown(f"**{s.state}** · {arms} on {plain(job.cfg.data)} · {job.total} seeds × "
+                f"{budget(job)} on {where.get(job.backend, job.backend)} · "
+                f"job {code(job.run_id)}")
     eta = job.eta()
     failed = len(job.failures)
-    st.progress(job.finished / job.total if job.total else 0.0,
+    inside = job.seed_progress() if s.live else {}
+    # seeds still training count by their steps, so the bar moves before one finishes
+    partial = sum(seed_fraction(*p) for p in inside.values())
+    st.progress(min(1.0, (job.finished + partial) / job.total) if job.total else 0.0,
                 text=f"{len(job.results)} / {job.total} seeds done"
                      + (f" · {failed} failed" if failed else "")
                      + f" · elapsed {run_view.fmt_time(job.elapsed())}"
                      + (f" · ETA {run_view.fmt_time(eta)}" if eta is not None and s.live
                         else ""))
+    for seed, p in inside.items():
+        st.progress(seed_fraction(*p), text=f"Seed {seed}: {seed_steps_text(*p)}")
     # messages quote the Ray address and task errors: plain text, never a link or image
     if s.state == "failed":
         st.error(plain(s.message), icon=":material/error:")
@@ -176,6 +183,23 @@ def progress(job: SeedJob) -> None:
     for r in job.snapshot()[0].values():
         if r.message:
             st.caption(f"Seed {r.seed}: {plain(r.message)}")
+
+
+def budget(job: SeedJob) -> str:
+    """Each seed's budget in the Compare page's one count: compared steps per arm."""
+    warm = (f" after a {job.warmup_steps:,}-step bce warm-up" if job.warmup_steps else "")
+    return f"{job.cfg.steps:,} compared steps per arm{warm}"
+
+
+def seed_fraction(step: int, warmup: int, steps: int) -> float:
+    """How far one seed is: its global step over the warm-up plus compared steps."""
+    return min(1.0, step / (warmup + steps)) if warmup + steps else 0.0
+
+
+def seed_steps_text(step: int, warmup: int, steps: int) -> str:
+    if step < warmup:
+        return f"bce warm-up {step:,} / {warmup:,} steps"
+    return f"{step - warmup:,} / {steps:,} compared steps per arm"
 
 
 def verdict(job: SeedJob) -> None:
@@ -207,7 +231,8 @@ def summary(job: SeedJob) -> None:
     if len(table):
         st.markdown(f"**Final values**, mean ± s.e. over {len(finals)} seed(s) "
                     f"(step metrics: last-{FINAL_WINDOW}-step mean)")
-        st.dataframe(wide_table(table).reset_index(), key=K + "seeds_summary",
+        wide = wide_table(table).rename(columns=charts.metric_title)   # labels, not q_ names
+        st.dataframe(wide.reset_index(), key=K + "seeds_summary",
                      hide_index=True, width="stretch")
 
 
@@ -241,6 +266,21 @@ def seed_charts_view(job: SeedJob) -> None:
                                  config={"displaylogo": False})
     st.caption("Bold: the mean over finished seeds, band ± one standard error; thin: "
                "each seed.")
+    final_samples(job, results)
+
+
+def final_samples(job: SeedJob, results: dict) -> None:
+    """Each arm's last samples on one finished seed (2-D: over the real points)."""
+    shown = {seed: r for seed, r in results.items() if r.png}
+    if not shown:
+        return
+    seed = st.selectbox("Final samples of seed", list(shown), key=K + "seeds_png_seed",
+                        help="Each arm's samples at the end of that seed's run")
+    st.image(shown[seed].png, width="stretch",
+             caption=f"Seed {seed}: each arm's samples on the same fixed z at its last step")
+    if DATASETS.entry(job.cfg.data).extra.get("is_2d"):
+        st.caption("Grey: real points · red: that arm's samples · blue shading: that "
+                   "arm's D(x), darker = D says real")
 
 
 def log_lines(job: SeedJob) -> None:

@@ -44,11 +44,12 @@ else:
     else:
         if note:   # an old .pt file: same note as for an upload
             st.info(plain(note), icon=":material/info:")
-        st.download_button("Download this checkpoint", data=path.read_bytes, key="dl_file",
-                           file_name=ck.download_name(state.get("run_id") or path.parent.name,
-                                                      int(state["step"]), path.suffix),
-                           on_click="ignore")
-        ck.actions(state, key="file")
+        name = ck.download_name(state.get("run_id") or path.parent.name, int(state["step"]),
+                                path.suffix)
+        # in the actions' row: one row of actions for the file, not two
+        ck.actions(state, key="file", download=lambda row: row.download_button(
+            "Download this checkpoint", data=path.read_bytes, key="dl_file",
+            file_name=name, on_click="ignore"))
 
 st.subheader("Upload a checkpoint")
 upload = st.file_uploader("A .safetensors (or old .pt) file saved by GAN RL Lab",

@@ -189,6 +189,14 @@ class Arena(RunControls):
         start = self.warmup_steps if self.warmup is not None else self.fork_step
         return start + self.cfg.steps
 
+    def _finish(self) -> None:
+        super()._finish()
+        # the budget in the count the page's progress bar uses (compared steps per arm),
+        # not end_step, which also counts the warm-up
+        after = f", after the fork at step {self.fork_step:,}" if self.fork_step else ""
+        self._message = (f"reached the step budget: {self.cfg.steps:,} compared steps per "
+                         f"arm{after} (step {self.end_step:,})")
+
     @property
     def can_save(self) -> bool:
         return self.warmup is None

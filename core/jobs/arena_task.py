@@ -36,6 +36,9 @@ class Task:
     run_id: str = ""
     point: dict = field(default_factory=dict)   # a sweep's grid values ({} in compare)
     hook: Callable | None = None  # hook(task, attempt), run in the worker first (FailFor)
+    # a file the worker rewrites with its step as it trains (read_progress), so a page
+    # can show progress inside a seed; only seen where driver and worker share a disk
+    progress: str = ""
 
 
 @dataclass
@@ -70,7 +73,7 @@ def execute(task: Task, attempt: int = 1, log_every: float = float("inf")) -> Ta
                 # build the classifier before the clock starts, where an evaluation falls due
                 arena.active_runs()[0].quality.prepare(
                     log=lambda msg: print(msg, file=sys.stderr, flush=True))
-            run_arena(arena, log_every=log_every, quiet=True)
+            run_arena(arena, log_every=log_every, quiet=True, progress_file=task.progress)
             message = arena.status.message if arena.status.state == "diverged" else ""
             saved = {p.name: p.read_bytes() for p in sorted(Path(tmp).glob("*.safetensors"))}
         return TaskResult(
@@ -166,13 +169,41 @@ def _scatter_panels(data, snaps: dict) -> bytes:
 
 
 # -- the headless run -----------------------------------------------------------------------
-def run_arena(arena: Arena, log_every: float = 5.0, quiet: bool = False) -> None:
+PROGRESS_EVERY_S = 0.5
+
+
+def write_progress(path: str, arena: Arena) -> None:
+    """'step warmup_steps steps' into path, atomically (a reader never sees half)."""
+    try:
+        tmp = f"{path}.tmp"
+        Path(tmp).write_text(f"{arena.step_count} {arena.warmup_steps} {arena.cfg.steps}")
+        os.replace(tmp, path)
+    except OSError:
+        pass   # progress is a courtesy: never fail the task over it
+
+
+def read_progress(path: str) -> tuple[int, int, int] | None:
+    """(step, warm-up steps, compared steps per arm) a worker last wrote, or None."""
+    try:
+        step, warmup, steps = (int(v) for v in Path(path).read_text().split())
+    except (OSError, ValueError):
+        return None
+    return step, warmup, steps
+
+
+def run_arena(arena: Arena, log_every: float = 5.0, quiet: bool = False,
+              progress_file: str = "") -> None:
     """Step an arena to its budget in this thread (the same loop as the dashboard's),
-    with a progress line on stderr every log_every seconds; stops early if an arm
-    diverges (and says so, unless quiet: the caller reports arena.status.message)."""
+    with a progress line on stderr every log_every seconds (and the step in
+    progress_file every PROGRESS_EVERY_S, if given); stops early if an arm diverges
+    (and says so, unless quiet: the caller reports arena.status.message)."""
     last = [time.perf_counter()]
+    wrote = [0.0]
 
     def progress(out: dict) -> None:
+        if progress_file and time.perf_counter() - wrote[0] > PROGRESS_EVERY_S:
+            wrote[0] = time.perf_counter()
+            write_progress(progress_file, arena)
         if time.perf_counter() - last[0] > log_every:
             last[0] = time.perf_counter()
             losses = "  ".join(f"{n}: d {v['d_loss']:.3f} g {v['g_loss']:.3f}"

@@ -8,14 +8,17 @@ start(), stop()), so it is kept, listed and re-attached the way arenas are.
 from __future__ import annotations
 
 import io
+import shutil
+import tempfile
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import pandas as pd
 
 from core.engine.config import TrainConfig
-from core.jobs.arena_task import SUMMARY_METRICS, Task, TaskResult
+from core.jobs.arena_task import SUMMARY_METRICS, Task, TaskResult, read_progress
 from core.jobs.backends import RunnerError, TaskFailure, describe, run_tasks
 from core.jobs.multi_seed import check_and_prepare
 
@@ -41,6 +44,7 @@ class SeedResult:
     worker: str
     attempts: int
     message: str                      # why it stopped early, else ""
+    png: bytes = b""                  # every arm's final samples, side by side
 
 
 class SeedJob:
@@ -60,6 +64,7 @@ class SeedJob:
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self.started_at = self.ended_at = None
+        self._progress_dir: str | None = None   # the workers' progress files (seed_progress)
 
     # -- what a page reads ----------------------------------------------------------
     @property
@@ -89,6 +94,23 @@ class SeedJob:
         """The results so far, in seed order (copies: the thread adds to them)."""
         with self._lock:
             return dict(sorted(self.results.items())), list(self.failures)
+
+    def seed_progress(self) -> dict[int, tuple[int, int, int]]:
+        """seed -> (step, warm-up steps, compared steps per arm) of each seed that is
+        training now, as its worker last wrote it (every half second); seeds whose
+        worker shares no disk with this process (a remote Ray node) are missing."""
+        folder = self._progress_dir
+        if folder is None:
+            return {}
+        done = {f.task.seed for f in self.failures} | set(self.results)
+        out = {}
+        for seed in self.seeds:
+            if seed not in done and (got := read_progress(self._progress_file(seed))):
+                out[seed] = got
+        return out
+
+    def _progress_file(self, seed: int) -> str:
+        return str(Path(self._progress_dir or ".") / f"seed_{seed}.txt")
 
     def finals(self) -> dict[int, dict[str, dict]]:
         """seed -> arm -> final values, for core/quality/paired.py."""
@@ -127,7 +149,7 @@ class SeedJob:
         with self._lock:
             self.results[result.task.seed] = SeedResult(
                 result.task.seed, frames, result.finals, result.seconds, result.worker,
-                result.attempts, result.message)
+                result.attempts, result.message, result.png)
 
     def _fail(self, failure: TaskFailure) -> None:
         with self._lock:
@@ -137,9 +159,11 @@ class SeedJob:
         try:
             cfgs = [self.cfg.replace(seed=seed) for seed in self.seeds]
             check_and_prepare(cfgs, self.arms, self.warmup_steps, self.backend, self.address)
+            self._progress_dir = tempfile.mkdtemp(prefix="ganlab-seeds-")
             tasks = [Task(key=f"seed_{s}", seed=s, config=c.to_dict(), arms=tuple(self.arms),
                           warmup_steps=self.warmup_steps, run_id=f"{self.run_id}-seed{s}",
-                          hook=self.hook) for s, c in zip(self.seeds, cfgs)]
+                          hook=self.hook, progress=self._progress_file(s))
+                     for s, c in zip(self.seeds, cfgs)]
             run_tasks(tasks, self._collect, backend=self.backend, workers=self.workers,
                       address=self.address, log=self._say, on_failure=self._fail,
                       should_stop=self._stop.is_set)
@@ -154,3 +178,6 @@ class SeedJob:
             self._message = str(exc) if isinstance(exc, RunnerError) else describe(exc)
         finally:
             self.ended_at = time.monotonic()
+            folder, self._progress_dir = self._progress_dir, None
+            if folder:
+                shutil.rmtree(folder, ignore_errors=True)

@@ -174,10 +174,14 @@ _m("q_coverage", label="coverage (k-NN)", unit="%", better="higher", kind="point
    chart="Quality", compute=lambda s: s.coverage["q_coverage"],
    help="Share of drawn points whose disc (out to their 5th nearest drawn neighbour) "
         "holds at least one sample: how much of the drawing G reaches (Naeem et al. 2020)")
-_m("q_classes", label="classes covered", better="higher", kind="image", chart="Quality",
-   compute=_class("q_classes"),
-   help="Classes (of 10) that get at least 20% of a uniform share of the confident "
-        "predictions (classifier confidence >= 0.9)")
+_m("q_classes", label="classes covered (of 10)", better="higher", kind="image",
+   chart="Quality", compute=_class("q_classes"),
+   # the words follow class_scores exactly: the share is of all n samples, not of the
+   # confident ones (tests/test_new_user_edges.py checks the numbers)
+   help=f"How many of the 10 classes the samples cover. A class counts when at least "
+        f"{COVER_SHARE:.0%} of an even share of the evaluated samples (n/10; 50 of the "
+        f"2,500 drawn) are classified as it with confidence >= {CONFIDENT:g}; unsure "
+        f"or stray predictions do not count")
 _m("q_class_kl", label="class KL to uniform", unit="nats", better="lower", kind="image",
    chart="Quality", compute=_class("q_class_kl"),
    help="KL(class histogram of the samples || uniform)")
