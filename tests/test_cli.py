@@ -46,6 +46,26 @@ def test_train_sample_info_on_ring8(tmp_path, capsys):
     assert (info["step"], info["rule"], info["data"]) == (120, "bce", "ring8")
 
 
+def test_a_reader_that_stops_early_is_not_an_error(tmp_path, monkeypatch, capsys):
+    """`python -m core info F | head -1`: the pipe closes under info's output; the
+    command ends quietly with the shell's SIGPIPE status, not 'error: Broken pipe'."""
+    import os
+    import sys
+
+    from core.cli.main import main
+
+    cli(capsys, "train", "--data", "ring8", "--steps", "2", "--eval-every", "0",
+        "--out", str(tmp_path / "r"))
+    read_end, write_end = os.pipe()
+    os.close(read_end)   # the reader is gone before anything is written
+    with open(write_end, "w") as closed_pipe:
+        monkeypatch.setattr(sys, "stdout", closed_pipe)
+        code = main(["info", str(tmp_path / "r" / "step_2.safetensors")])
+        monkeypatch.undo()
+    assert code == 141
+    assert "error" not in capsys.readouterr().err
+
+
 def test_resume_continues_and_can_switch_rule_and_lr(tmp_path, capsys):
     out = tmp_path / "a"
     cli(capsys, "train", "--data", "ring8", "--steps", "30", "--out", str(out))

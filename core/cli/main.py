@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import signal
 import sys
 import threading
@@ -101,12 +102,18 @@ def main(argv: list[str] | None = None) -> int:
 
             from core.engine.trainer import torch_threads
         torch.set_num_threads(torch_threads())  # deliberate: see torch_threads()
-        return args.func(args)
+        code = args.func(args)
+        sys.stdout.flush()   # a closed pipe fails here, inside this try, not at exit
+        return code
     except KeyboardInterrupt:
         if debug:
             raise
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:   # `... | head` stopped reading: not an error of ours
+        # stdout's buffer would fail again at exit: point it at /dev/null
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141   # 128 + SIGPIPE, what a shell reports for this
     except USER_ERRORS as exc:
         if debug:
             raise
