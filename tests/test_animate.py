@@ -80,6 +80,19 @@ def test_cli_animates_a_run_folder_or_checkpoint(ring_run, tmp_path, capsys):
     assert main(["animate", str(saved), "--out", str(out)]) == 0
 
 
+def test_cli_says_how_many_frames_the_gif_holds_when_it_thins(ring_run, tmp_path, capsys,
+                                                               monkeypatch):
+    import core.io.animate as animate
+
+    saved = ring_run.save_checkpoint(folder=tmp_path / "run")
+    # frames so large that only every 2nd of the 3 snapshots (and the last) fit
+    monkeypatch.setattr(animate, "frame_bytes", lambda *a: animate.MAX_GIF_FRAME_BYTES // 2)
+    out = tmp_path / "thin.gif"
+    assert main(["animate", str(saved), "--out", str(out)]) == 0
+    assert "2 frames of the 3 kept snapshots" in capsys.readouterr().out
+    assert frames_of(out.read_bytes())[0] == 2
+
+
 def test_cli_error_is_one_line_and_checks_the_output_first(tmp_path, capsys):
     empty = tmp_path / "empty"
     empty.mkdir()

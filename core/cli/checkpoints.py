@@ -102,7 +102,7 @@ def cmd_extract(args: argparse.Namespace) -> int:
 
 
 def cmd_animate(args: argparse.Namespace) -> int:
-    from core.io.animate import latest_checkpoint, progression_gif, snapshots_of
+    from core.io.animate import gif_snapshots, latest_checkpoint, progression_gif, snapshots_of
 
     out = check_out_file("--out", args.out)
     if out.suffix.lower() != ".gif":
@@ -128,7 +128,9 @@ def cmd_animate(args: argparse.Namespace) -> int:
         real = dataset_of(state).x[:1000].float().numpy()
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_bytes(progression_gif(snaps, fps=args.fps, real=real))
-    print(f"wrote {out}: {len(snaps)} frames, steps {snaps[0].step:,} to "
+    shown = len(gif_snapshots(snaps))   # what the GIF holds: every k-th when they are many
+    thinned = "" if shown == len(snaps) else f" of the {len(snaps)} kept snapshots"
+    print(f"wrote {out}: {shown} frames{thinned}, steps {snaps[0].step:,} to "
           f"{snaps[-1].step:,} (from {source})")
     return 0
 
