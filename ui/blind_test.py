@@ -47,7 +47,7 @@ def _default(key: str, labels: list[str], index: int) -> dict:
 
 def choose(base: str, new: str) -> None:
     """Preset a blind test of `new` against `base` (labels of feedback_view.sources)."""
-    st.session_state.update(fb_mode="Blind test", fb_base=base, fb_new=new)
+    fv.open_with(fb_mode="Blind test", fb_base=base, fb_new=new)
 
 
 def new_comparison(sources: dict, base: str, new: str) -> dict:

@@ -86,6 +86,30 @@ def base_label(arena_id: str, arm: str) -> str:
     return f"arena {arena_id} · arm {arm} · its start"
 
 
+REQUEST = "fb_request"   # the sidebar values another page asks this page to open with
+
+
+def open_with(**values) -> None:
+    """Ask the Feedback page to open with these sidebar values (widget keys). Set as
+    widget state from another page, they could be dropped with that page's widgets
+    on the switch (and the sidebar showed round 0 for a moment); the Feedback page
+    applies them itself before it draws its widgets (apply_request)."""
+    st.session_state[REQUEST] = values
+
+
+def apply_request() -> None:
+    """Put the requested values into the widgets' state. The request stays until
+    request_done(), after the widgets are drawn: a run interrupted before that (a
+    rerun arriving during the page switch) applies it again."""
+    values = st.session_state.get(REQUEST)
+    if values:
+        st.session_state.update(values)
+
+
+def request_done() -> None:
+    st.session_state.pop(REQUEST, None)
+
+
 def arm_label(arena_id: str, arm: str) -> str:
     return f"arena {arena_id} · arm {arm}"
 

@@ -114,7 +114,7 @@ def base_vs_tuned(arena: Arena, step: int | None = None) -> None:
                   "what this fine-tune exploited; then train it and continue the fine-tune"):
         from ui import feedback_view
 
-        st.session_state.update(fb_mode="Pairs", fb_round=next_round,
+        feedback_view.open_with(fb_mode="Pairs", fb_round=next_round,
                                 fb_source=feedback_view.arm_label(arena.run_id, name))
         st.switch_page("views/feedback.py")
     if row.button(f"Blind-test {name}", key=f"cmp_blind_{name}", help="On the Feedback "

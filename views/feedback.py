@@ -11,6 +11,7 @@ from ui import run_view
 from ui.text import code, plain
 
 st.title("Feedback")
+fv.apply_request()   # values a Compare button asked for, before the widgets are drawn
 
 with st.sidebar:
     st.subheader("Samples from")
@@ -36,6 +37,7 @@ with st.sidebar:
                  "round 1, 2, ...: the next reward model learns from every round, so it "
                  "sees what the fine-tune exploited (python -m core rlhf-rounds does this "
                  "with an oracle)")
+    fv.request_done()   # the widgets above now hold the requested values
     judge = st.text_input("Your name", value="person", key="fb_judge",
                           help="Stored with each judgement, so several people can judge")
     db_path = fv.db_path_input()
