@@ -55,6 +55,9 @@ def test_the_warm_up_is_charted_while_it_trains(app_env):  # noqa: F811
                  if c.proto.id.endswith("cmp_chart_d_loss"))
     assert "warm-up (bce)" in json.dumps(chart), "the warm-up's grey line"
     assert not any("Charts appear after the first steps" in c.value for c in at.caption)
+    # and the warm-up's samples, the generator every arm will start from (ring8: a picture)
+    assert any(i.endswith("cmp_toy_warmup") for i in chart_ids(at)), chart_ids(at)
+    assert not any("No samples yet" in c.value for c in at.caption)
 
 
 # -- b. the arms' rule switches: off in the warm-up, on after the fork -----------------------

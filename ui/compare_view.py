@@ -352,6 +352,10 @@ def samples(arena: Arena) -> int | None:
     """The arms' grids (and the A/B swipe) at the one snapshot step; returns that step
     while the person browses the history, None while following the latest."""
     arms = arena.arms
+    warm = arena.warmup   # read once: the training thread drops it at the fork
+    if warm is not None:
+        warmup_samples(arena, warm)
+        return None
     steps = sorted(set().union(*(a.snapshots.steps() for a in arms.values())))
     if not steps:
         st.caption("No samples yet.")
@@ -394,6 +398,22 @@ def samples(arena: Arena) -> int | None:
     elif len(arms) > 1:
         ab_swipe(arena, step)
     return None if follow or len(steps) == 1 else step
+
+
+def warmup_samples(arena: Arena, warm) -> None:
+    """The warm-up's latest samples: the one generator every arm will start from."""
+    snap = warm.snapshots.latest()
+    if snap is None:
+        st.caption(f"bce warm-up: the first samples come at step {arena.cfg.sample_every:,}")
+        return
+    caption = (f"bce warm-up at step {snap.step:,}: every arm starts from this generator "
+               f"at step {arena.warmup_steps:,}")
+    if snap.png is not None:
+        with st.container(key="cmp_grid_warmup"):
+            st.image(snap.png, caption=caption, width=460)
+    else:
+        live_chart.toy_picture("cmp_toy_warmup", f"{arena.run_id}:warmup", snap,
+                               arena.data.x[:1000].float().cpu().numpy(), caption)
 
 
 def ab_swipe(arena: Arena, step: int) -> None:
