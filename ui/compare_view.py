@@ -98,6 +98,10 @@ def form() -> tuple[TrainConfig | None, list[ArmSpec], int]:
                         help="recommended: settings found to train well on this data set "
                              "(shared by every arm); source: the source document's")
     options = widgets.rule_options(K, rules, "options ({} arms)")
+    try:   # the shared section follows the preset and data set, as on the Train page
+        widgets.follow_preset(K, widgets.shared_values(preset(name, data=data)))
+    except ConfigError:
+        pass
     shared = widgets.fairness_options(K)
     c1, c2 = st.columns(2)
     steps = c1.number_input("Compared steps (0 = until stopped)", value=3000, step=500,

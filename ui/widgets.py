@@ -43,20 +43,31 @@ def _preset_values(name: str, data: str) -> dict:
     except ConfigError:   # the preset's general values
         cfg = preset(name)
     return {"g_lr": cfg.g_opt.lr, "d_lr": cfg.d_opt.lr, "g_beta1": cfg.g_opt.beta1,
-            "d_beta1": cfg.d_opt.beta1, "batch": cfg.batch_size}
+            "d_beta1": cfg.d_opt.beta1, "batch": cfg.batch_size, **shared_values(cfg)}
+
+
+def shared_values(cfg: TrainConfig) -> dict:
+    """The shared-section inputs a preset sets (fairness_options' widget names)."""
+    return {"r1": cfg.r1, "ema_samples": cfg.ema_samples}
+
+
+def follow_preset(prefix: str, values: dict) -> None:
+    """Load a preset's values into the form's inputs (`prefix` + name) the user has
+    not changed: a value the user typed is kept."""
+    state = st.session_state
+    applied = state.get(prefix + "_preset_applied", {})
+    for name, value in values.items():
+        if name not in applied or state.get(prefix + name) == applied[name]:
+            state[prefix + name] = value
+    state[prefix + "_preset_applied"] = values
 
 
 def _apply_preset() -> None:
-    """on_change of the preset and data boxes: load the preset's values into the inputs
-    the user has not changed. A value the user typed is kept; the form shows the
-    preset's value under it (with a button to take them all)."""
+    """on_change of the preset and data boxes: the preset's values into the inputs the
+    user has not changed; the form shows the preset's value under a typed one (with a
+    button to take them all)."""
     state = st.session_state
-    values = _preset_values(state[KEY + "preset"], state[KEY + "data"])
-    applied = state.get(APPLIED, {})
-    for name, value in values.items():
-        if name not in applied or state.get(KEY + name) == applied[name]:
-            state[KEY + name] = value
-    state[APPLIED] = values
+    follow_preset(KEY, _preset_values(state[KEY + "preset"], state[KEY + "data"]))
 
 
 def _use_preset_values() -> None:
@@ -136,6 +147,12 @@ def rule_options(key: str, rules, title: str = "{} options", *, slots: Slots | N
 SHARED = "Shared by every rule"
 
 
+def _unless_set(key: str, value) -> dict:
+    """A widget's starting value, unless a preset has put one into its state (giving
+    both makes Streamlit warn on the page)."""
+    return {} if key in st.session_state else {"value": value}
+
+
 def fairness_options(key: str, *, slots: Slots | None = None) -> dict:
     """Settings that apply to every rule alike: gradient clip, what D sees, EMA, the
     learning-rate schedule and the R1 penalty."""
@@ -160,8 +177,9 @@ def fairness_options(key: str, *, slots: Slots | None = None) -> dict:
                                    "run and saved in checkpoints; from 0 (off) to 0.99999, "
                                    "closer to 1 = smoother and slower")
         slot("g_ema", "EMA decay of G's weights")
-        ema_samples = st.checkbox("Samples and quality from the EMA weights", value=False,
+        ema_samples = st.checkbox("Samples and quality from the EMA weights",
                                   key=key + "ema_samples",
+                                  **_unless_set(key + "ema_samples", False),
                                   help="The sample grid and the quality metrics use the "
                                        "averaged weights instead of G's current ones")
         schedule = st.selectbox("Learning-rate schedule", LR_SCHEDULES, key=key + "lr_schedule",
@@ -170,8 +188,8 @@ def fairness_options(key: str, *, slots: Slots | None = None) -> dict:
                                      "Needs a step budget; in a comparison it spans the "
                                      "compared steps")
         slot("lr_schedule", "Learning-rate schedule")
-        r1 = st.number_input("R1 penalty on real data (0 = off)", value=0.0, step=0.1,
-                             format="%.3g", key=key + "r1",
+        r1 = st.number_input("R1 penalty on real data (0 = off)", step=0.1,
+                             format="%.3g", key=key + "r1", **_unless_set(key + "r1", 0.0),
                              help="gamma/2 times D's squared input gradient on real samples "
                                   "(Mescheder et al. 2018): keeps D smooth near the data")
         slot("r1", "R1 penalty")
