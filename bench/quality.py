@@ -31,11 +31,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 METRICS = ("q_modes", "q_high_quality", "q_reverse_kl")
-# Each row: the config changes over the recommended preset (every arm alike).
+# Each row: the config changes over the recommended preset (every arm alike). "base" is
+# the preset without R1 (which the 2-D presets now include, from this table).
 ROWS = {
-    "base": {},
-    "linear": {"lr_schedule": "linear"},
-    "cosine": {"lr_schedule": "cosine"},
+    "base": {"r1": 0.0},
+    "linear": {"r1": 0.0, "lr_schedule": "linear"},
+    "cosine": {"r1": 0.0, "lr_schedule": "cosine"},
     "r1": {"r1": 0.1},
     "r1=1": {"r1": 1.0},
     "linear+r1": {"lr_schedule": "linear", "r1": 0.1},
