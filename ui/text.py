@@ -18,8 +18,12 @@ import re
 _ESCAPES = {ord(c): "\\" + c for c in "\\`*_[](){}<>!|~$@"}
 # Block markup only counts at the start of a line: a heading, a list item, a quote.
 _BLOCK_START = re.compile(r"^([#+=-]|\d+(?=[.)]))")
-# GFM turns bare URLs into links: break the "://" and "www." that it looks for.
+# GFM turns bare URLs and e-mail addresses into links: break the "://", "www." and
+# "@" that it looks for. Streamlit's renderer looks for them in the text once the escapes
+# are resolved (a backslash alone left http://evil.example a live link in the browser),
+# so an invisible word joiner goes in as well.
 _BARE_URL = re.compile(r"(://|(?<![\w])www\.)", re.IGNORECASE)
+_JOINER = "\u2060"   # WORD JOINER: zero width, no line break
 
 
 def _one_line(value) -> str:
@@ -30,8 +34,9 @@ def plain(value) -> str:
     """`value` as markdown that shows exactly its text (on one line), never a link, an
     image, a heading or emphasis."""
     text = _one_line(value).translate(_ESCAPES)
-    text = _BARE_URL.sub(lambda m: "\\" + m.group(0) if m.group(0) == "://"
-                         else m.group(0)[:3] + "\\.", text)
+    text = _BARE_URL.sub(lambda m: "\\:" + _JOINER + "//" if m.group(0) == "://"
+                         else m.group(0)[:3] + _JOINER + "\\.", text)
+    text = text.replace("\\@", _JOINER + "\\@")
     match = _BLOCK_START.match(text)
     if match:   # "# x", "- x", "1. x": escape the marker
         end = match.end()
