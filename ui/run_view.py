@@ -127,8 +127,11 @@ def fairness_caption(cfg) -> str:
             else "what G emitted (for reinforce: its noisy policy samples)")
     ema = (f"the EMA ({cfg.g_ema:g}) of G's weights" if cfg.ema_samples and cfg.g_ema
            else "G's raw weights")
-    return (f"Same for every rule: G gradient clip {clip} · D trains on {sees} · samples "
-            f"and quality metrics from {ema}")
+    r1 = f"R1 penalty {cfg.r1:g} on real data" if cfg.r1 else "no R1 penalty"
+    rates = ("constant learning rates" if cfg.lr_schedule == "constant"
+             else f"learning rates decayed ({cfg.lr_schedule}) over the budget")
+    return (f"Same for every rule: G gradient clip {clip} · D trains on {sees} · {r1} · "
+            f"{rates} · samples and quality metrics from {ema}")
 
 
 def quality_notice(run) -> None:
