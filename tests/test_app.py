@@ -465,9 +465,9 @@ def test_checkpoints_page_lists_and_saves_live_comparisons(app_env):
     at.button(key=f"save_{arena.run_id}").click().run()
     assert not at.exception
     (saved,) = (app_env / arena.run_id).glob("step_*.safetensors")
-    # the saved-checkpoints table (other tables may come first when other tests' runs
-    # are still in this process's registries): this arena's row holds every arm
-    rows = [t.value for t in at.dataframe if {"run", "rule"} <= set(t.value.columns)]
+    # the saved-checkpoints table (other tables, e.g. the runs in this server, list the
+    # arena too when other tests' runs are in this process): its file's row holds every arm
+    rows = [t.value for t in at.dataframe if {"run", "rule", "size (MB)"} <= set(t.value.columns)]
     mine = [r for t in rows for _, r in t.iterrows() if r["run"] == arena.run_id]
     assert [r["rule"] for r in mine] == ["bce,reinforce"], "one file, every arm"
     arena.stop()

@@ -100,16 +100,24 @@ def test_zoom_hover_and_no_flicker_while_training(server, page):
         still = [c["title"] for c in b.charts(page) if c["zoomed"]]
         pytest.fail(f"a double-click on Losses left these charts zoomed: {still}")
 
-    # sampled every 0.2 s for 10 s: never empty, never dimmed
+    # sampled every 0.2 s for 10 s: never empty, and not dimmed. Streamlit fades an
+    # element only after it has waited about a second for its rerun to reach it: on a
+    # loaded 2-core machine (CI runs the whole suite) one fragment run in a while takes
+    # that long, so a single dimmed sample is tolerated; an element that a refresh
+    # replaced or left stale (the flicker this guards against) dims every refresh.
     n_charts = len(b.charts(page))
+    dimmed = []
     end = time.monotonic() + 10
     while time.monotonic() < end:
         charts = b.charts(page)
         # quality charts join after the first evaluation; none ever goes away
         assert len(charts) >= n_charts and all(c["points"] > 0 for c in charts), charts
         n_charts = len(charts)
-        assert min(page.evaluate(OPACITY_JS)) > 0.99
+        opacity = page.evaluate(OPACITY_JS)
+        if min(opacity) <= 0.99:
+            dimmed.append(opacity)
         page.wait_for_timeout(200)
+    assert len(dimmed) <= 1, dimmed
 
     # another page and back in the same session: the new chart elements ask for the
     # history they missed (the server had sent it to the old ones)
