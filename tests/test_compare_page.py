@@ -168,3 +168,29 @@ def test_the_warm_up_follows_the_data_set_unless_typed(arenas):
     at.number_input(key="cmp_warmup").set_value(300).run()
     at.selectbox(key="cmp_data").set_value("grid25").run()
     assert at.number_input(key="cmp_warmup").value == 300     # typed: kept
+
+
+def test_your_own_points_are_compared_like_ring8(arenas, tmp_path):
+    """Compare offers the user's own 2-D points with the Train form's picker (here a CSV
+    path on the server): nothing starts until the points are given, then the arms train
+    on exactly those points."""
+    import numpy as np
+
+    at = page()
+    at.sidebar.selectbox(key="cmp_data").set_value("points").run()
+    assert not at.exception
+    assert any("Draw at least" in m.value for m in at.info), [m.value for m in at.info]
+    assert not arenas.runs()
+    rng = np.random.default_rng(0)
+    pts = np.concatenate([rng.normal(c, 0.05, size=(100, 2)) for c in ((0, 0), (3, 1))])
+    csv = tmp_path / "two_blobs.csv"
+    np.savetxt(csv, pts, delimiter=",", header="x,y", comments="")
+    at.sidebar.radio(key="cmp_points_source").set_value("path").run()
+    at.sidebar.text_input(key="cmp_points_path").input(str(csv)).run()
+    at.sidebar.number_input(key="cmp_steps").set_value(30)
+    at.button(key="cmp_start").click().run()
+    assert not at.exception, at.exception
+    (arena,) = arenas.runs()
+    assert arena.cfg.data == "points" and arena.cfg.data_root == str(csv)
+    assert len(arena.data) == 200
+    wait_for(lambda: arena.status.state == "finished")

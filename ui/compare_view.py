@@ -21,16 +21,17 @@ from core.engine.rules import RULES
 from core.engine.samples import grid_problem
 from core.engine.trainer import new_run_id
 from core.jobs.multi_seed import DEFAULT_IMAGE_WARMUP
-from ui import charts, finetune_view, live_chart, run_view, runs, swipe, widgets
+from ui import charts, finetune_view, live_chart, points_input, run_view, runs, swipe, widgets
 from ui.run_view import flash_error
 from ui.text import code, plain
 
 QUERY_KEY = "arena"
 COMPARED_PARAM = "compared"   # st.query_params: "Compared steps only" is on
 SESSION_KEY = "attached_arena"
-# The data sets that need no files, 2-D first: they compare in seconds
+# The data sets that need no files, 2-D first (they compare in seconds), then the user's own 2-D points (drawn,
+# uploaded or a CSV path, the Train form's picker: ui/points_input.py)
 DATA_CHOICES = tuple(sorted(DATASETS.names(needs_root=None),
-                            key=lambda n: not DATASETS.entry(n).extra.get("is_2d")))
+                            key=lambda n: not DATASETS.entry(n).extra.get("is_2d"))) + ("points",)
 NO_ARM = "(none)"
 K = "cmp_"      # session-state prefix of the form's widgets
 
@@ -83,6 +84,12 @@ def form() -> tuple[TrainConfig | None, list[ArmSpec], int]:
                         on_change=_warmup_follows_data,
                         help="ring8 / grid25: 2-D mixtures (fast, show mode collapse); "
                              "mnist5k: digits, compared after a bce warm-up by default")
+    root = ""
+    if data == "points":
+        root, problem = points_input.picker(K)
+        if problem:
+            st.info(plain(problem[0].upper() + problem[1:]), icon=":material/draw:")
+            return None, [], 0
     if K + "warmup" not in st.session_state:   # the first draw: this data set's default
         st.session_state[K + "warmup"] = st.session_state[K + "warmup_default"] = \
             _warmup_for(data)
@@ -99,7 +106,8 @@ def form() -> tuple[TrainConfig | None, list[ArmSpec], int]:
                              "(shared by every arm); source: the source document's")
     options = widgets.rule_options(K, rules, "options ({} arms)")
     try:   # the shared section follows the preset and data set, as on the Train page
-        widgets.follow_preset(K, widgets.shared_values(preset(name, data=data)))
+        widgets.follow_preset(K, widgets.shared_values(preset(name, data=data,
+                                                              data_root=root)))
     except ConfigError:
         pass
     shared = widgets.fairness_options(K)
@@ -114,7 +122,7 @@ def form() -> tuple[TrainConfig | None, list[ArmSpec], int]:
                                   "it (RL fine-tuning of a pretrained GAN)")
     sample_every = c2.number_input("Sample every", value=100, step=50, key=K + "sample_every")
     batch = c1.number_input("Batch size (0 = preset)", value=0, step=64, key=K + "batch")
-    changes = {"data": data, "steps": int(steps), "seed": int(seed),
+    changes = {"data": data, "data_root": root, "steps": int(steps), "seed": int(seed),
                "sample_every": int(sample_every), **options, **shared}
     if batch:
         changes["batch_size"] = int(batch)
