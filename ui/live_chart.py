@@ -24,11 +24,9 @@ stays zoomed. Refreshes in between carry no detail.
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 import math
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import streamlit as st
@@ -36,27 +34,17 @@ import streamlit as st
 from core.engine.metric_info import METRICS
 from core.engine.metric_log import MetricLog
 from ui import charts
+from ui.static_component import static_component
 
 MAX_POINTS = 1000     # rows per source on first draw; the browser thins back to this
 DELTA_ROWS = 24       # rows per source per refresh at most (spikes kept, min/max)
 MAX_EVENTS_SHOWN = 500  # markers per chart: the latest (more would be unreadable)
 HEIGHT = 220
 SIGNIFICANT = 4       # digits sent per value: more than a chart or its hover shows
-STATIC = Path(__file__).resolve().parents[1] / "static"
 SENT = "live_chart_sent"   # session key: (chart key, source id) -> (end, resync seen)
 
 
-def _loader() -> str:
-    """The component's inline script: it imports the chart module that the app serves
-    from static/ (Streamlit would otherwise re-send a large inline script with every
-    update). The version in the URL makes a browser fetch a changed module."""
-    digest = hashlib.sha1((STATIC / "live_chart.js").read_bytes()).hexdigest()[:10]
-    return ("export default async function (c) {\n  const m = await import(new URL("
-            f"'app/static/live_chart.js?v={digest}', document.baseURI).href);\n"
-            "  return m.render(c);\n}\n")
-
-
-_COMPONENT = st.components.v2.component("ganlab_live_chart", js=_loader())
+_COMPONENT = static_component("ganlab_live_chart", "live_chart.js")
 
 
 @dataclass(frozen=True)

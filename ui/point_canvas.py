@@ -8,23 +8,14 @@ The script is served from static/ (as ui/live_chart.py does), so reruns do not r
 """
 from __future__ import annotations
 
-import hashlib
-from pathlib import Path
-
 import streamlit as st
 
-STATIC = Path(__file__).resolve().parents[1] / "static"
+from ui.static_component import static_component
+
 MAX_DRAWN = 5_000   # points one drawing holds (a drawing is for a few hundred)
 
 
-def _loader() -> str:
-    digest = hashlib.sha1((STATIC / "point_canvas.js").read_bytes()).hexdigest()[:10]
-    return ("export default async function (c) {\n  const m = await import(new URL("
-            f"'app/static/point_canvas.js?v={digest}', document.baseURI).href);\n"
-            "  return m.render(c);\n}\n")
-
-
-_COMPONENT = st.components.v2.component("ganlab_point_canvas", js=_loader())
+_COMPONENT = static_component("ganlab_point_canvas", "point_canvas.js")
 
 
 def strokes_of(key: str) -> list:

@@ -14,24 +14,16 @@ from __future__ import annotations
 import base64
 import hashlib
 from dataclasses import dataclass
-from pathlib import Path
 
 import streamlit as st
 
-STATIC = Path(__file__).resolve().parents[1] / "static"
+from ui.static_component import static_component
+
 SENT = "swipe_sent"   # session key: (element key, side) -> (digest, resync) sent
 MAX_WIDTH = 560       # px: 8 digits of 28 px at 2.3x, crisp (the browser scales pixelated)
 
 
-def _loader() -> str:
-    # the version in the URL makes a browser fetch a changed module (ui/live_chart.py)
-    digest = hashlib.sha1((STATIC / "swipe.js").read_bytes()).hexdigest()[:10]
-    return ("export default async function (c) {\n  const m = await import(new URL("
-            f"'app/static/swipe.js?v={digest}', document.baseURI).href);\n"
-            "  return m.render(c);\n}\n")
-
-
-_COMPONENT = st.components.v2.component("ganlab_swipe", js=_loader())
+_COMPONENT = static_component("ganlab_swipe", "swipe.js")
 
 
 @dataclass(frozen=True)

@@ -207,10 +207,10 @@ def train_step(nets: Nets, batches: list[tuple], ctx: StepContext,
     return _floats({**d_out, **g_out}, nets.g_flat.device)
 
 
-def _floats(found: dict, device) -> dict[str, float]:
+def _floats(found: dict, device: torch.device) -> dict[str, float]:
     """Metric tensors as floats, read back in one transfer (on the CPU there is no
     transfer to save, and reading each is several times cheaper than stacking)."""
-    if torch.device(device).type == "cpu":
+    if device.type == "cpu":
         return {k: float(v) for k, v in found.items()}
     values = torch.stack([torch.as_tensor(v).float().reshape(()).to(device)
                           for v in found.values()]).tolist()

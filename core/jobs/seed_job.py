@@ -48,6 +48,8 @@ class SeedResult:
 
 
 class SeedJob:
+    UNIT = "seeds"   # what a stopped job's message counts
+
     def __init__(self, cfg: TrainConfig, arms: list, seeds: list[int], *, run_id: str,
                  warmup_steps: int = 0, backend: str = "local",
                  address: str | None = None, workers: int | None = None,
@@ -157,19 +159,10 @@ class SeedJob:
 
     def _run(self) -> None:
         try:
-            cfgs = [self.cfg.replace(seed=seed) for seed in self.seeds]
-            check_and_prepare(cfgs, self.arms, self.warmup_steps, self.backend, self.address)
-            self._progress_dir = tempfile.mkdtemp(prefix="ganlab-seeds-")
-            tasks = [Task(key=f"seed_{s}", seed=s, config=c.to_dict(), arms=tuple(self.arms),
-                          warmup_steps=self.warmup_steps, run_id=f"{self.run_id}-seed{s}",
-                          hook=self.hook, progress=self._progress_file(s))
-                     for s, c in zip(self.seeds, cfgs)]
-            run_tasks(tasks, self._collect, backend=self.backend, workers=self.workers,
-                      address=self.address, log=self._say, on_failure=self._fail,
-                      should_stop=self._stop.is_set)
+            self._work()
             if self._stop.is_set() and self.finished < self.total:
                 self._state = "stopped"
-                self._message = f"stopped after {self.finished} of {self.total} seeds"
+                self._message = f"stopped after {self.finished} of {self.total} {self.UNIT}"
             else:
                 self._state, self._message = "finished", ""
         except Exception as exc:   # noqa: BLE001 - shown on the page, in one line
@@ -181,3 +174,16 @@ class SeedJob:
             folder, self._progress_dir = self._progress_dir, None
             if folder:
                 shutil.rmtree(folder, ignore_errors=True)
+
+    def _work(self) -> None:
+        """Run every seed's task (the thread's state follows from what it counted)."""
+        cfgs = [self.cfg.replace(seed=seed) for seed in self.seeds]
+        check_and_prepare(cfgs, self.arms, self.warmup_steps, self.backend, self.address)
+        self._progress_dir = tempfile.mkdtemp(prefix="ganlab-seeds-")
+        tasks = [Task(key=f"seed_{s}", seed=s, config=c.to_dict(), arms=tuple(self.arms),
+                      warmup_steps=self.warmup_steps, run_id=f"{self.run_id}-seed{s}",
+                      hook=self.hook, progress=self._progress_file(s))
+                 for s, c in zip(self.seeds, cfgs)]
+        run_tasks(tasks, self._collect, backend=self.backend, workers=self.workers,
+                  address=self.address, log=self._say, on_failure=self._fail,
+                  should_stop=self._stop.is_set)

@@ -7,16 +7,16 @@ only what runs and what is counted differ.
 """
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 from core.engine.config import TrainConfig
-from core.jobs.backends import RunnerError, describe
 from core.jobs.seed_job import SeedJob
 from core.jobs.sweep import points_of, run_sweep
 
 
 class SweepJob(SeedJob):
+    UNIT = "tasks"   # a stopped sweep counts tasks (grid points x seeds), not seeds
+
     def __init__(self, cfg: TrainConfig, arms: list, grid: list[tuple[str, list]],
                  seeds: list[int], out: Path, *, run_id: str, **options) -> None:
         super().__init__(cfg, arms, seeds, run_id=run_id, **options)
@@ -35,20 +35,9 @@ class SweepJob(SeedJob):
         with self._lock:
             self.done.append(result.task.key)
 
-    def _run(self) -> None:
-        try:
-            run_sweep(self.cfg, self.arms, self.grid, self.seeds, self.out,
-                      warmup_steps=self.warmup_steps, backend=self.backend,
-                      workers=self.workers, address=self.address, hook=self.hook,
-                      log=self._say, should_stop=self._stop.is_set,
-                      on_result=self._collect, on_failure=self._fail)
-            if self._stop.is_set() and self.finished < self.total:
-                self._state = "stopped"
-                self._message = f"stopped after {self.finished} of {self.total} tasks"
-            else:
-                self._state, self._message = "finished", ""
-        except Exception as exc:   # noqa: BLE001 - shown on the page, in one line
-            self._state = "failed"
-            self._message = str(exc) if isinstance(exc, RunnerError) else describe(exc)
-        finally:
-            self.ended_at = time.monotonic()
+    def _work(self) -> None:
+        run_sweep(self.cfg, self.arms, self.grid, self.seeds, self.out,
+                  warmup_steps=self.warmup_steps, backend=self.backend,
+                  workers=self.workers, address=self.address, hook=self.hook,
+                  log=self._say, should_stop=self._stop.is_set,
+                  on_result=self._collect, on_failure=self._fail)
