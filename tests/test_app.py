@@ -465,11 +465,11 @@ def test_checkpoints_page_lists_and_saves_live_comparisons(app_env):
     at.button(key=f"save_{arena.run_id}").click().run()
     assert not at.exception
     (saved,) = (app_env / arena.run_id).glob("step_*.safetensors")
-    # the saved-checkpoints table (other tables, e.g. the runs in this server, list the
-    # arena too when other tests' runs are in this process): its file's row holds every arm
-    rows = [t.value for t in at.dataframe if {"run", "rule", "size (MB)"} <= set(t.value.columns)]
-    mine = [r for t in rows for _, r in t.iterrows() if r["run"] == arena.run_id]
-    assert [r["rule"] for r in mine] == ["bce,reinforce"], "one file, every arm"
+    # the saved-checkpoints table, at the row of the file just saved (other tables and
+    # rows may list this arena too when other tests' runs are in this process)
+    rows = [r for t in at.dataframe if {"file", "rule"} <= set(t.value.columns)
+            for _, r in t.value.iterrows() if r["file"] == str(saved.relative_to(app_env))]
+    assert [r["rule"] for r in rows] == ["bce,reinforce"], ("one file, every arm", rows)
     arena.stop()
     at.run()   # a finished comparison stays listed, to save it (or one arm) later
     assert any(f"`{arena.run_id}` · **stopped**" in m.value for m in at.get("markdown"))
