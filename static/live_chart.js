@@ -172,7 +172,8 @@ class LiveChart {
   constructor(root) {
     this.root = root;
     this.sources = new Map();     // id -> {x, ys, end}
-    this.events = [];             // [step, text] markers, replaced when sent
+    this.events = [];             // [step, text] markers, the latest spec.max_events
+    this.eventsTotal = 0;         // how many markers the run had when last sent
     this.hidden = new Set();      // series labels the user switched off in the legend
     this.log = false;
     this.zoomed = false;
@@ -216,7 +217,16 @@ class LiveChart {
     }
     if (this.restoredFor !== this.spec.persist) this.restoreView();
     this.smoothing = data.smoothing || 0;
-    if (data.events) this.events = data.events;   // sent when they change, else kept
+    const ev = data.events;   // sent when they change: all, or the new ones from `from`
+    if (ev && ev.from > 0 && ev.from !== this.eventsTotal) {   // missed some: ask for all
+      setStateValue("resync", (data.resync || 0) + 1);
+      return;
+    }
+    if (ev) {
+      this.events = (ev.from > 0 ? this.events.concat(ev.items) : ev.items)
+        .slice(-this.spec.max_events);
+      this.eventsTotal = ev.total;
+    }
     this.titleEl.textContent = this.spec.title;
     this.joinGroup(this.spec.group);
     let gap = false;

@@ -129,7 +129,7 @@ def test_the_chart_description_is_sent_once_per_element():
     assert data(resync=1, smoothing=0.9)["smoothing"] == 0.9
 
 
-def test_events_are_sent_when_they_change_and_only_the_latest_ones():
+def test_events_are_sent_as_deltas_like_the_rows():
     log, sent = make_log(30), {}
     events = [(5, "rule: bce -> reinforce")]
 
@@ -138,14 +138,20 @@ def test_events_are_sent_when_they_change_and_only_the_latest_ones():
                                      resync=resync, smoothing=0.0, events=events,
                                      group="train")
 
-    assert data()["events"] == [[5, "rule: bce -> reinforce"]]
+    assert data()["events"] == {"from": 0, "total": 1, "items": [[5, "rule: bce -> reinforce"]]}
     assert "events" not in data(), "unchanged: a refresh does not send them again"
     events.append((9, "continued for 100 steps"))
-    assert len(data()["events"]) == 2
-    assert len(data(resync=1)["events"]) == 2, "a browser that asked for everything"
+    assert data()["events"] == {"from": 1, "total": 2, "items": [[9, "continued for 100 steps"]]}
+    assert data(resync=1)["events"]["from"] == 0, "a browser that asked for everything"
     events.extend((i, f"marker {i}") for i in range(10, 100_010))
-    shown = data()["events"]
-    assert len(shown) == live_chart.MAX_EVENTS_SHOWN and shown[-1] == [100_009, "marker 100009"]
+    new = data(resync=1)["events"]
+    assert new["from"] == 2 and new["total"] == len(events)
+    assert len(new["items"]) == live_chart.MAX_EVENTS_SHOWN
+    assert new["items"][-1] == [100_009, "marker 100009"]
+    del events[:10]   # a run keeps the latest markers: the list did not just grow
+    events.append((200_000, "last"))
+    again = data(resync=1)["events"]
+    assert again["from"] == 0 and len(again["items"]) == live_chart.MAX_EVENTS_SHOWN
 
 
 def test_2d_snapshots_are_sent_as_int16_points_and_uint8_levels():

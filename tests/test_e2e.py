@@ -147,6 +147,12 @@ def test_checkpoint_download_upload_resume_and_bad_file(server, page, tmp_path):
     assert any(lab["text"].startswith("from ") for lab in labels), labels
     for lab in labels:
         assert lab["left"] - 1 <= lab["x0"] < lab["x1"] <= lab["right"] + 1, lab
+    # a live rule switch adds its marker to those drawn (events arrive as deltas)
+    resumed = re.search(r"[?&]run=([^&]+)", page.url).group(1)
+    b.select_option(page, f"live_rule_{resumed}", "reinforce")
+    texts = b.wait_charts(page, "cs => { const t = cs[0] ? cs[0].labels.map(l => l.text) : [];"
+                                " return t.some(x => x.startsWith('rule: ')) ? t : false; }")
+    assert any(t.startswith("from ") for t in texts), texts
     b.stop(page, "btn_stop")
     b.wait_status(page, "stopped")
 

@@ -145,6 +145,7 @@ def chart_data(key: str, spec: charts.ChartSpec, sources: list[Source], sent: di
              "band": len(spec.metrics) if spec.band else None,
              "y_range": list(spec.y_range) if spec.y_range else None,
              "points": points, "height": height, "group": group,
+             "max_events": MAX_EVENTS_SHOWN,
              "sources": [{"id": s.id, "label": s.label,
                           "styles": _styles(s, len(spec.metrics))} for s in sources]}
     data = {"smoothing": float(smoothing), "resync": resync,
@@ -161,12 +162,25 @@ def chart_data(key: str, spec: charts.ChartSpec, sources: list[Source], sent: di
     if sent.get((key, "chart")) != described:
         data["chart"] = chart
         sent[(key, "chart")] = described
-    events = list(events or ())[-MAX_EVENTS_SHOWN:]
-    marked = (len(events), tuple(events[-1]) if events else None, resync)
-    if sent.get((key, "events")) != marked:
-        data["events"] = [[int(step), str(text)] for step, text in events]
-        sent[(key, "events")] = marked
+    events = list(events or ())
+    mark = (len(events), tuple(events[-1]) if events else None, resync)
+    _send_events(data, events, sent.get((key, "events")), mark)
+    sent[(key, "events")] = mark
     return data
+
+
+def _send_events(data: dict, events: list, before: tuple | None, mark: tuple) -> None:
+    """Markers like the rows: nothing when unchanged, only the new ones when the list
+    grew since `before` (count, last marker, resync; `mark` is now's) was sent, else
+    the latest MAX_EVENTS_SHOWN. The browser checks `from` against what it holds."""
+    if before == mark:
+        return
+    total = len(events)
+    grew = (before is not None and before[2] == mark[2] and 0 < before[0] < total
+            and tuple(events[before[0] - 1]) == before[1])
+    start = before[0] if grew else 0
+    items = [[int(step), str(text)] for step, text in events[start:][-MAX_EVENTS_SHOWN:]]
+    data["events"] = {"from": start, "total": total, "items": items}
 
 
 def live_chart(key: str, spec: charts.ChartSpec, sources: list[Source], **options) -> None:
