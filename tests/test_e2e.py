@@ -101,7 +101,7 @@ def test_train_controls_and_reload(server, page):
     tab.get_by_role("heading", name="Compare update rules").wait_for()
     tab.get_by_text("Runs and comparisons on this server").click()
     tab.locator(f".st-key-panel_open_{run_id} button").first.click()
-    b.wait_status(tab, run_id)
+    b.wait_status(tab, run_id, timeout_ms=None)   # a new session's first page: 60 s
     assert "running" in b.status_text(tab) and f"run={run_id}" in tab.url
     other.close()
 
