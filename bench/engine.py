@@ -13,6 +13,9 @@ step (recorded from a real step, then run back to back into preallocated outputs
 shapes and strides) at 1 thread, measured in the same rounds as the engine. A step
 cannot be faster than its own matrix products; engine / limit says how much of the
 rest (element-wise work, the optimiser, Python) is left. reinforce / bce follows it.
+The line before it holds the engine against a ceiling no rewrite of the step can pass:
+the same matrix products plus the optimiser's work (both fused Adam updates with their
+gradient norms, and the EMA of G) on buffers of the real sizes.
 
     python bench/engine.py [--steps 1000] [--rounds 3] [--threads 1,2]
 """
@@ -31,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import seed_loop  # noqa: E402  (bench/ is on sys.path when run as a script)
 
 from core.engine.config import preset  # noqa: E402
+from core.engine.step import guarded_step  # noqa: E402
 from core.engine.trainer import Trainer, torch_threads  # noqa: E402
 
 
@@ -78,9 +82,12 @@ def step_gemms(rule: str = "bce") -> list:
     return recorder.gemms
 
 
-def gemm_limit_steps_per_s(steps: int, gemms: list) -> float:
+def gemm_limit_steps_per_s(steps: int, gemms: list, optimiser: bool = False) -> float:
     """Steps/s if a step were only its matrix products: each one on preallocated
-    operands of the recorded shapes and strides, into a preallocated output."""
+    operands of the recorded shapes and strides, into a preallocated output. With
+    `optimiser`, also what no rewrite of the step can drop: both guarded fused Adam
+    updates (gradient norm, finiteness flag, kernel) and the EMA of G, on the real
+    buffers; they also evict the GEMMs' operands from cache, which is part of the cost."""
     calls = []
     for fn, operands in gemms:
         tensors = [torch.empty_strided(shape, stride).normal_()
@@ -88,14 +95,34 @@ def gemm_limit_steps_per_s(steps: int, gemms: list) -> float:
         a, b = tensors[-2:]
         out = torch.empty(a.shape[0], b.shape[1])
         calls.append((fn, tensors, out))
-    for _ in range(20):
+    update = optimiser_replay() if optimiser else (lambda: None)
+
+    def step():
         for fn, tensors, out in calls:
             fn(*tensors, out=out)
+        update()
+
+    for _ in range(20):
+        step()
     start = time.perf_counter()
     for _ in range(steps):
-        for fn, tensors, out in calls:
-            fn(*tensors, out=out)
+        step()
     return steps / (time.perf_counter() - start)
+
+
+def optimiser_replay():
+    """One step's optimiser work on a real trainer's buffers (its gradients random)."""
+    trainer = Trainer(preset("source", device="cpu", sample_every=10**9, eval_every=0))
+    trainer.step()   # creates the Adam state
+    nets, ema = trainer.nets, trainer.run.ema_flat
+    nets.g_flat.grad.normal_(0, 1e-3)
+    nets.d_flat.grad.normal_(0, 1e-3)
+
+    def update():
+        for flat, opt in ((nets.d_flat, nets.d_opt), (nets.g_flat, nets.g_opt)):
+            guarded_step(opt, flat.grad.norm())
+        ema.lerp_(nets.g_flat.detach(), 0.005)
+    return update
 
 
 def measure(threads: int, steps: int, rounds: int) -> dict[str, float]:
@@ -104,6 +131,7 @@ def measure(threads: int, steps: int, rounds: int) -> dict[str, float]:
     runs = {"seed loop": lambda: seed_loop.run(steps)}
     gemms = step_gemms("bce")
     runs["bce GEMM limit"] = lambda: gemm_limit_steps_per_s(steps, gemms)
+    runs["bce GEMM+optimiser"] = lambda: gemm_limit_steps_per_s(steps, gemms, optimiser=True)
     for rule in ("bce", "reinforce"):
         n = steps if rule == "bce" else steps // 2
         runs[f"{rule} fast"] = lambda r=rule, n=n: engine_steps_per_s(n, r, fast=True)
@@ -117,7 +145,7 @@ def measure(threads: int, steps: int, rounds: int) -> dict[str, float]:
     med = {name: statistics.median(v) for name, v in seen.items()}
     ref = med["seed loop"]
     print(f"{threads} thread(s), median: " + ", ".join(
-        f"{name} {v:.1f}" + ("" if name in ("seed loop", "bce GEMM limit") else
+        f"{name} {v:.1f}" + ("" if name == "seed loop" or "GEMM" in name else
                              f" ({v / ref:.2f}x)")
         for name, v in med.items()), flush=True)
     for rule in ("bce", "reinforce"):
@@ -144,6 +172,9 @@ def main() -> None:
           f"= {eng / ref:.2f}x")
     one = results.get(1)
     if one:
+        print(f"1 thread: bce engine / (GEMMs + optimiser) = {one['bce fast']:.0f} / "
+              f"{one['bce GEMM+optimiser']:.0f} = "
+              f"{one['bce fast'] / one['bce GEMM+optimiser']:.2f}")
         print(f"1 thread: reinforce / bce = {one['reinforce fast'] / one['bce fast']:.2f}; "
               f"bce engine / GEMM limit = {one['bce fast']:.0f} / {one['bce GEMM limit']:.0f} "
               f"= {one['bce fast'] / one['bce GEMM limit']:.2f}")
