@@ -72,11 +72,10 @@ def feature_fn(kind: str, data):
 
         def multi(x):   # one pass through the convolutions (features() would redo them)
             img = x.float().reshape(-1, *model.image_shape)
-            c1 = F.relu(model.conv1(img))
-            c2 = F.relu(model.conv2(F.max_pool2d(c1, 2)))
-            feats = F.relu(model.fc1(F.max_pool2d(c2, 2).flatten(1)))
-            return torch.cat([feats, F.log_softmax(model.fc2(feats), 1), c1.mean((2, 3)),
-                              c2.mean((2, 3)), img.mean((1, 2, 3)).unsqueeze(1)], 1)
+            pooled, mean1, mean2 = model.convolve(img)
+            feats = F.relu(model.fc1(pooled.flatten(1)))
+            return torch.cat([feats, F.log_softmax(model.fc2(feats), 1), mean1, mean2,
+                              img.mean((1, 2, 3)).unsqueeze(1)], 1)
         return multi
     raise ConfigError(f"features {kind!r} is not one of: "
                       f"{', '.join(k for kinds in FEATURES.values() for k in kinds)}")

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from torch.autograd.function import once_differentiable
 from torch.nn import functional as F
 
 from core.base.files import write_atomic
@@ -44,14 +45,71 @@ class SmallCNN(nn.Module):
         self.fc1 = nn.Linear(channels[1] * (h // 4) * (w // 4), width)
         self.fc2 = nn.Linear(width, classes)
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:
+    def convolve(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(the pooled conv2 maps, the channel means of relu(conv1), of relu(conv2))."""
         x = x.reshape(-1, *self.image_shape)
-        x = F.max_pool2d(F.relu(self.conv1(x)), 2)
-        x = F.max_pool2d(F.relu(self.conv2(x)), 2)
-        return F.relu(self.fc1(x.flatten(1)))
+        if self.conv1.weight.requires_grad or self.conv2.weight.requires_grad:   # training
+            c1 = F.relu(self.conv1(x))
+            c2 = F.relu(self.conv2(F.max_pool2d(c1, 2)))
+            return F.max_pool2d(c2, 2), c1.mean((2, 3)), c2.mean((2, 3))
+        return _FrozenConvs.apply(x, self)   # frozen: a reward's features, a judge
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.fc1(self.convolve(x)[0].flatten(1)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc2(self.features(x))
+
+
+def _channels_last(t: torch.Tensor) -> torch.Tensor:
+    """t in channels-last memory, its strides explicit even for one channel (where
+    .contiguous(memory_format=...) keeps NCHW strides and a conv then stays NCHW)."""
+    n, c, h, w = t.shape
+    return torch.empty_strided(t.shape, (c * h * w, 1, w * c, c), dtype=t.dtype).copy_(t)
+
+
+class _FrozenConvs(torch.autograd.Function):
+    """SmallCNN.convolve for frozen weights, the same maths as autograd's up to float
+    rounding, about twice as fast on a CPU: the maps are channels-last (max-pooling is
+    ~8x faster on them than on NCHW ones), the backward (only the input's gradient) is
+    written out so no step mixes memory formats (a mixed one is slow), and conv1's
+    input gradient is one matmul and a fold (oneDNN is slow with one input channel)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, model: SmallCNN):
+        conv1, conv2 = model.conv1, model.conv2
+        w2 = _channels_last(conv2.weight)
+        c1 = F.conv2d(x, _channels_last(conv1.weight), conv1.bias, padding=conv1.padding)
+        p1, i1 = F.max_pool2d_with_indices(c1.relu_(), 2)
+        c2 = F.conv2d(p1, w2, conv2.bias, padding=conv2.padding).relu_()
+        p2, i2 = F.max_pool2d_with_indices(c2, 2)
+        ctx.save_for_backward(c1, i1, p1, c2, i2, w2)
+        ctx.model, ctx.size = model, x.shape[-2:]
+        return p2, c1.mean((2, 3)), c2.mean((2, 3))
+
+    @staticmethod
+    @once_differentiable   # no second derivatives (a double backward raises, not lies)
+    def backward(ctx, g_p2, g_m1, g_m2):
+        c1, i1, p1, c2, i2, w2 = ctx.saved_tensors
+        aten, conv1, conv2 = torch.ops.aten, ctx.model.conv1, ctx.model.conv2
+        g_p2 = _channels_last(g_p2)   # it comes NCHW from flatten(1)
+        g = aten.max_pool2d_with_indices_backward(g_p2, c2, [2, 2], [2, 2], [0, 0], [1, 1],
+                                                  False, i2)
+        g = aten.threshold_backward(g.add_(_per_pixel(g_m2, c2)), c2, 0)
+        g = aten.convolution_backward(g, p1, w2, None, conv2.stride, conv2.padding,
+                                      conv2.dilation, False, [0, 0], 1,
+                                      [True, False, False])[0]
+        g = aten.max_pool2d_with_indices_backward(g, c1, [2, 2], [2, 2], [0, 0], [1, 1],
+                                                  False, i1)
+        g = aten.threshold_backward(g.add_(_per_pixel(g_m1, c1)), c1, 0)
+        w1 = conv1.weight
+        cols = w1.flatten(1).t() @ g.reshape(*g.shape[:2], -1)   # (n, c k k, h w)
+        return F.fold(cols, ctx.size, w1.shape[-2:], padding=conv1.padding), None
+
+
+def _per_pixel(g_mean: torch.Tensor, maps: torch.Tensor) -> torch.Tensor:
+    """The gradient of a channel mean, spread over its pixels (broadcastable)."""
+    return (g_mean / (maps.shape[2] * maps.shape[3]))[:, :, None, None]
 
 
 def _init_(model: nn.Module, gen: torch.Generator) -> None:
