@@ -40,6 +40,9 @@ ROWS = {
     "r1": {"r1": 0.1},
     "r1=1": {"r1": 1.0},
     "linear+r1": {"lr_schedule": "linear", "r1": 0.1},
+    "pac2": {"pac": 2},                 # PacGAN packing over the preset (R1 0.1 included)
+    "pac4": {"pac": 4},
+    "pac2-r1=0": {"pac": 2, "r1": 0.0},
 }
 PUBLISHED = [   # (data, method, modes, high quality %, reverse KL): PacGAN and VEEGAN tables
     ("ring8", "GAN (PacGAN table)", 6.3, 98.2, None),

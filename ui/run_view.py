@@ -128,6 +128,8 @@ def fairness_caption(cfg) -> str:
     ema = (f"the EMA ({cfg.g_ema:g}) of G's weights" if cfg.ema_samples and cfg.g_ema
            else "G's raw weights")
     r1 = f"R1 penalty {cfg.r1:g} on real data" if cfg.r1 else "no R1 penalty"
+    if cfg.pac > 1:
+        r1 += f" · D scores packs of {cfg.pac} samples (PacGAN)"
     rates = ("constant learning rates" if cfg.lr_schedule == "constant"
              else f"learning rates decayed ({cfg.lr_schedule}) over the budget")
     return (f"Same for every rule: G gradient clip {clip} · D trains on {sees} · {r1} · "

@@ -48,7 +48,7 @@ def _preset_values(name: str, data: str) -> dict:
 
 def shared_values(cfg: TrainConfig) -> dict:
     """The shared-section inputs a preset sets (fairness_options' widget names)."""
-    return {"r1": cfg.r1, "ema_samples": cfg.ema_samples}
+    return {"r1": cfg.r1, "pac": cfg.pac, "ema_samples": cfg.ema_samples}
 
 
 def follow_preset(prefix: str, values: dict) -> None:
@@ -155,7 +155,7 @@ def _unless_set(key: str, value) -> dict:
 
 def fairness_options(key: str, *, slots: Slots | None = None) -> dict:
     """Settings that apply to every rule alike: gradient clip, what D sees, EMA, the
-    learning-rate schedule and the R1 penalty."""
+    learning-rate schedule, the R1 penalty and PacGAN packing."""
     def slot(field: str, label: str) -> None:
         if slots is not None:
             slots.add(field, label, section=SHARED)
@@ -193,8 +193,15 @@ def fairness_options(key: str, *, slots: Slots | None = None) -> dict:
                              help="gamma/2 times D's squared input gradient on real samples "
                                   "(Mescheder et al. 2018): keeps D smooth near the data")
         slot("r1", "R1 penalty")
+        pac = st.number_input("D packs samples (PacGAN, 1 = off)", step=1, key=key + "pac",
+                              **_unless_set(key + "pac", 1),
+                              help="D scores packs of this many samples at once (Lin et al. "
+                                   "2018): a collapsed G shows in a pack's lack of variety. "
+                                   "1 to 8; must divide the batch size")
+        slot("pac", "PacGAN packing")
     return {"grad_clip": float(clip), "d_sees": sees, "g_ema": float(ema),
-            "ema_samples": bool(ema_samples), "lr_schedule": schedule, "r1": float(r1)}
+            "ema_samples": bool(ema_samples), "lr_schedule": schedule, "r1": float(r1),
+            "pac": int(pac)}
 
 
 def _auto_device() -> str:

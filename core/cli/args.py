@@ -84,7 +84,7 @@ def overrides(args: argparse.Namespace) -> dict:
         "checkpoint_every": args.checkpoint_every, "eval_every": args.eval_every,
         "grad_clip": args.grad_clip, "d_sees": args.d_sees, "g_ema": args.g_ema,
         "keep_checkpoints": args.keep_checkpoints, "lr_schedule": args.lr_schedule,
-        "r1": args.r1,
+        "r1": args.r1, "pac": args.pac,
     }.items() if v is not None}
     if args.ema_samples:
         out["ema_samples"] = True
@@ -150,6 +150,9 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
                    "the step budget (--steps): constant (default), or decayed to 0")
     p.add_argument("--r1", type=as_float, help="R1 penalty weight on real data, every rule "
                    "alike; 0 = off (default)")
+    p.add_argument("--pac", type=as_int, help="PacGAN packing: D scores packs of this many "
+                   "samples, every rule alike (1 to 8; 1 = off, default); must divide the "
+                   "batch size")
     for rule, flag, option, help_text in rule_flags():   # each rule's own flags
         kind = kind_of(next(f for f in option_fields(RULES[rule].Options) if f.name == option))
         p.add_argument(flag, dest=_dest(flag), help=help_text,

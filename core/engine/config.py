@@ -28,6 +28,7 @@ __all__ = ["ConfigError", "OptimConfig", "TrainConfig", "PRESETS", "preset",
 
 MAX_LAYERS = 16            # hidden layers of one network
 MAX_PARAMS = 32 * 2**20    # one network: with its gradients, Adam moments and EMA ~0.7 GB
+MAX_PAC = 8                # PacGAN packs (the paper used 2 to 4)
 
 
 def _short_repr(value: Any, limit: int = 80) -> str:
@@ -87,6 +88,7 @@ class TrainConfig:
     d_sees: str = "sample"         # D's fake batch: what G emitted, or G's mean output
     lr_schedule: str = "constant"  # both lrs over the step budget: constant, linear, cosine
     r1: float = 0.0                # R1 penalty weight: gamma/2 E||grad_x D(real)||^2; 0 = off
+    pac: int = 1                   # PacGAN: D scores packs of pac samples (Lin et al.); 1 = off
     g_ema: float = 0.995           # decay of the EMA of G's weights; 0 = no EMA
     ema_samples: bool = False      # snapshots and quality metrics from the EMA weights
     seed: int = 0
@@ -139,7 +141,8 @@ class TrainConfig:
         _check_layers("d_hidden", self.d_hidden)
         out = math.prod(sample_shape(self.data, self.image_size))
         _check_network_size("g_hidden", (self.latent_dim, *self.g_hidden, out))
-        _check_network_size("d_hidden", (out, *self.d_hidden, 1))
+        check_range("pac", self.pac, 1, MAX_PAC, integer=True)
+        _check_network_size("d_hidden", (out * self.pac, *self.d_hidden, 1))
         check_choice("rule", self.rule, tuple(RULES))
         for name, opts in self.rule_options:
             if not isinstance(opts, RULES[name].Options):
@@ -156,6 +159,14 @@ class TrainConfig:
         check_choice("d_sees", self.d_sees, D_SEES)
         check_choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
         check_range("r1", self.r1, 0.0, 1e4)
+        if self.batch_size % self.pac:   # D's batch splits into whole packs
+            near = sorted({max(self.pac, self.batch_size // self.pac * self.pac),
+                           (self.batch_size // self.pac + 1) * self.pac})
+            raise ConfigError(f"pac = {self.pac} does not divide batch_size = "
+                              f"{self.batch_size}: D scores packs of {self.pac} samples; use a "
+                              f"batch_size that is a multiple of {self.pac} (e.g. "
+                              f"{' or '.join(map(str, near))}) or a pac that divides "
+                              f"{self.batch_size}")
         check_range("g_ema", self.g_ema, 0.0, 0.99999)
         if not isinstance(self.ema_samples, bool):
             raise ConfigError(f"ema_samples = {self.ema_samples!r} must be true or false")

@@ -24,6 +24,7 @@ def tanh_fast_(h: torch.Tensor) -> torch.Tensor:
 
 class MLP(nn.Module):
     """Linear -> ReLU -> ... -> Linear (-> tanh)."""
+    pac = 1   # rows D scores together (PackedD); 1 = each row alone
 
     def __init__(self, sizes: list[int], tanh_out: bool) -> None:
         super().__init__()
@@ -69,9 +70,52 @@ class MLP(nn.Module):
                     g = torch.ops.aten.threshold_backward(g, a, 0)  # ReLU' from the output
         return g if input_grad else None
 
+    def score_points(self, x: torch.Tensor) -> torch.Tensor:
+        """One output per row of x, each row on its own (see PackedD.score_points)."""
+        return self(x)
+
+
+class PackedD(MLP):
+    """PacGAN's discriminator (Lin et al. 2018): D sees packs of `pac` consecutive rows,
+    (B, dim) -> (B/pac, pac*dim), and each pack's logit is given back to every one of
+    its rows. So every caller keeps one logit per row: a loss that is a mean over rows
+    is the mean over packs, and the manual backward sums a pack's rows' gradients, as
+    autograd does through repeat_interleave. B must be a multiple of pac (the config
+    checks the batch size); score_points scores rows of any count one by one."""
+
+    def __init__(self, sizes: list[int], pac: int) -> None:
+        super().__init__([sizes[0] * pac, *sizes[1:]], tanh_out=False)
+        self.pac = pac
+
+    def _pack(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[0] % self.pac:
+            raise ValueError(f"D packs {self.pac} rows at a time and got {x.shape[0]}; "
+                             "score single points with score_points()")
+        return x.reshape(x.shape[0] // self.pac, self.pac * x.shape[1])
+
+    def forward_cached(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        out, acts = super().forward_cached(self._pack(x))
+        return out.repeat_interleave(self.pac, 0), acts
+
+    def backward_manual(self, acts: list[torch.Tensor], out: torch.Tensor,
+                        grad_out: torch.Tensor, *, param_grads: bool = True,
+                        input_grad: bool = False) -> torch.Tensor | None:
+        # a pack's logit went to each of its rows: their gradients add up (D has no
+        # tanh, so the MLP's backward never reads `out`)
+        grad_packs = grad_out.view(-1, self.pac).sum(1, keepdim=True)
+        g = super().backward_manual(acts, out, grad_packs, param_grads=param_grads,
+                                    input_grad=input_grad)
+        return g.reshape(-1, acts[0].shape[1] // self.pac) if input_grad else None
+
+    def score_points(self, x: torch.Tensor) -> torch.Tensor:
+        """D's logit of each row x scored as the pack (x, x, ..., x): what D thinks of
+        one point, for any number of rows (heatmaps over a grid, per-sample fields)."""
+        return MLP.forward_cached(self, x.repeat(1, self.pac))[0]
+
 
 def build_models(cfg: TrainConfig, data_dim: int, is_image: bool) -> tuple[MLP, MLP]:
-    """G (latent -> data) and D (data -> one logit), initialised from cfg.seed.
+    """G (latent -> data) and D (data -> one logit), initialised from cfg.seed; with
+    cfg.pac > 1, D scores packs of pac samples (PackedD).
 
     Images get tanh outputs (data is in [-1, 1]); 2-D points are unbounded (grid25
     spans +-4), so G's output is linear there.
@@ -79,7 +123,9 @@ def build_models(cfg: TrainConfig, data_dim: int, is_image: bool) -> tuple[MLP, 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
         generator = MLP([cfg.latent_dim, *cfg.g_hidden, data_dim], tanh_out=is_image)
-        discriminator = MLP([data_dim, *cfg.d_hidden, 1], tanh_out=False)
+        d_sizes = [data_dim, *cfg.d_hidden, 1]
+        discriminator = (PackedD(d_sizes, cfg.pac) if cfg.pac > 1
+                         else MLP(d_sizes, tanh_out=False))
     return generator, discriminator
 
 

@@ -117,7 +117,8 @@ def d_heatmap(D, extent: tuple, res: int = HEATMAP_RES) -> np.ndarray:
     ys = torch.linspace(ymin, ymax, res, device=device)
     gy, gx = torch.meshgrid(ys, xs, indexing="ij")
     grid = torch.stack([gx.reshape(-1), gy.reshape(-1)], 1)
-    return torch.sigmoid(D(grid)).view(res, res).float().cpu().numpy()
+    # each grid point on its own: a packed D scores it as the pack (x, ..., x)
+    return torch.sigmoid(D.score_points(grid)).view(res, res).float().cpu().numpy()
 
 
 class SnapshotStore:

@@ -49,9 +49,23 @@ class StepContext:
         self.options = self.cfg.options()
 
     def d_logits(self, x: torch.Tensor) -> torch.Tensor:
-        """D's logits of x, computed once per x (rewards and metrics share them)."""
+        """D's logits of x, computed once per x (rewards and metrics share them).
+
+        A packed D (pac > 1) scores x in packs of rows n/pac apart, not next to each
+        other: reinforce lays out its K samples of one z side by side, and a pack of
+        those near-copies looks like a collapsed G to D (with pac >= K every sample of
+        a z shared one reward, so the leave-one-out advantages were all 0). Rows n/pac
+        apart come from different z (n/pac is a multiple of K), like the independent
+        samples D trains on."""
         if self._logits[0] is not x:
-            self._logits = (x, self.nets.D(x))
+            D, n = self.nets.D, x.shape[0]
+            if D.pac > 1 and n % D.pac == 0:
+                pac = D.pac
+                strided = x.reshape(pac, n // pac, -1).transpose(0, 1).reshape(n, -1)
+                logits = D(strided).reshape(n // pac, pac).t().reshape(n, 1)
+            else:
+                logits = D(x)
+            self._logits = (x, logits)
         return self._logits[1]
 
     def flat_grad(self, loss: torch.Tensor, retain_graph: bool = False) -> torch.Tensor:
@@ -108,11 +122,15 @@ def clip_(grad: torch.Tensor, max_norm: float) -> torch.Tensor:
 def add_r1_grad_(nets: Nets, real: torch.Tensor, gamma: float) -> None:
     """Add the gradient of the R1 penalty gamma/2 E||grad_x D(real)||^2 (Mescheder et
     al. 2018) to D's gradient buffer. A gradient of a gradient: autograd does this one
-    (double backward through the MLP), only when the penalty is on."""
+    (double backward through the MLP), only when the penalty is on. A packed D (pac > 1)
+    is penalised per pack: its input is the whole pack."""
     params = list(nets.D.parameters())
+    pac = nets.D.pac
     with torch.enable_grad():
         x = real.detach().requires_grad_(True)
         (grad_x,) = torch.autograd.grad(nets.D(x).sum(), x, create_graph=True)
+        if pac > 1:   # each pack's logit came back once per row: count it once, per pack
+            grad_x = grad_x.reshape(-1, pac * grad_x.shape[1]) / pac
         penalty = 0.5 * gamma * grad_x.pow(2).sum(1).mean()
         grads = torch.autograd.grad(penalty, params, materialize_grads=True)  # biases: 0
     nets.d_flat.grad.add_(torch.cat([g.reshape(-1) for g in grads]))
@@ -124,7 +142,9 @@ def discriminator_step(nets: Nets, real: torch.Tensor, fake: torch.Tensor,
     only its metrics (a rule that freezes D). `r1` > 0 adds the R1 penalty on real data.
 
     The loss is BCE(real, 1) + BCE(fake, 0), each a batch mean: what is logged as
-    d_loss is exactly what is differentiated (plus the penalty, when on)."""
+    d_loss is exactly what is differentiated (plus the penalty, when on). A packed D
+    (PackedD) gives each row its pack's logit, so these are means over packs; real and
+    fake never share a pack because n_real is a multiple of pac (the batch size is)."""
     n_real = real.shape[0]
     logits, acts = nets.D.forward_cached(torch.cat([real, fake]))
     labels = torch.zeros_like(logits)

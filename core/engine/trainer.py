@@ -23,6 +23,7 @@ import torch
 
 from core.data.datasets import DataSet, load_dataset
 from core.engine.config import ConfigError, TrainConfig
+from core.engine.fine_tune import fine_tune_config
 from core.engine.rules import RULES
 from core.engine.run import RESEEDED, BatchStream, Run
 from core.engine.schedule import lr_scale
@@ -397,11 +398,17 @@ class Trainer(RunControls):
         effect, optimiser included. A step budget the checkpoint already reached is
         lifted.
         """
-        cfg = config_of(state)
+        cfg, note = config_of(state), None
         if rule:
-            cfg = cfg.fresh_options(rule)
+            cfg, note = fine_tune_config(cfg, [rule])
+            if "r1" in changes:   # an r1 asked for is the user's
+                note = None
         if cfg.steps and int(state["step"]) >= cfg.steps and "steps" not in changes:
             changes["steps"] = 0
+        if changes.get("pac", cfg.pac) != cfg.pac:   # D's weights are sized for its packs
+            raise ConfigError(f"pac = {changes['pac']!r} cannot change when continuing a "
+                              f"checkpoint: its D scores packs of {cfg.pac} (D's input is pac "
+                              "x the data's size); leave pac out, or start a new run")
         if changes:
             cfg = cfg.replace(**changes)
         # the user's points saved in the checkpoint, wherever its CSV is now
@@ -409,8 +416,10 @@ class Trainer(RunControls):
         trainer.load_state_dict(state)
         source = state.get("run_id") or "a checkpoint"
         trainer.log.add_event(trainer.step_count, f"from {source} @ {trainer.step_count}")
-        if note := resume_note(state):
-            trainer.log.add_event(trainer.step_count, note)
+        if saved_note := resume_note(state):
+            trainer.log.add_event(trainer.step_count, saved_note)
         if rule:
             trainer.set_rule(rule)
+        if note:
+            trainer.log.add_event(trainer.step_count, note)
         return trainer

@@ -17,6 +17,7 @@ The nets passed in are never changed.
 from __future__ import annotations
 
 import copy
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -64,6 +65,19 @@ def clone_nets(nets: Nets, cfg, g_opt_state: dict | None = None) -> Nets:
     return Nets(G, D, g_flat, d_flat, g_opt, d_opt)
 
 
+class EachPoint:
+    """D as the rules see it in a field: per-sample pulls, so a packed D scores each
+    sample as its own pack (score_points), for any number of samples; with pac = 1
+    that is D itself."""
+    pac = 1
+
+    def __init__(self, D) -> None:
+        self.D = D
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return self.D.score_points(x)
+
+
 def _context(nets: Nets, cfg, z: torch.Tensor, rule_step: int, seed: int) -> StepContext:
     noise = torch.Generator(z.device).manual_seed(int(seed))   # private: no run's stream moves
     return StepContext(cfg, nets, step=1, rule_step=rule_step, noise=noise, z=z)
@@ -82,7 +96,7 @@ def _gradients(nets: Nets, cfg, z: torch.Tensor, rule_step: int, seed: int):
     if cfg.rule not in FIELD_RULES:
         raise ValueError(f"update fields are drawn for {', '.join(FIELD_RULES)}, "
                          f"not {cfg.rule!r}")
-    ctx = _context(nets, cfg, z, rule_step, seed)
+    ctx = _context(dataclasses.replace(nets, D=EachPoint(nets.D)), cfg, z, rule_step, seed)
     params = list(nets.G.parameters())
     with torch.enable_grad():
         mu = nets.G(z)
@@ -96,10 +110,10 @@ def _gradients(nets: Nets, cfg, z: torch.Tensor, rule_step: int, seed: int):
 
 
 def log_d_grad(D, x: torch.Tensor) -> torch.Tensor:
-    """grad_x log D(x) per row: the exact per-sample bce pull."""
+    """grad_x log D(x) per row: the exact per-sample bce pull (each row its own pack)."""
     with torch.enable_grad():
         leaf = x.detach().requires_grad_(True)
-        (grad,) = torch.autograd.grad(-F.softplus(-D(leaf)).sum(), leaf)
+        (grad,) = torch.autograd.grad(-F.softplus(-D.score_points(leaf)).sum(), leaf)
     return grad
 
 

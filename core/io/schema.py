@@ -88,7 +88,7 @@ ADAM_FALSE_FLAGS = ("amsgrad", "maximize", "capturable", "differentiable")
 ADAM_OPTIONAL_BOOL = ("foreach", "fused")          # None or a bool
 ADAM_STATE_KEYS = ("exp_avg", "exp_avg_sq", "step")
 ARENA_SHAPE_FIELDS = ("data", "data_root", "image_size", "latent_dim", "g_hidden",
-                      "d_hidden")
+                      "d_hidden", "pac")
 
 
 class CheckpointError(ValueError):
@@ -228,7 +228,7 @@ def _validate_run(state, name: str) -> TrainConfig:
                    fix=f"it must be a step of the run, at most its step {step:,}; {DAMAGED}")
 
     g_sizes = [cfg.latent_dim, *cfg.g_hidden, dim]
-    d_sizes = [dim, *cfg.d_hidden, 1]
+    d_sizes = [dim * cfg.pac, *cfg.d_hidden, 1]   # a packed D sees pac samples at once
     _check_weights(name, "generator", state["generator"], g_sizes)
     for key in ("generator_ema", "generator_ref"):
         if key in state:
