@@ -1,7 +1,7 @@
 """RLHF fine-tuning against its alternatives, from the same pretrained generator.
 
-Per seed: pretrain with bce (the recommended preset; on ring8 the fine-tune then drops
-its R1, see SETUPS); an oracle judges 400 pairs of the generator's samples
+Per seed: pretrain with bce (the recommended preset; the fine-tune's config comes from
+core.engine.fine_tune, which drops R1 where realism reads D); an oracle judges 400 pairs of the generator's samples
 with noise set to 80% agreement with its exact self; a reward model is fit on them;
 then one arena, from the pretrained weights, trains in lockstep: bce continued,
 reinforce (D as reward), rlhf with its default (pathwise) estimator and rlhf with the
@@ -47,6 +47,7 @@ from feedback import labels, noise_for, pairs  # noqa: E402  (bench/feedback.py)
 from core.base.options import resolved  # noqa: E402
 from core.engine.arena import Arena  # noqa: E402
 from core.engine.config import preset  # noqa: E402
+from core.engine.fine_tune import fine_tune_config  # noqa: E402
 from core.engine.rules.rlhf import RlhfOptions  # noqa: E402
 from core.engine.trainer import Trainer  # noqa: E402
 from core.feedback.loop import blind_win_rate  # noqa: E402
@@ -57,15 +58,8 @@ from core.quality.evaluate import EVAL_SAMPLES, evaluator_for, generate  # noqa:
 from core.quality.judges import JUDGES, get_judge, majority_share  # noqa: E402
 from core.quality.metrics import frechet_distance, nearest_mode  # noqa: E402
 
-# "finetune": config changes for the fine-tune only (pretraining keeps the preset). On
-# ring8 the fine-tune's D has no R1: R1 (the preset's 0.1, kept for pretraining) flattens D
-# at the data, which is where the realism reward log D must hold samples on the modes;
-# with it, 1 seed, the rlhf arm's high quality fell from 66% to 1% in 500 steps and was
-# 0.5% at 10,000 (realism 1 or 3, or KL 0.002, did not save it; KL 0.02 held the modes
-# but did not move them), without it 54% at 2,000 steps and 92% at 10,000 (3 seeds).
-SETUPS = {"mnist5k": {"oracle": "digit:7", "pretrain": 3000, "steps": 2000, "finetune": {}},
-          "ring8": {"oracle": "upper", "pretrain": 5000, "steps": 10000,
-                    "finetune": {"r1": 0.0}}}
+SETUPS = {"mnist5k": {"oracle": "digit:7", "pretrain": 3000, "steps": 2000},
+          "ring8": {"oracle": "upper", "pretrain": 5000, "steps": 10000}}
 ARMS = ["bce", "reinforce", "rlhf", "rlhf:estimator=reinforce"]
 DIGIT = 7
 SHOWN = 8                        # fixed-z samples printed per generator
@@ -155,7 +149,7 @@ def record(table: dict, arm: str, step: int, row: dict) -> None:
 def compare(data: str, seeds: int, steps: int, folder: Path, arms: list[str] = ARMS,
             changes: dict | None = None) -> None:
     setup = SETUPS[data]
-    changes = {**setup["finetune"], **(changes or {})}
+    changes = changes or {}
     checkpoints = sorted({steps // 4, steps // 2, steps})
     table: dict = {}
     art: dict[str, str] = {}
@@ -165,8 +159,9 @@ def compare(data: str, seeds: int, steps: int, folder: Path, arms: list[str] = A
         path = reward_model(base, setup["oracle"], seed, folder)
         scorer = Scorer(base.data)
         record(table, "pretrained", 0, {**scorer(base.nets.G), "blind win rate vs start": 0.5})
-        cfg = base.cfg.replace(steps=steps, eval_every=0, sample_every=10**9,
-                               **{"rlhf.reward_model": path, **changes})
+        cfg, note = fine_tune_config(base.cfg, arms)   # as the Feedback page's fine-tune
+        cfg = cfg.replace(steps=steps, eval_every=0, sample_every=10**9,
+                          **{"rlhf.reward_model": path, **changes})
         arena = Arena(cfg, arms, init_state=base.state_dict())
         if seed == 0:
             art["pretrained"] = text_art(base.nets.G, arena.data)
@@ -191,7 +186,8 @@ def compare(data: str, seeds: int, steps: int, folder: Path, arms: list[str] = A
           f"{steps:,} steps per arm; {seeds} seeds, mean ± s.e. rlhf defaults here: kl "
           f"{resolved(opts, 'kl_weight', is_2d)}, sigma {resolved(opts, 'sigma', is_2d)}, uncertainty "
           f"{opts.uncertainty}, realism {resolved(opts, 'realism', is_2d)}, score clip "
-          f"{opts.score_clip}" + "".join(f"; fine-tune {k} {v}" for k, v in changes.items()))
+          f"{opts.score_clip}" + (f"; {note}" if note else "")
+          + "".join(f"; fine-tune {k} {v}" for k, v in changes.items()))
     print(f"{'arm':<26}{'step':>6}  " + "".join(f"{m:<25}" for m in metrics))
     for (name, step), row in table.items():
         print(f"{name:<26}{step:>6}  " + "".join(f"{mean_se(row.get(m, [])):<25}"

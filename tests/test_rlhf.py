@@ -9,12 +9,14 @@ import torch
 from core.cli.main import main
 from core.data.datasets import load_by_name
 from core.engine.config import ConfigError, TrainConfig, preset
+from core.engine.fine_tune import R1_OFF, fine_tune_config
 from core.engine.rules.latent import latent_kl, recover_map
 from core.engine.rules.rlhf import exact_kl, sigma_of
 from core.engine.trainer import Trainer
 from core.feedback.oracles import make_oracle
 from core.feedback.reward_model import train_reward_model
 from core.io.checkpoint import load_checkpoint, to_bytes
+from core.io.schema import config_of
 
 
 @pytest.fixture(scope="module")
@@ -98,6 +100,34 @@ def test_a_fine_tune_with_another_rule_gets_that_rules_options_of_today(ring):
     state = load_checkpoint(to_bytes(trainer.state_dict()))
     state["config"]["rlhf"]["kl_weight"] = 0.05           # its own rule's options: kept
     assert Trainer.from_checkpoint(state, rule="rlhf").cfg.options().kl_weight == 0.05
+
+
+def test_a_fine_tune_whose_reward_reads_d_runs_without_r1(ring):
+    cfg = config_of(ring["state"])
+    assert cfg.r1 > 0, "the 2-D preset has R1"
+    tuned, note = fine_tune_config(cfg, ["bce", "reinforce", "rlhf", "latent"])
+    assert tuned.r1 == 0 and note == R1_OFF, "rlhf's realism (auto 0.3 on 2-D) reads D"
+    assert fine_tune_config(cfg, ["bce", "reinforce"]) == (cfg, None)
+    no_realism = cfg.replace(rule="rlhf", **{"rlhf.realism": 0.0})   # its own rule's options
+    assert fine_tune_config(no_realism, ["rlhf"]) == (no_realism, None)
+    # the CLI's and the Checkpoints page's way: Trainer.from_checkpoint with a rule
+    trainer = fine_tune(ring)
+    assert trainer.cfg.r1 == 0 and R1_OFF in [t for _, t in trainer.log.events]
+    assert Trainer.from_checkpoint(ring["state"], rule="rlhf", r1=0.2, **{
+        "rlhf.reward_model": ring["rm"]}).cfg.r1 == 0.2, "an r1 asked for is the user's"
+
+
+def test_rlhf_rounds_on_ring8_run_the_fine_tune_without_r1(ring, tmp_path):
+    from core.io.checkpoint import save_checkpoint
+
+    ckpt = save_checkpoint(ring["state"], tmp_path / "g.safetensors")
+    out = tmp_path / "rounds"
+    assert main(["rlhf-rounds", "--from", str(ckpt), "--oracle", "upper", "--rule", "rlhf",
+                 "--rounds", "1", "--pairs-per-round", "20", "--steps-per-round", "2",
+                 "--out", str(out)]) == 0
+    final = load_checkpoint(out / "round0.safetensors")
+    assert final["config"]["r1"] == 0 and final["rule"] == "rlhf"
+    assert R1_OFF in [text for _, text in final["metrics"]["events"]]
 
 
 def test_a_config_saved_with_the_old_name_kl_loads_as_kl_weight(ring):

@@ -416,12 +416,13 @@ def fine_tune(source: Source, model_path: Path) -> None:
     reward), rlhf (G fine-tuned on these preferences) and latent (G frozen, its noise
     steered by them), then open it on the Compare page."""
     from core.engine.arena import Arena
+    from core.engine.fine_tune import fine_tune_config
     from core.engine.trainer import new_run_id
     from core.io.schema import config_of
 
     state = source.state()
     cfg = config_of(state)
-    cfg = cfg.fresh_options(*FINE_TUNE_ARMS)
+    cfg, note = fine_tune_config(cfg, FINE_TUNE_ARMS)
     steps = fine_tune_steps(not cfg.is_2d)
     # quality evaluations through the fine-tune (the proxy, realism, diversity and the
     # warning need them), also when the judged run was trained without them; every arm
@@ -431,6 +432,8 @@ def fine_tune(source: Source, model_path: Path) -> None:
                          if takes_reward_model(arm)})
     arena = Arena(cfg, list(FINE_TUNE_ARMS), init_state=state,
                   run_id=new_run_id(f"arena-rlhf-{cfg.data}"))
+    if note:
+        arena.mark(note)
     compare_view.registry().start(arena)
     compare_view.attach(arena)
     st.session_state["cmp_compared_only"] = True   # the fine-tune, not the pretraining

@@ -143,6 +143,12 @@ class Arena(RunControls):
             self.step_count = self.fork_step = int(state["step"])
             self._hash_arms()
 
+    def mark(self, text: str) -> None:
+        """A marker at the current step on every arm's charts."""
+        with self.lock:
+            for arm in self.arms.values():
+                arm.log.add_event(self.step_count, text)
+
     @property
     def warming_up(self) -> bool:
         return self.warmup is not None

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from core.data.datasets import DataSet
+from core.engine.fine_tune import R1_OFF, drops_r1
 from core.feedback.loop import (
     draw_against,
     from_display,
@@ -89,7 +90,10 @@ def run_rounds(trainer, rule: str, store: PreferenceStore, oracle: Oracle, *, ro
         if trainer.cfg.rule == rule:
             trainer.reconfigure(**option)
         else:   # the fine-tune starts here: a rule that needs a reward model has one now
-            trainer.set_rule(rule, **option)
+            r1_off = drops_r1(trainer.cfg, [rule])
+            trainer.set_rule(rule, **option, **({"r1": 0.0} if r1_off else {}))
+            if r1_off:
+                trainer.log.add_event(trainer.step_count, R1_OFF)
         for _ in range(steps_per_round):
             trainer.step()
         trainer.save_checkpoint(out / f"round{r}.safetensors")

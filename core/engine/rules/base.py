@@ -50,6 +50,12 @@ class Rule:
         """Whether D keeps learning while this rule updates G."""
         return True
 
+    def reads_d_at_data(self, options, is_2d: bool) -> bool:
+        """Whether the reward holds samples on the data through log D (a realism term):
+        D must then stay sharp there, so a fine-tune under this rule runs without R1
+        (core/engine/fine_tune.py)."""
+        return False
+
     def quality(self, run, z: torch.Tensor, G) -> dict[str, float]:
         """The rule's own q_* metrics of generator G on the evaluation z ({}: none)."""
         return {}

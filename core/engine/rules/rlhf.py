@@ -113,6 +113,9 @@ class RlhfRule(Rule):
     def trains_d(self, options) -> bool:
         return options.train_d
 
+    def reads_d_at_data(self, options, is_2d: bool) -> bool:
+        return resolved(options, "realism", is_2d) > 0
+
     def emit(self, mu, ctx):
         opts, is_2d = ctx.options, ctx.cfg.is_2d
         k = 1 if opts.estimator == "pathwise" else resolved(opts, "samples_per_z", is_2d)
