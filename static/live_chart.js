@@ -211,7 +211,7 @@ class LiveChart {
   update(data, setStateValue) {
     this.setState = setStateValue;
     if (data.chart) this.spec = data.chart;   // sent when it changes, else kept
-    if (!this.spec) {                          // a new element that missed it: resync
+    if (!this.spec || this.spec.sig !== data.sig) {   // new, or it missed a change: resync
       setStateValue("resync", (data.resync || 0) + 1);
       return;
     }
@@ -247,6 +247,9 @@ class LiveChart {
       }
       // the rows of the range this element asked for; an answer to an older ask is late
       if (p.detail) s.detail = sameRange([p.detail.lo, p.detail.hi], this.zoomAsked) ? p.detail : null;
+      // the server saw this element's ask, yet its rows never came (their message was
+      // dropped by an interrupted rerun): ask for everything again
+      else if (!s.detail && data.zoom && sameRange(data.zoom, this.zoomAsked)) gap = true;
       thin(s, MAX_POINTS);
     }
     for (const id of [...this.sources.keys()]) if (!ids.has(id)) this.sources.delete(id);

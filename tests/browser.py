@@ -178,8 +178,13 @@ def wait_charts(page, test: str, arg=None, timeout_ms: float | None = None):
     """Poll `test`, a JS function (charts, arg) => value, over the page's charts (the
     list `charts` returns) until its value is truthy; return that value, so what is
     checked next is what the wait saw (a second read could land mid-rerun)."""
-    handle = page.wait_for_function(f"([a]) => ({test})({CHARTS}, a)", arg=[arg],
-                                    timeout=timeout_ms)
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    try:
+        handle = page.wait_for_function(f"([a]) => ({test})({CHARTS}, a)", arg=[arg],
+                                        timeout=timeout_ms)
+    except PlaywrightTimeout as exc:   # say what the charts showed when time ran out
+        raise AssertionError(f"charts never passed {test}; they show {charts(page)}") from exc
     return handle.json_value()
 
 

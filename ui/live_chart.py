@@ -26,6 +26,7 @@ from __future__ import annotations
 import base64
 import json
 import math
+import zlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -148,7 +149,10 @@ def chart_data(key: str, spec: charts.ChartSpec, sources: list[Source], sent: di
              "max_events": MAX_EVENTS_SHOWN,
              "sources": [{"id": s.id, "label": s.label,
                           "styles": _styles(s, len(spec.metrics))} for s in sources]}
+    # "zoom": the range this run saw asked; the browser checks that it holds its rows (a
+    # message can be dropped when a rerun interrupts the run after `sent` noted it)
     data = {"smoothing": float(smoothing), "resync": resync,
+            "zoom": list(zoom) if zoom is not None else None,
             "sources": [source_payload(key, spec, s, sent, resync) for s in sources]}
     for src, payload in zip(sources, data["sources"]):
         # a zoomed range's rows once per range; again with a full history (a resync)
@@ -158,7 +162,9 @@ def chart_data(key: str, spec: charts.ChartSpec, sources: list[Source], sent: di
         sent[(key, src.id, "zoom")] = asked
     # the chart's description and the events only when they changed (or the browser
     # resynced): a refresh sends the new rows, not the whole history again
-    described = (json.dumps(chart, sort_keys=True), resync)
+    text = json.dumps(chart, sort_keys=True)
+    data["sig"] = chart["sig"] = zlib.crc32(text.encode())   # the browser checks it holds it
+    described = (text, resync)
     if sent.get((key, "chart")) != described:
         data["chart"] = chart
         sent[(key, "chart")] = described
