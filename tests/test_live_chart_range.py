@@ -80,6 +80,9 @@ def test_detail_is_sent_once_per_range_and_again_after_a_resync():
         log.append(i, {"d_loss": 0.0, "g_loss": 0.0})
     later = data(log, sent, zoom=(2_000.0, 2_100.0))
     assert "detail" not in later["sources"][0], "a refresh carries only the new rows"
+    # ... and the range it saw asked: a browser without those rows (their message was
+    # dropped) knows it missed them and resyncs
+    assert later["zoom"] == [2_000.0, 2_100.0]
     assert len(json.dumps(later)) < 1_000
     assert "detail" in data(log, sent, zoom=(2_000.0, 2_050.0))["sources"][0], "a new range"
     again = data(log, sent, zoom=(2_000.0, 2_050.0), resync=1)["sources"][0]
