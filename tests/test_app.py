@@ -218,7 +218,7 @@ def test_rule_switch_on_a_live_run_marks_the_charts(app_env):
     assert trainer.cfg.rule == "reinforce"
     assert any("bce -> reinforce" in text for _, text in trainer.log.events)
     losses = live_chart(at, "chart_d_loss")   # the marker is sent once, when it is new
-    assert any("bce -> reinforce" in text for _, text in losses["events"])
+    assert any("bce -> reinforce" in text for _, text in losses["events"]["items"])
     wait_for(lambda: trainer.status.step > trainer.log.events[-1][0] + 60, what="steps")
     at.run()
     assert "events" not in live_chart(at, "chart_d_loss")   # unchanged: not re-sent
