@@ -45,7 +45,7 @@ from ema import mean_se  # noqa: E402  (bench/ema.py)
 from feedback import labels, noise_for, pairs  # noqa: E402  (bench/feedback.py)
 
 from core.base.options import resolved  # noqa: E402
-from core.engine.arena import Arena  # noqa: E402
+from core.engine.arena import Arena, number_or_text  # noqa: E402
 from core.engine.config import preset  # noqa: E402
 from core.engine.fine_tune import fine_tune_config  # noqa: E402
 from core.engine.rules.rlhf import RlhfOptions  # noqa: E402
@@ -251,7 +251,7 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="a fine-tune config change for every arm (e.g. g_opt.lr=1e-3)")
     args = parser.parse_args()
-    changes = {k: _value(v) for k, _, v in (c.partition("=") for c in args.set)}
+    changes = {k: number_or_text(v) for k, _, v in (c.partition("=") for c in args.set)}
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as tmp:
         if args.overopt:
@@ -260,15 +260,6 @@ def main() -> None:
         for data in args.data.split(","):
             compare(data, args.seeds, args.steps or SETUPS[data]["steps"], Path(tmp),
                     args.arms.split(","), changes)
-
-
-def _value(text: str):
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            pass
-    return text
 
 
 if __name__ == "__main__":

@@ -50,7 +50,7 @@ class ArmSpec:
             key, sep, value = opt.partition("=")
             if not sep:
                 raise ValueError(f"arm option {opt!r} in {text!r} must look like key=value")
-            options[key.strip()] = _number(value.strip())
+            options[key.strip()] = number_or_text(value.strip())
         return ArmSpec(rule.strip(), name=text.strip() if options else "", options=options)
 
     def config(self, cfg: TrainConfig) -> TrainConfig:
@@ -59,7 +59,8 @@ class ArmSpec:
                            **{f"{self.rule}.{k}": v for k, v in self.options.items()})
 
 
-def _number(text: str):
+def number_or_text(text: str):
+    """An option value typed as text: an int, else a float, else the text itself."""
     for kind in (int, float):
         try:
             return kind(text)
