@@ -12,6 +12,7 @@ import torch.nn.functional as F
 
 from core.engine.arena import Arena
 from core.engine.config import TrainConfig
+from core.engine.models import MLP
 from core.engine.rules import RULES
 from core.engine.step import StepContext, discriminator_step, train_step
 from core.engine.trainer import Trainer
@@ -175,3 +176,41 @@ def test_step_context_gives_rules_d_logits_once_per_input():
     with torch.no_grad():
         values = train_step(trainer.nets, trainer.stream.draw(trainer.cfg), ctx)
     assert math.isfinite(values["d_loss"])
+
+
+def _leave_one_out(reward: torch.Tensor) -> torch.Tensor:
+    k = reward.shape[1]
+    return reward - (reward.sum(1, keepdim=True) - reward) / (k - 1)
+
+
+@pytest.mark.parametrize("dim", [2, 784])
+def test_a_policy_s_samples_are_scored_as_d_scores_them(dim):
+    # D.logits_near splits D's first layer as (W mu + b) + sigma (W eps), the second
+    # product in bfloat16 on images where the CPU has it: its rounding must scale with
+    # sigma, so even a small sigma keeps reinforce's advantages (x in bfloat16 would not)
+    torch.manual_seed(0)
+    D = MLP([dim, 128, 128, 1], tanh_out=False)
+    mu, eps = torch.rand(64, dim) * 2 - 1, torch.randn(64, 8, dim)
+    for sigma in (0.3, 0.01):
+        x = (mu.unsqueeze(1) + sigma * eps).reshape(-1, dim)
+        with torch.no_grad():
+            exact, near = D(x).view(64, 8), D.logits_near(mu, eps, sigma).view(64, 8)
+        if dim == 2:   # small products stay in float32
+            assert torch.allclose(near, exact, atol=1e-6)
+        a, b = _leave_one_out(exact).flatten(), _leave_one_out(near).flatten()
+        assert torch.corrcoef(torch.stack([a, b]))[0, 1] > 0.999, sigma
+
+
+def test_reinforce_scores_its_samples_through_the_split_first_layer():
+    trainer = Trainer(tiny(data="ring8", rule="reinforce"))
+    ctx = StepContext(trainer.cfg, trainer.nets, 0, 0, trainer.run.noise_gen)
+    mu = torch.randn(8, 2)
+    with torch.no_grad():
+        x, extra = RULES["reinforce"].emit(mu, ctx)
+        flat = extra["x"].reshape(-1, 2)
+        ctx.policy_samples(flat, extra["mu"], extra["eps"], extra["sigma"])
+        near = ctx.d_logits(flat)
+        assert torch.allclose(near, trainer.nets.D(flat), atol=1e-6)
+    with torch.enable_grad():   # a reward that needs D's gradient gets D itself
+        other = flat.clone().requires_grad_(True)
+        assert ctx.d_logits(other).requires_grad

@@ -22,6 +22,12 @@ def tanh_fast_(h: torch.Tensor) -> torch.Tensor:
     return h.mul_(2.0).sigmoid_().mul_(2.0).sub_(1.0)
 
 
+# Does this CPU multiply bfloat16 natively (AVX512-BF16 / AMX)? Elsewhere bf16 products
+# are emulated and slower than float32, so MLP.logits_near stays in float32 there.
+NATIVE_BF16 = torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+WIDE_INPUT = 256   # below this input width the product is too small for bf16 to pay
+
+
 class MLP(nn.Module):
     """Linear -> ReLU -> ... -> Linear (-> tanh)."""
     pac = 1   # rows D scores together (PackedD); 1 = each row alone
@@ -48,6 +54,28 @@ class MLP(nn.Module):
         else:
             out = h
         return out, acts
+
+    @torch.no_grad()
+    def logits_near(self, mu: torch.Tensor, eps: torch.Tensor, sigma: float) -> torch.Tensor:
+        """Outputs of x = mu[:, None] + sigma eps, (B, K, dim) -> (B K, 1), no gradient:
+        a policy's K samples per z scored for their rewards. The first layer is split as
+        (W mu + b) + sigma (W eps): the second product, K times the first, is most of the
+        cost, and on images it runs in bfloat16 where the CPU multiplies it natively. Its
+        rounding error then scales with sigma eps, not with x, so a small sigma keeps
+        its detail (a test bounds the change in reinforce's advantages)."""
+        first, (batch, k, dim) = self.layers[0], eps.shape
+        weight = first.weight.t()
+        base = torch.addmm(first.bias, mu, weight)
+        flat_eps = eps.reshape(batch * k, dim)
+        if NATIVE_BF16 and dim >= WIDE_INPUT and eps.device.type == "cpu":
+            noise = torch.mm(flat_eps.bfloat16(), weight.bfloat16()).float()
+        else:
+            noise = torch.mm(flat_eps, weight)
+        h = torch.add(base.unsqueeze(1), noise.view(batch, k, -1), alpha=sigma)
+        h = h.view(batch * k, -1)
+        for layer in self.layers[1:]:
+            h = torch.addmm(layer.bias, h.relu_(), layer.weight.t())
+        return tanh_fast_(h) if self.tanh_out else h
 
     def backward_manual(self, acts: list[torch.Tensor], out: torch.Tensor,
                         grad_out: torch.Tensor, *, param_grads: bool = True,

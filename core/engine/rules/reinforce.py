@@ -91,10 +91,11 @@ def sigma_at(opts: ReinforceOptions, is_2d: bool, rule_step: int) -> float:
     return start + (end - start) * min(rule_step / span, 1.0)
 
 
-def _advantages(x: torch.Tensor, ctx) -> tuple[torch.Tensor, dict]:
+def _advantages(x: torch.Tensor, extra: dict, ctx) -> tuple[torch.Tensor, dict]:
     """Normalised, clipped leave-one-out advantages of x (B, K, dim), and metrics."""
     batch, k, dim = x.shape
     flat = x.reshape(batch * k, dim)
+    ctx.policy_samples(flat, extra["mu"], extra["eps"], extra["sigma"])
     reward = score(ctx.options.reward, flat, ctx, ctx.options).view(batch, k)
     baseline = (reward.sum(1, keepdim=True) - reward) / (k - 1)
     adv = reward - baseline
@@ -119,8 +120,8 @@ class ReinforceRule(Rule):
         sigma = sigma_at(ctx.options, ctx.cfg.is_2d, ctx.rule_step)
         eps = torch.randn(mu.shape[0], k, mu.shape[1], generator=ctx.noise,
                           device=mu.device, dtype=mu.dtype)
-        x = mu.detach().unsqueeze(1) + sigma * eps      # (B, K, dim), detached from G
-        return x[:, 0], {"x": x, "eps": eps, "sigma": sigma}
+        x = torch.add(mu.detach().unsqueeze(1), eps, alpha=sigma)   # (B, K, dim), no grad
+        return x[:, 0], {"x": x, "eps": eps, "sigma": sigma, "mu": mu.detach()}
 
     def _cosine_due(self, ctx) -> bool:
         every = ctx.options.cosine_every
@@ -129,7 +130,7 @@ class ReinforceRule(Rule):
     def loss(self, mu, extra, ctx):
         x, sigma = extra["x"], extra["sigma"]
         with torch.no_grad():
-            adv, metrics = _advantages(x, ctx)
+            adv, metrics = _advantages(x, extra, ctx)
         dim = x.shape[2]
         log_prob = -((x - mu.unsqueeze(1)) ** 2).sum(2) / (2 * sigma ** 2 * dim)
         loss = -(adv * log_prob).mean()
@@ -148,9 +149,9 @@ class ReinforceRule(Rule):
         if self._cosine_due(ctx):
             bce_manual_grad(mu, g_acts, ctx)
             ref = nets.g_flat.grad.clone()
-        adv, metrics = _advantages(x, ctx)
+        adv, metrics = _advantages(x, extra, ctx)
         # d loss / d mu = -sum_k adv_k (x_k - mu) / sigma^2 / dim / (B K), x - mu = sigma eps
-        grad_mu = -(adv.unsqueeze(2) * eps).sum(1) / (sigma * dim * batch * k)
+        grad_mu = torch.bmm(adv.unsqueeze(1), eps).squeeze(1).mul_(-1 / (sigma * dim * batch * k))
         nets.G.backward_manual(g_acts, mu, grad_mu)
         metrics["sigma"] = torch.tensor(sigma)
         if ref is not None:
