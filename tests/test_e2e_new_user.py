@@ -5,6 +5,8 @@ side is tests/test_new_user_edges.py).
   at the fork the sidebar's rule switches become usable without a click (they are
   outside the live fragment); the runs panel's step moves with the live refresh.
 - Checkpoints at 800 px: a file's actions are one row that wraps, no label cut.
+- A bad value in "Shared by every rule": its message shows under the field, in a
+  section that stays open (it used to close as the preset button appeared above it).
 
 SCREENSHOTS=dir saves compare_warmup.png and checkpoints_800.png there.
 """
@@ -109,3 +111,16 @@ def test_checkpoint_actions_are_one_row_that_wraps_at_800px(server, page):
         assert r["x"] + r["width"] <= min(box["x"] + box["width"], main["x"] + main["width"]) + 1
     if SHOTS:
         page.screenshot(path=str(Path(SHOTS) / "checkpoints_800.png"))
+
+
+def test_a_bad_shared_setting_shows_its_message_in_an_open_section(server, page):
+    url, _ = server
+    page.goto(url)
+    page.locator(".st-key-cfg_g_lr input").wait_for()
+    page.get_by_text("Shared by every rule").click()
+    b.set_number(page, "cfg_pac", 3)          # 3 does not divide the batch of 64
+    message = page.locator(".st-key-cfg_pac").locator("xpath=..").get_by_text(
+        "3 does not divide batch_size")
+    message.wait_for()                         # visible: the section did not close
+    assert page.locator(".st-key-cfg_pac input").is_visible()
+    assert page.get_by_text("1 setting needs fixing before Start").is_visible()

@@ -132,7 +132,7 @@ def rule_options(key: str, rules, title: str = "{} options", *, slots: Slots | N
         if not fields:
             continue
         section = title.format(RULES.entry(rule).title)
-        with st.expander(section, expanded=False):
+        with st.expander(section, expanded=False, key=f"{key}{rule}_open"):   # see SHARED's
             for f in fields:
                 value = _option_input(f, f"{key}{rule}_{f.name}")
                 _auto_hint(f, value, is_2d)
@@ -160,7 +160,9 @@ def fairness_options(key: str, *, slots: Slots | None = None) -> dict:
         if slots is not None:
             slots.add(field, label, section=SHARED)
 
-    with st.expander(SHARED, expanded=False):
+    # keyed: an unkeyed expander closes when an element above it comes or goes (the
+    # "Use the preset's values" button, after a change here), hiding this field's message
+    with st.expander(SHARED, expanded=False, key=key + "shared_open"):
         clip = st.number_input("G gradient clip (0 = off)", value=0.0, step=0.5, format="%.3g",
                                key=key + "grad_clip",
                                help="Norm clip of G's gradient, applied to every rule alike")
