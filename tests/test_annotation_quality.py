@@ -12,11 +12,11 @@ from core.cli.main import main
 from core.data.datasets import load_by_name
 from core.engine.config import TrainConfig
 from core.engine.trainer import Trainer
-from core.feedback.agreement import cohens_kappa, judge_stats, pair_key, self_agreement
+from core.feedback.agreement import accuracy_ceiling, cohens_kappa, judge_stats, pair_key, self_agreement
 from core.feedback.loop import latent_dim, train_from_store
 from core.feedback.oracles import make_oracle
 from core.feedback.preferences import Judgement, PreferenceStore
-from core.feedback.reward_model import agreement
+from core.feedback.reward_model import agreement, verdict
 
 ORACLE = "upper"
 
@@ -106,6 +106,11 @@ def test_a_careful_and_a_noisy_judge_are_told_apart_and_the_noisy_one_left_out(t
             model = train_from_store(store, data, exclude=exclude, seed=0)
             with torch.no_grad():
                 accuracy[label] = agreement(model.score(a) - model.score(b), exact)
+        # the model says what the labels it learnt from allow (the judges it kept)
+        assert (model.metrics["self_agreement"], model.metrics["repeats"]) == (
+            careful.self_agreement, careful.repeats)
+        ceiling = f"{accuracy_ceiling(careful.self_agreement):.2f} at most"
+        assert ceiling in verdict(model.metrics)[1]
     summary = (f"self-agreement careful {careful.self_agreement:.2f} vs noisy "
           f"{noisy.self_agreement:.2f}; oracle agreement {careful.oracle_agreement:.2f} vs "
           f"{noisy.oracle_agreement:.2f}; reward model on 1,000 exact pairs: {accuracy}")
@@ -114,3 +119,13 @@ def test_a_careful_and_a_noisy_judge_are_told_apart_and_the_noisy_one_left_out(t
     assert main(["reward", "train", "--db", str(db), "--out", str(tmp_path / "rm.pt"),
                  "--min-self-agreement", "0.7"]) == 0
     assert "left out (self-agreement below 70%): noisy" in capsys.readouterr().err
+
+
+def test_the_accuracy_ceiling_undoes_the_agreement_of_two_noisy_verdicts():
+    # each verdict right with probability q: two agree with probability q^2 + (1-q)^2
+    for q in (0.5, 0.7, 0.8, 0.95, 1.0):
+        assert accuracy_ceiling(q * q + (1 - q) ** 2) == pytest.approx(q)
+    assert math.isnan(accuracy_ceiling(0.4)) and math.isnan(accuracy_ceiling(float("nan")))
+    rng = np.random.default_rng(0)    # and by simulation: a judge right 80% of the time
+    first, second = rng.random(20_000) < 0.8, rng.random(20_000) < 0.8
+    assert accuracy_ceiling(float(np.mean(first == second))) == pytest.approx(0.8, abs=0.01)

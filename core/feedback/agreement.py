@@ -43,6 +43,17 @@ def _pairs(judgements: list[Judgement]) -> list[Judgement]:
     return [j for j in judgements if len(j.samples) == 2 and j.choice in PAIR_P]
 
 
+def accuracy_ceiling(agreement: float) -> float:
+    """About the highest held-out accuracy labels this self-consistent allow. If each
+    verdict matches the judge's own preference with probability q, two verdicts on one
+    pair agree with probability s = q^2 + (1 - q)^2, so q = (1 + sqrt(2 s - 1)) / 2:
+    even a model that knows the preference disagrees with 1 - q of the labels (nan for
+    s under 0.5, where the labels say nothing)."""
+    if not agreement >= 0.5:
+        return float("nan")
+    return (1 + (2 * min(agreement, 1.0) - 1) ** 0.5) / 2
+
+
 def self_agreement(judgements: list[Judgement]) -> tuple[float, int]:
     """(share of repeated pairs judged the same way each time, repeats compared): each
     later judgement of a pair is compared with the first one."""

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from core.data.datasets import DataSet
+from core.feedback.agreement import self_agreement
 from core.feedback.oracles import Oracle
 from core.feedback.preferences import BlindJudgement, Judgement, PreferenceStore
 from core.feedback.reward_model import RewardModel, train_reward_model
@@ -140,6 +141,9 @@ def train_from_store(store: PreferenceStore, data: DataSet, judge: str | None = 
     row, recorded as the criteria found), and the judges it left out (`exclude`)."""
     a, b, p = pairs_from_store(store, data, judge, skipped, criterion, exclude)
     model = train_reward_model(a, b, p, data, **options)
+    rows = [j for j in store.judgements(judge=judge, data=data.name, criterion=criterion)
+            if j.judge not in exclude]
+    model.metrics["self_agreement"], model.metrics["repeats"] = self_agreement(rows)
     model.metrics["excluded_judges"] = list(exclude)
     model.metrics["criterion"] = criterion if criterion is not None else " | ".join(
         c for c in store.criteria(data.name) if c)

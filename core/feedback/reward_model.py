@@ -29,6 +29,7 @@ from torch import nn
 from core.base.files import read_bounded, write_atomic
 from core.base.validate import ConfigError
 from core.data.datasets import DataSet, load_by_name
+from core.feedback.agreement import accuracy_ceiling
 from core.quality.classifier import load_or_train_classifier
 from core.quality.judges import get_judge
 
@@ -261,6 +262,7 @@ def check_file_for(prefix: str, path: str, data: str, rule: str) -> None:
                           "judgements")
 
 
+MIN_REPEATS = 10  # repeated pairs before their agreement says much
 MIN_PAIRS = 100   # fewer judgements than this rarely make a reward model worth steering by
 
 
@@ -285,6 +287,10 @@ def verdict(metrics: dict) -> tuple[bool, str]:
     lo, hi = metrics.get("held_out_acc_ci", [math.nan, math.nan])
     text = (f"held-out accuracy {acc:.3f} (95% interval {lo:.2f}-{hi:.2f}) on "
             f"{metrics['held_out_pairs']} of {n} pairs it never trained on")
+    if metrics.get("repeats", 0) >= MIN_REPEATS:   # noisy labels cap what it can score
+        same = metrics["self_agreement"]
+        text += (f"; repeated pairs were judged the same way {same:.0%} of the time, so "
+                 f"labels this consistent allow about {accuracy_ceiling(same):.2f} at most")
     if n < MIN_PAIRS or not lo > 0.5:
         more = max(MIN_PAIRS - n, n // 2, 50)
         why = "too few pairs" if n < MIN_PAIRS else "not clearly better than chance"
