@@ -71,7 +71,11 @@ def test_run_a_sweep_see_the_heatmap_and_open_a_cell(server, page):
         " gd.data.filter(t => t.type === 'heatmap').length === 2 && gd.data.filter(t =>"
         " t.type === 'heatmap').every(t => Array.from(t.z).every(r =>"
         " Array.from(r).every(v => v !== null && !Number.isNaN(v)))); }", arg=FIG)
-    title = page.locator(FIG).first.evaluate("gd => gd._fullLayout.title.text")
+    # one read of the drawn figure: a rerun can swap in a new, not yet drawn plot
+    # between two reads (seen under load: no _fullLayout yet)
+    title = page.wait_for_function(
+        "s => { const gd = document.querySelector(s); const t = gd && gd._fullLayout"
+        " && gd._fullLayout.title; return t ? t.text : false; }", arg=FIG).json_value()
     assert "modes covered ↑" in title and "q_modes" not in title, title
 
     # a click on the cell lr=0.001 (row 1) opens its two seeds in the seed views
