@@ -91,8 +91,10 @@ def sigma_at(opts: ReinforceOptions, is_2d: bool, rule_step: int) -> float:
     return start + (end - start) * min(rule_step / span, 1.0)
 
 
-def _advantages(x: torch.Tensor, extra: dict, ctx) -> tuple[torch.Tensor, dict]:
-    """Normalised, clipped leave-one-out advantages of x (B, K, dim), and metrics."""
+def _advantages(extra: dict, ctx) -> tuple[torch.Tensor, dict]:
+    """Normalised, clipped leave-one-out advantages of emit's samples x (B, K, dim),
+    and metrics."""
+    x = extra["x"]
     batch, k, dim = x.shape
     flat = x.reshape(batch * k, dim)
     ctx.policy_samples(flat, extra["mu"], extra["eps"], extra["sigma"])
@@ -130,7 +132,7 @@ class ReinforceRule(Rule):
     def loss(self, mu, extra, ctx):
         x, sigma = extra["x"], extra["sigma"]
         with torch.no_grad():
-            adv, metrics = _advantages(x, extra, ctx)
+            adv, metrics = _advantages(extra, ctx)
         dim = x.shape[2]
         log_prob = -((x - mu.unsqueeze(1)) ** 2).sum(2) / (2 * sigma ** 2 * dim)
         loss = -(adv * log_prob).mean()
@@ -149,7 +151,7 @@ class ReinforceRule(Rule):
         if self._cosine_due(ctx):
             bce_manual_grad(mu, g_acts, ctx)
             ref = nets.g_flat.grad.clone()
-        adv, metrics = _advantages(x, extra, ctx)
+        adv, metrics = _advantages(extra, ctx)
         # d loss / d mu = -sum_k adv_k (x_k - mu) / sigma^2 / dim / (B K), x - mu = sigma eps
         grad_mu = torch.bmm(adv.unsqueeze(1), eps).squeeze(1).mul_(-1 / (sigma * dim * batch * k))
         nets.G.backward_manual(g_acts, mu, grad_mu)
